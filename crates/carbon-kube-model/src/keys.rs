@@ -1,0 +1,41 @@
+//! Names every component agrees on: annotations, labels, the scheduling gate,
+//! and the ConfigMap the poller publishes.
+
+/// ConfigMap holding the published snapshot.
+pub const SNAPSHOT_CONFIGMAP: &str = "carbon-intensity-data";
+/// Key of the snapshot JSON inside [`SNAPSHOT_CONFIGMAP`].
+pub const SNAPSHOT_KEY: &str = "carbon-intensity.json";
+/// Default namespace of Carbon-Kube's objects.
+pub const DEFAULT_NAMESPACE: &str = "carbon-kube";
+/// ConfigMap with runtime overrides of thresholds and weights.
+pub const CONFIG_CONFIGMAP: &str = "carbon-kube-config";
+
+/// Node label naming the node's grid zone explicitly (wins over cloud region).
+pub const LABEL_GRID_ZONE: &str = "carbon-kube.io/grid-zone";
+/// Node label with the cloud region.
+pub const LABEL_REGION: &str = "topology.kubernetes.io/region";
+/// Node label with the cloud availability zone.
+pub const LABEL_ZONE: &str = "topology.kubernetes.io/zone";
+
+/// Pod annotation: per-pod carbon threshold in g/kWh.
+pub const ANNOTATION_MAX_INTENSITY: &str = "carbon-kube.io/max-intensity";
+/// Pod annotation: `"true"` opts the pod out of carbon-aware decisions.
+pub const ANNOTATION_OPT_OUT: &str = "carbon-kube.io/opt-out";
+/// Pod annotation: RFC 3339 time by which the pod must have finished.
+pub const ANNOTATION_DEADLINE: &str = "carbon-kube.io/deadline";
+/// Pod annotation: how long after creation the pod may wait (e.g. `6h`).
+pub const ANNOTATION_MAX_DELAY: &str = "carbon-kube.io/max-delay";
+/// Pod annotation: how long the pod is expected to run (e.g. `2h`).
+pub const ANNOTATION_EXPECTED_DURATION: &str = "carbon-kube.io/expected-duration";
+/// Pod annotation written by the gate controller: planned release time.
+pub const ANNOTATION_PLANNED_RELEASE: &str = "carbon-kube.io/planned-release";
+/// Pod annotation written by the gate controller: why it was released.
+pub const ANNOTATION_RELEASE_REASON: &str = "carbon-kube.io/release-reason";
+/// Pod annotation a person sets to release a gated pod at once.
+pub const ANNOTATION_RELEASE_NOW: &str = "carbon-kube.io/release-now";
+/// Namespace label opting every pod in the namespace into deferral.
+pub const LABEL_NAMESPACE_DEFER: &str = "carbon-kube.io/defer";
+/// The scheduling gate Carbon-Kube owns.
+pub const SCHEDULING_GATE: &str = "carbon-kube.io/green-window";
+/// Scheduler name of Carbon-Kube's kube-scheduler profile.
+pub const SCHEDULER_NAME: &str = "carbon-kube";
