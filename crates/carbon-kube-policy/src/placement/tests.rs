@@ -1,0 +1,557 @@
+//! Placement tests on real Electricity Maps hourly data (2023) read from the
+//! shared data directory.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+use carbon_kube_model::{CarbonIntensity, Snapshot, Source, ZoneId, ZoneRecord, keys};
+
+use super::*;
+use crate::zone_map::{NodeView, RegionZoneMap, Resources, ZoneResolution, node_zone};
+
+const GIB: i64 = 1 << 30;
+
+fn shared_data() -> PathBuf {
+    std::env::var_os("CARBON_KUBE_SHARED_DATA").map_or_else(
+        || PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../../../shared/data")),
+        PathBuf::from,
+    )
+}
+
+/// Days since 1970-01-01 of a civil date (Howard Hinnant's algorithm).
+fn days_from_civil(y: i64, m: i64, d: i64) -> i64 {
+    let y = if m <= 2 { y - 1 } else { y };
+    let era = y.div_euclid(400);
+    let yoe = y - era * 400;
+    let mp = (m + 9) % 12;
+    let doy = (153 * mp + 2) / 5 + d - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    era * 146_097 + doe - 719_468
+}
+
+fn parse_utc(s: &str) -> i64 {
+    let n = |a: usize, b: usize| s[a..b].parse::<i64>().unwrap();
+    days_from_civil(n(0, 4), n(5, 7), n(8, 10)) * 86_400 + n(11, 13) * 3600 + n(14, 16) * 60
+}
+
+/// One hourly row of an Electricity Maps export.
+#[derive(Clone, Copy, Debug)]
+struct Hour {
+    time: i64,
+    direct: f64,
+    estimated: bool,
+}
+
+fn year(zone: &str) -> Vec<Hour> {
+    let path = shared_data().join(format!(
+        "carbon_intensity/electricitymaps_hourly/{zone}_2023_hourly.csv"
+    ));
+    let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{path:?}: {e}"));
+    let rows: Vec<Hour> = text
+        .lines()
+        .skip(1)
+        .map(|line| {
+            let cols: Vec<&str> = line.split(',').collect();
+            assert_eq!(cols[3], zone);
+            Hour {
+                time: parse_utc(cols[0]),
+                direct: cols[4].parse().unwrap(),
+                estimated: cols[cols.len() - 2] == "true",
+            }
+        })
+        .collect();
+    assert_eq!(rows.len(), 8760);
+    rows
+}
+
+fn snapshot_at(zones: &[(&str, &[Hour])], i: usize) -> Snapshot {
+    let mut s = Snapshot::default();
+    for (zone, hours) in zones {
+        let h = hours[i];
+        let mut r = ZoneRecord::new(
+            CarbonIntensity::new(h.direct).unwrap(),
+            h.time,
+            Source::new(Source::ELECTRICITY_MAPS),
+        );
+        r.estimated = h.estimated;
+        s.zones.insert(ZoneId::parse(zone).unwrap(), r);
+    }
+    s
+}
+
+/// A node labelled with its grid zone, with `free` of 8 CPUs and 32 GiB free.
+fn node(name: &str, zone: Option<&str>, free: f64) -> (NodeView, ZoneResolution) {
+    let mut labels = BTreeMap::new();
+    if let Some(z) = zone {
+        labels.insert(keys::LABEL_GRID_ZONE.to_owned(), z.to_owned());
+    }
+    let allocatable = Resources::new(8000, 32 * GIB);
+    #[allow(clippy::cast_possible_truncation)]
+    let requested = Resources::new(
+        (8000.0 * (1.0 - free)) as i64,
+        (32.0 * (1.0 - free) * GIB as f64) as i64,
+    );
+    let n = NodeView {
+        name: name.to_owned(),
+        labels,
+        provider_id: None,
+        allocatable,
+        requested,
+    };
+    let z = node_zone(&n, &RegionZoneMap::default());
+    (n, z)
+}
+
+fn candidates(nodes: &[(NodeView, ZoneResolution)]) -> Vec<Candidate<'_>> {
+    nodes
+        .iter()
+        .map(|(node, zone)| Candidate { node, zone })
+        .collect()
+}
+
+fn pod(annotations: &[(&str, &str)]) -> PodView {
+    PodView {
+        name: "p".into(),
+        namespace: "default".into(),
+        annotations: annotations
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect(),
+        requests: Resources::new(500, GIB),
+    }
+}
+
+/// The first hour of 2023 where `pred(de, tex)` holds.
+fn hour_where(de: &[Hour], tex: &[Hour], pred: impl Fn(f64, f64) -> bool) -> usize {
+    (0..de.len())
+        .find(|&i| pred(de[i].direct, tex[i].direct))
+        .expect("no such hour in 2023")
+}
+
+#[test]
+fn filter_keeps_the_green_zone_and_explains_the_dirty_one() {
+    let de = year("DE");
+    let tex = year("US-TEX-ERCO");
+    let i = hour_where(&de, &tex, |d, t| d < 200.0 && t > 300.0);
+    let snap = snapshot_at(&[("DE", &de), ("US-TEX-ERCO", &tex)], i);
+    let nodes = [
+        node("de-1", Some("DE"), 0.5),
+        node("tx-1", Some("US-TEX-ERCO"), 0.9),
+        node("de-2", Some("DE"), 0.5),
+    ];
+    let cands = candidates(&nodes);
+    let cfg = PlacementConfig::default();
+    let now = de[i].time + 300;
+    let out = filter_nodes(&pod(&[]), &cands, &snap, &cfg, now);
+    assert_eq!(out.not_applied, None);
+    assert_eq!(out.passed().collect::<Vec<_>>(), [0, 2]);
+    assert_eq!(out.failed().collect::<Vec<_>>(), [1]);
+    let msg = out.failure_message(1);
+    let want = format!(
+        "carbon-kube: zone US-TEX-ERCO at {} (electricity_maps, 5m old) is above the threshold of 250 g/kWh",
+        CarbonIntensity::new(tex[i].direct).unwrap()
+    );
+    assert_eq!(msg, want);
+    assert_eq!(out.zones.len(), 2, "each zone is evaluated once");
+    assert!(
+        out.summary().starts_with("2 of 3 nodes pass"),
+        "{}",
+        out.summary()
+    );
+}
+
+#[test]
+fn the_cleaner_zone_scores_higher_and_a_fuller_node_lower() {
+    let de = year("DE");
+    let tex = year("US-TEX-ERCO");
+    let i = hour_where(&de, &tex, |d, t| t > 2.0 * d);
+    let snap = snapshot_at(&[("DE", &de), ("US-TEX-ERCO", &tex)], i);
+    let nodes = [
+        node("de-empty", Some("DE"), 0.9),
+        node("de-full", Some("DE"), 0.1),
+        node("tx-empty", Some("US-TEX-ERCO"), 0.9),
+    ];
+    let cands = candidates(&nodes);
+    let out = score_nodes(
+        &pod(&[]),
+        &cands,
+        &snap,
+        &PlacementConfig::default(),
+        de[i].time,
+    );
+    let s: Vec<u8> = out.scores.iter().map(|s| s.score).collect();
+    assert!(s[0] > s[2], "clean beats dirty at equal room: {s:?}");
+    assert!(s[0] > s[1], "room counts within a zone: {s:?}");
+    assert!(s.iter().all(|s| *s <= 10));
+    // DE is the cleanest candidate: its carbon part is 1.
+    assert!((out.zones[out.scores[0].zone].carbon_score - 1.0).abs() < 1e-12);
+    let reason = out.reason(0);
+    assert!(
+        reason.contains("carbon 1.00 × 70") && reason.contains("zone DE at"),
+        "{reason}"
+    );
+}
+
+#[test]
+fn a_pod_threshold_overrides_the_cluster_one() {
+    let de = year("DE");
+    let tex = year("US-TEX-ERCO");
+    let i = hour_where(&de, &tex, |d, t| d < 200.0 && t > 300.0);
+    let snap = snapshot_at(&[("DE", &de), ("US-TEX-ERCO", &tex)], i);
+    let nodes = [
+        node("de", Some("DE"), 0.5),
+        node("tx", Some("US-TEX-ERCO"), 0.5),
+    ];
+    let cands = candidates(&nodes);
+    let cfg = PlacementConfig::default();
+    let lax = pod(&[(keys::ANNOTATION_MAX_INTENSITY, "2000")]);
+    let out = filter_nodes(&lax, &cands, &snap, &cfg, de[i].time);
+    assert_eq!(out.passed().count(), 2);
+    assert_eq!(out.pod.threshold_source, ThresholdSource::PodAnnotation);
+
+    let strict_value = format!("{} g/kWh", (de[i].direct - 1.0).floor());
+    let strict = pod(&[(keys::ANNOTATION_MAX_INTENSITY, strict_value.as_str())]);
+    let out = filter_nodes(&strict, &cands, &snap, &cfg, de[i].time);
+    // Both zones are above the pod's threshold: fail open, keep both.
+    assert!(matches!(
+        out.no_green_node,
+        Some(NoGreenNode::FailedOpen { .. })
+    ));
+    assert_eq!(out.passed().count(), 2);
+    assert!(
+        out.summary().contains("failing open (cleanest: zone DE"),
+        "{}",
+        out.summary()
+    );
+}
+
+#[test]
+fn a_bad_annotation_is_reported_and_the_cluster_threshold_applies() {
+    let p = pod(&[
+        (keys::ANNOTATION_MAX_INTENSITY, "low"),
+        (keys::ANNOTATION_OPT_OUT, "maybe"),
+    ]);
+    let s = pod_settings(&p, &PlacementConfig::default());
+    assert!(!s.opt_out);
+    assert_eq!(s.threshold_source, ThresholdSource::Cluster);
+    let errors: Vec<String> = s
+        .annotation_errors
+        .iter()
+        .map(ToString::to_string)
+        .collect();
+    assert_eq!(errors.len(), 2, "{errors:?}");
+    assert!(
+        errors
+            .iter()
+            .any(|e| e.contains("max-intensity=\"low\" ignored"))
+    );
+}
+
+#[test]
+fn opted_out_pods_get_no_filtering_and_neutral_scores() {
+    let de = year("DE");
+    let tex = year("US-TEX-ERCO");
+    let i = hour_where(&de, &tex, |d, t| d < 200.0 && t > 300.0);
+    let snap = snapshot_at(&[("DE", &de), ("US-TEX-ERCO", &tex)], i);
+    let nodes = [
+        node("de", Some("DE"), 0.2),
+        node("tx", Some("US-TEX-ERCO"), 0.9),
+    ];
+    let cands = candidates(&nodes);
+    let p = pod(&[(keys::ANNOTATION_OPT_OUT, "true")]);
+    let cfg = PlacementConfig::default();
+    let f = filter_nodes(&p, &cands, &snap, &cfg, de[i].time);
+    assert_eq!(f.not_applied, Some(NotApplied::OptedOut));
+    assert_eq!(f.passed().count(), 2);
+    let s = score_nodes(&p, &cands, &snap, &cfg, de[i].time);
+    assert!(s.scores.iter().all(|s| s.score == 0));
+    assert!(s.reason(1).contains("opted out"));
+}
+
+#[test]
+fn reject_fails_every_node_when_no_zone_is_green() {
+    let de = year("DE");
+    let tex = year("US-TEX-ERCO");
+    let i = hour_where(&de, &tex, |d, t| d > 300.0 && t > 300.0);
+    let snap = snapshot_at(&[("DE", &de), ("US-TEX-ERCO", &tex)], i);
+    let nodes = [
+        node("de", Some("DE"), 0.5),
+        node("tx", Some("US-TEX-ERCO"), 0.5),
+    ];
+    let cands = candidates(&nodes);
+    let cfg = PlacementConfig {
+        on_no_green_node: OnNoGreenNode::Reject,
+        ..PlacementConfig::default()
+    };
+    let out = filter_nodes(&pod(&[]), &cands, &snap, &cfg, de[i].time);
+    assert_eq!(out.passed().count(), 0);
+    assert!(out.failure_message(0).ends_with("(onNoGreenNode: reject)"));
+    let fail_open = filter_nodes(
+        &pod(&[]),
+        &cands,
+        &snap,
+        &PlacementConfig::default(),
+        de[i].time,
+    );
+    assert_eq!(fail_open.passed().count(), 2);
+    assert!(
+        fail_open
+            .verdicts
+            .iter()
+            .all(|v| v.verdict == Verdict::KeptByFailOpen)
+    );
+}
+
+#[test]
+fn stale_or_missing_data_is_neutral() {
+    let de = year("DE");
+    let tex = year("US-TEX-ERCO");
+    let i = hour_where(&de, &tex, |d, t| d < 200.0 && t > 300.0);
+    let snap = snapshot_at(&[("DE", &de), ("US-TEX-ERCO", &tex)], i);
+    let nodes = [
+        node("de", Some("DE"), 0.5),
+        node("tx", Some("US-TEX-ERCO"), 0.5),
+    ];
+    let cands = candidates(&nodes);
+    let cfg = PlacementConfig::default();
+
+    // The whole snapshot is two hours old: nothing is filtered, all scores equal.
+    let later = de[i].time + 7200;
+    let f = filter_nodes(&pod(&[]), &cands, &snap, &cfg, later);
+    assert!(matches!(
+        f.not_applied,
+        Some(NotApplied::AllStale {
+            newest_age_seconds: 7200
+        })
+    ));
+    assert_eq!(f.passed().count(), 2);
+    let s = score_nodes(&pod(&[]), &cands, &snap, &cfg, later);
+    assert!(s.scores.iter().all(|s| s.score == 0));
+
+    // No snapshot at all.
+    let empty = Snapshot::default();
+    let f = filter_nodes(&pod(&[]), &cands, &empty, &cfg, later);
+    assert_eq!(f.not_applied, Some(NotApplied::NoSnapshot));
+
+    // Only Texas is stale: it is neutral, not filtered, and scores between.
+    let mut mixed = snap.clone();
+    let tx = ZoneId::parse("US-TEX-ERCO").unwrap();
+    mixed.zones.get_mut(&tx).unwrap().timestamp -= 7200;
+    let f = filter_nodes(&pod(&[]), &cands, &mixed, &cfg, de[i].time);
+    assert_eq!(f.not_applied, None);
+    assert_eq!(f.verdicts[1].verdict, Verdict::Neutral);
+    assert!(
+        f.zones[1].to_string().contains("stale: neutral"),
+        "{}",
+        f.zones[1]
+    );
+
+    // With useLastValue the stale value counts.
+    let use_last = PlacementConfig {
+        stale_data: StaleData::UseLastValue,
+        ..cfg.clone()
+    };
+    let f = filter_nodes(&pod(&[]), &cands, &mixed, &use_last, de[i].time);
+    assert_eq!(f.verdicts[1].verdict, Verdict::AboveThreshold);
+}
+
+#[test]
+fn unknown_zones_are_neither_green_nor_dirty() {
+    let de = year("DE");
+    let tex = year("US-TEX-ERCO");
+    let i = hour_where(&de, &tex, |d, t| t > 2.0 * d);
+    let snap = snapshot_at(&[("DE", &de), ("US-TEX-ERCO", &tex)], i);
+    let nodes = [
+        node("de", Some("DE"), 0.5),
+        node("nowhere", None, 0.5),
+        node("tx", Some("US-TEX-ERCO"), 0.5),
+        node("gb-no-data", Some("GB"), 0.5),
+    ];
+    let cands = candidates(&nodes);
+    let cfg = PlacementConfig {
+        threshold: CarbonIntensity::new(2000.0).unwrap(),
+        ..PlacementConfig::default()
+    };
+    let f = filter_nodes(&pod(&[]), &cands, &snap, &cfg, de[i].time);
+    assert_eq!(f.verdicts[1].verdict, Verdict::Neutral);
+    assert_eq!(f.verdicts[3].verdict, Verdict::Neutral);
+    let s = score_nodes(&pod(&[]), &cands, &snap, &cfg, de[i].time);
+    let sc: Vec<u8> = s.scores.iter().map(|s| s.score).collect();
+    assert!(sc[0] >= sc[1] && sc[1] >= sc[2], "{sc:?}");
+    assert!(sc[0] > sc[2]);
+    assert_eq!(
+        sc[1], sc[3],
+        "unknown zone and zone without data are both neutral"
+    );
+}
+
+#[test]
+fn estimates_count_unless_configured_otherwise() {
+    let india = year("IN-WE"); // 100 % estimated
+    let de = year("DE");
+    let snap = snapshot_at(&[("IN-WE", &india), ("DE", &de)], 100);
+    assert!(
+        snap.get(&ZoneId::parse("IN-WE").unwrap())
+            .unwrap()
+            .estimated
+    );
+    let nodes = [node("in", Some("IN-WE"), 0.5), node("de", Some("DE"), 0.5)];
+    let cands = candidates(&nodes);
+    let cfg = PlacementConfig::default();
+    let f = filter_nodes(&pod(&[]), &cands, &snap, &cfg, de[100].time);
+    // Western India runs at ~690 g/kWh: above the threshold.
+    assert_eq!(f.verdicts[0].verdict, Verdict::AboveThreshold);
+    let ignore = PlacementConfig {
+        estimated_data: EstimatedData::Neutral,
+        ..cfg
+    };
+    let f = filter_nodes(&pod(&[]), &cands, &snap, &ignore, de[100].time);
+    assert_eq!(f.verdicts[0].verdict, Verdict::Neutral);
+    assert!(
+        f.zones[0]
+            .to_string()
+            .contains("estimated, 0s old, estimates ignored")
+    );
+}
+
+/// Over every hour of 2023, across four real grids: scores stay in 0–10, a
+/// node never scores below an equally loaded node in a dirtier zone, and the
+/// filter keeps exactly the zones at or under the threshold.
+#[test]
+fn a_year_of_real_data_keeps_the_invariants() {
+    let names = ["DE", "GB", "US-TEX-ERCO", "US-CAL-CISO"];
+    let years: Vec<Vec<Hour>> = names.iter().map(|z| year(z)).collect();
+    let nodes: Vec<_> = names
+        .iter()
+        .map(|z| node(&format!("{z}-node"), Some(z), 0.5))
+        .collect();
+    let cands = candidates(&nodes);
+    let cfg = PlacementConfig::default();
+    let p = pod(&[]);
+    let mut filtered = 0;
+    for h in 0..8760 {
+        let zones: Vec<(&str, &[Hour])> = names
+            .iter()
+            .zip(&years)
+            .map(|(n, y)| (*n, y.as_slice()))
+            .collect();
+        let snap = snapshot_at(&zones, h);
+        let now = years[0][h].time;
+        let f = filter_nodes(&p, &cands, &snap, &cfg, now);
+        let s = score_nodes(&p, &cands, &snap, &cfg, now);
+        for (a, ya) in years.iter().enumerate() {
+            let passes = f.verdicts[a].verdict.passes();
+            let any_green = years.iter().any(|y| y[h].direct <= 250.0);
+            if any_green {
+                assert_eq!(passes, ya[h].direct <= 250.0, "hour {h} zone {}", names[a]);
+            } else {
+                assert!(passes, "fail open at hour {h}");
+            }
+            filtered += usize::from(!passes);
+            assert!(s.scores[a].score <= 10);
+            for (b, yb) in years.iter().enumerate() {
+                if ya[h].direct < yb[h].direct {
+                    assert!(
+                        s.scores[a].score >= s.scores[b].score,
+                        "hour {h}: {} at {} scored below {} at {}",
+                        names[a],
+                        ya[h].direct,
+                        names[b],
+                        yb[h].direct
+                    );
+                }
+            }
+        }
+    }
+    assert!(
+        filtered > 1000,
+        "the threshold should bite in a real year: {filtered}"
+    );
+}
+
+#[test]
+fn the_landing_is_explained_when_carbon_decided() {
+    let de = year("DE");
+    let tex = year("US-TEX-ERCO");
+    let i = hour_where(&de, &tex, |d, t| t > 2.0 * d && d < 250.0 && t < 250.0);
+    let snap = snapshot_at(&[("DE", &de), ("US-TEX-ERCO", &tex)], i);
+    let nodes = [
+        node("de", Some("DE"), 0.5),
+        node("tx", Some("US-TEX-ERCO"), 0.5),
+    ];
+    let cands = candidates(&nodes);
+    let cfg = PlacementConfig::default();
+    let mut summary = DecisionSummary::default();
+    assert!(summary.record_filter(&filter_nodes(&pod(&[]), &cands, &snap, &cfg, de[i].time)));
+    assert!(summary.record_scores(&score_nodes(&pod(&[]), &cands, &snap, &cfg, de[i].time)));
+    let landing = summary
+        .landing(Some(&ZoneId::parse("DE").unwrap()))
+        .unwrap();
+    assert_eq!(
+        landing.to_string(),
+        format!(
+            "placed in DE at {} over US-TEX-ERCO at {}",
+            CarbonIntensity::new(de[i].direct).unwrap(),
+            CarbonIntensity::new(tex[i].direct).unwrap()
+        )
+    );
+    // Landing in the dirtier zone: carbon did not decide.
+    assert_eq!(
+        summary.landing(Some(&ZoneId::parse("US-TEX-ERCO").unwrap())),
+        None
+    );
+    // The dirty zone had much more room: capacity would have picked DE anyway? No:
+    // the dirty node is roomier, so landing in DE is still carbon's doing.
+    let roomy = [
+        node("de", Some("DE"), 0.1),
+        node("tx", Some("US-TEX-ERCO"), 0.9),
+    ];
+    let cands = candidates(&roomy);
+    let mut s2 = DecisionSummary::default();
+    s2.record_scores(&score_nodes(&pod(&[]), &cands, &snap, &cfg, de[i].time));
+    assert!(s2.landing(Some(&ZoneId::parse("DE").unwrap())).is_some());
+    // The clean node is roomier: capacity alone explains DE, no Event.
+    let clean_roomy = [
+        node("de", Some("DE"), 0.9),
+        node("tx", Some("US-TEX-ERCO"), 0.1),
+    ];
+    let cands = candidates(&clean_roomy);
+    let mut s3 = DecisionSummary::default();
+    s3.record_scores(&score_nodes(&pod(&[]), &cands, &snap, &cfg, de[i].time));
+    assert_eq!(s3.landing(Some(&ZoneId::parse("DE").unwrap())), None);
+}
+
+#[test]
+fn a_filtered_zone_is_named_with_the_threshold() {
+    let de = year("DE");
+    let tex = year("US-TEX-ERCO");
+    let i = hour_where(&de, &tex, |d, t| d < 200.0 && t > 300.0);
+    let snap = snapshot_at(&[("DE", &de), ("US-TEX-ERCO", &tex)], i);
+    let nodes = [
+        node("de", Some("DE"), 0.9),
+        node("tx", Some("US-TEX-ERCO"), 0.1),
+    ];
+    let cands = candidates(&nodes);
+    let cfg = PlacementConfig::default();
+    let mut summary = DecisionSummary::default();
+    summary.record_filter(&filter_nodes(&pod(&[]), &cands, &snap, &cfg, de[i].time));
+    let landing = summary
+        .landing(Some(&ZoneId::parse("DE").unwrap()))
+        .unwrap();
+    assert!(landing.over_filtered);
+    assert!(
+        landing
+            .to_string()
+            .ends_with("(above the threshold of 250 g/kWh)"),
+        "{landing}"
+    );
+}
+
+#[test]
+fn human_ages() {
+    let s: Vec<String> = [5, 119, 120, 7199, 7200, 200_000]
+        .iter()
+        .map(|s| HumanAge(*s).to_string())
+        .collect();
+    assert_eq!(s, ["5s", "119s", "2m", "119m", "2h", "2d"]);
+}
