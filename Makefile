@@ -1,0 +1,53 @@
+# Carbon-Kube developer entry points. `make help` lists them.
+SHELL := /usr/bin/env bash
+.SHELLFLAGS := -eu -o pipefail -c
+.DEFAULT_GOAL := help
+
+CARGO ?= cargo
+K8S_VERSION := v1.37.2
+export CARBON_KUBE_K8S_BIN ?= $(HOME)/.cache/carbon-kube/k8s/$(K8S_VERSION)/bin
+# Where tests and benches find the public data (read-only, never copied here).
+export CARBON_KUBE_SHARED_DATA ?= $(abspath $(CURDIR)/../shared/data)
+
+# Poller defaults for `make run-poller`: the free UK Carbon Intensity API,
+# written to a local file so no cluster is needed.
+POLL_ZONES ?= GB
+POLL_OUTPUT ?= carbon-intensity.json
+
+.PHONY: help
+help: ## Show the targets
+	@grep -E '^[a-zA-Z0-9_-]+:.*?## ' $(MAKEFILE_LIST) | awk -F':.*?## ' '{printf "  %-16s %s\n", $$1, $$2}'
+
+.PHONY: build
+build: ## Build the carbon-kube binary (release)
+	$(CARGO) build --release -p carbon-kube
+
+.PHONY: k8s-bin
+k8s-bin: ## Build the pinned Kubernetes test binaries into $CARBON_KUBE_K8S_BIN (skips what is built)
+	test/k8s/build.sh
+
+.PHONY: test
+test: k8s-bin ## Run every test, including the real control-plane tests
+	$(CARGO) test --workspace --no-fail-fast
+
+.PHONY: lint
+lint: ## rustfmt check and clippy with warnings as errors
+	$(CARGO) fmt --all -- --check
+	$(CARGO) clippy --workspace --all-targets -- -D warnings
+
+.PHONY: fmt
+fmt: ## Format the code
+	$(CARGO) fmt --all
+
+.PHONY: bench
+bench: k8s-bin ## Run the benchmarks (see BENCHMARKS.md for what each measures)
+	$(CARGO) bench --workspace
+
+.PHONY: dev-setup
+dev-setup: ## Install the tools the project uses (Rust components, Go test binaries)
+	rustup component add rustfmt clippy
+	$(MAKE) k8s-bin
+
+.PHONY: run-poller
+run-poller: ## Poll once (free UK API, no key needed) and write $(POLL_OUTPUT)
+	$(CARGO) run --release -p carbon-kube -- poller --once --zones $(POLL_ZONES) --chain 'default=uk_carbon_intensity,static' --output $(POLL_OUTPUT)

@@ -1,0 +1,15 @@
+//! Carbon-Kube's decisions, as pure functions.
+//!
+//! Every decision Carbon-Kube makes lives here and only here: the extender,
+//! the gate controller, the simulator and the tuner all call these functions.
+//! Nothing in this crate does IO, awaits, or reads a clock: `now`, the carbon
+//! [`Snapshot`](carbon_kube_model::Snapshot) and plain views of nodes and pods
+//! are arguments, and every decision comes back with its reason.
+//!
+//! - [`zone_map`]: which grid zone a node draws power from.
+//! - [`placement`]: which nodes a pod may use (filter) and which it prefers (score).
+//! - [`deferral`]: when a deferrable pod should be released, and in which zone.
+
+pub mod deferral;
+pub mod placement;
+pub mod zone_map;

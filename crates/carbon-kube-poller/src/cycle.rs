@@ -1,0 +1,285 @@
+//! One poll cycle: fetch every zone, then merge the results into the snapshot.
+
+use carbon_kube_model::{MergeOutcome, Snapshot, UnixSeconds, ZoneId};
+use carbon_kube_signals::{Signals, ZoneFetch};
+use futures::future::join_all;
+
+/// How complete the published data is after a cycle.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Completeness {
+    /// Every zone got fresh data this cycle.
+    Complete,
+    /// Some zones got none: they keep their last value (stale) or have none.
+    Partial,
+    /// No zone got fresh data.
+    Absent,
+}
+
+impl Completeness {
+    /// Process exit code for `--once`: 0 complete, 2 partial, 3 absent.
+    pub fn exit_code(self) -> u8 {
+        match self {
+            Self::Complete => 0,
+            Self::Partial => 2,
+            Self::Absent => 3,
+        }
+    }
+}
+
+/// What happened to one zone in a cycle.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ZoneOutcome {
+    /// A new value was published from `source`.
+    Updated {
+        /// The provider that answered.
+        source: String,
+        /// True when it was not the first provider of the chain that answered.
+        fell_back: bool,
+    },
+    /// A value arrived but the published one is better and still valid.
+    KeptBetter {
+        /// The provider of the value that was not used.
+        rejected_source: String,
+    },
+    /// Every provider failed; the last good value stays, aging.
+    KeptStale {
+        /// Why every provider failed.
+        error: String,
+    },
+    /// Every provider failed and there is no earlier value.
+    Missing {
+        /// Why every provider failed.
+        error: String,
+    },
+}
+
+/// The outcome of a cycle, per zone.
+#[derive(Clone, Debug)]
+pub struct PollReport {
+    /// Per-zone outcomes in zone order.
+    pub zones: Vec<(ZoneId, ZoneOutcome)>,
+    /// Overall completeness.
+    pub completeness: Completeness,
+}
+
+impl PollReport {
+    /// Logs one line per zone and a summary.
+    pub fn log(&self) {
+        for (zone, outcome) in &self.zones {
+            match outcome {
+                ZoneOutcome::Updated { source, fell_back } => {
+                    tracing::info!(%zone, %source, fell_back, "zone updated");
+                }
+                ZoneOutcome::KeptBetter { rejected_source } => tracing::info!(
+                    %zone, %rejected_source,
+                    "kept the published value: it is still valid and better than the new one"
+                ),
+                ZoneOutcome::KeptStale { error } => {
+                    tracing::warn!(%zone, %error, "every provider failed; keeping the last good value");
+                }
+                ZoneOutcome::Missing { error } => {
+                    tracing::error!(%zone, %error, "every provider failed; zone has no data");
+                }
+            }
+        }
+        tracing::info!(completeness = ?self.completeness, zones = self.zones.len(), "poll cycle done");
+    }
+}
+
+/// Fetches every zone concurrently (the providers bound the concurrency).
+pub async fn fetch_all(signals: &Signals, zones: &[ZoneId], now: UnixSeconds) -> Vec<ZoneFetch> {
+    join_all(zones.iter().map(|z| signals.fetch_zone(z, now))).await
+}
+
+/// Merges fetched records into `snapshot` (see [`Snapshot::merge`]): pure, so
+/// tests need neither network nor cluster.
+pub fn apply(
+    snapshot: &mut Snapshot,
+    fetches: &[ZoneFetch],
+    now: UnixSeconds,
+    max_age_seconds: i64,
+) -> PollReport {
+    let mut zones = Vec::with_capacity(fetches.len());
+    let mut fresh = 0;
+    for fetch in fetches {
+        let outcome = match &fetch.record {
+            Some(record) => {
+                fresh += 1;
+                let source = record.source.to_string();
+                match snapshot.merge(fetch.zone.clone(), record.clone(), now, max_age_seconds) {
+                    MergeOutcome::Added | MergeOutcome::Replaced => ZoneOutcome::Updated {
+                        fell_back: fetch.attempts.iter().any(|a| a.error.is_some()),
+                        source,
+                    },
+                    MergeOutcome::KeptBetter => ZoneOutcome::KeptBetter {
+                        rejected_source: source,
+                    },
+                }
+            }
+            None => {
+                let error = summarize_errors(fetch);
+                if snapshot.get(&fetch.zone).is_some() {
+                    snapshot.mark_failed(&fetch.zone, &error);
+                    ZoneOutcome::KeptStale { error }
+                } else {
+                    ZoneOutcome::Missing { error }
+                }
+            }
+        };
+        zones.push((fetch.zone.clone(), outcome));
+    }
+    let completeness = match fresh {
+        0 => Completeness::Absent,
+        n if n == fetches.len() => Completeness::Complete,
+        _ => Completeness::Partial,
+    };
+    PollReport {
+        zones,
+        completeness,
+    }
+}
+
+fn summarize_errors(fetch: &ZoneFetch) -> String {
+    let parts: Vec<String> = fetch
+        .attempts
+        .iter()
+        .map(|a| match &a.error {
+            Some(e) => format!("{}: {e}", a.provider),
+            None => format!("{}: {}", a.provider, a.outcome.as_label()),
+        })
+        .collect();
+    if parts.is_empty() {
+        "no provider configured for this zone".to_owned()
+    } else {
+        parts.join("; ")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use carbon_kube_model::{CarbonIntensity, Source, ZoneRecord};
+    use carbon_kube_signals::{Attempt, Outcome};
+
+    const NOW: UnixSeconds = 1_700_000_000;
+
+    fn zone(z: &str) -> ZoneId {
+        ZoneId::parse(z).unwrap()
+    }
+
+    fn record(v: f64, source: &str, estimated: bool) -> ZoneRecord {
+        let mut r = ZoneRecord::new(CarbonIntensity::new(v).unwrap(), NOW, Source::new(source));
+        r.estimated = estimated;
+        r.valid_until = Some(NOW + 3600);
+        r
+    }
+
+    fn fetched(z: &str, record: Option<ZoneRecord>, failures: &[&'static str]) -> ZoneFetch {
+        let mut attempts: Vec<Attempt> = failures
+            .iter()
+            .map(|p| Attempt {
+                provider: p,
+                outcome: Outcome::Error,
+                error: Some(format!("{p}: HTTP 503 after 3 attempts")),
+            })
+            .collect();
+        if let Some(r) = &record {
+            attempts.push(Attempt {
+                provider: "electricity_maps",
+                outcome: Outcome::Success,
+                error: None,
+            });
+            let _ = r;
+        }
+        ZoneFetch {
+            zone: zone(z),
+            record,
+            attempts,
+        }
+    }
+
+    #[test]
+    fn every_zone_fresh_is_complete() {
+        let mut s = Snapshot::default();
+        let r = apply(
+            &mut s,
+            &[
+                fetched("DE", Some(record(300.0, "electricity_maps", false)), &[]),
+                fetched("GB", Some(record(120.0, "electricity_maps", false)), &["watttime"]),
+            ],
+            NOW,
+            1800,
+        );
+        assert_eq!(r.completeness, Completeness::Complete);
+        assert_eq!(s.zones.len(), 2);
+        assert_eq!(
+            r.zones[1].1,
+            ZoneOutcome::Updated {
+                source: "electricity_maps".into(),
+                fell_back: true
+            }
+        );
+    }
+
+    #[test]
+    fn a_failed_zone_keeps_its_last_value_and_does_not_block_others() {
+        let mut s = Snapshot::default();
+        apply(
+            &mut s,
+            &[fetched("DE", Some(record(300.0, "electricity_maps", false)), &[])],
+            NOW,
+            1800,
+        );
+        let r = apply(
+            &mut s,
+            &[
+                fetched("DE", None, &["electricity_maps", "watttime"]),
+                fetched("GB", Some(record(120.0, "uk_carbon_intensity", false)), &[]),
+                fetched("FR", None, &["electricity_maps"]),
+            ],
+            NOW + 600,
+            1800,
+        );
+        assert_eq!(r.completeness, Completeness::Partial);
+        assert!(matches!(r.zones[0].1, ZoneOutcome::KeptStale { .. }));
+        assert!(matches!(r.zones[2].1, ZoneOutcome::Missing { .. }));
+        let de = s.get(&zone("DE")).unwrap();
+        assert_eq!(de.carbon_intensity.g_per_kwh(), 300.0);
+        assert_eq!(de.timestamp, NOW, "the kept value keeps its own timestamp, so its age shows");
+        assert!(de.last_error.as_deref().unwrap().contains("watttime"));
+        assert!(s.get(&zone("FR")).is_none());
+        assert!(s.get(&zone("GB")).is_some());
+    }
+
+    #[test]
+    fn nothing_fresh_is_absent() {
+        let mut s = Snapshot::default();
+        let r = apply(&mut s, &[fetched("DE", None, &["static"])], NOW, 1800);
+        assert_eq!(r.completeness, Completeness::Absent);
+        assert_eq!(r.completeness.exit_code(), 3);
+    }
+
+    #[test]
+    fn a_static_fallback_does_not_replace_a_valid_measurement() {
+        let mut s = Snapshot::default();
+        apply(
+            &mut s,
+            &[fetched("DE", Some(record(300.0, "electricity_maps", false)), &[])],
+            NOW,
+            1800,
+        );
+        let r = apply(
+            &mut s,
+            &[fetched("DE", Some(record(420.0, "static", true)), &["electricity_maps"])],
+            NOW + 60,
+            1800,
+        );
+        assert_eq!(
+            r.zones[0].1,
+            ZoneOutcome::KeptBetter {
+                rejected_source: "static".into()
+            }
+        );
+        assert_eq!(s.get(&zone("DE")).unwrap().carbon_intensity.g_per_kwh(), 300.0);
+    }
+}

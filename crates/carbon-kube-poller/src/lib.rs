@@ -1,0 +1,119 @@
+//! `carbon-kube poller`: fetch every zone's carbon intensity through the
+//! provider fallback chain and publish the snapshot.
+//!
+//! One poll cycle is: fetch all zones concurrently ([`cycle::fetch_all`]),
+//! merge the results into the last published snapshot without replacing a
+//! good value by a worse one ([`cycle::apply`]), then publish
+//! ([`publish::Sink`]). `--once` runs one cycle and exits with a code saying
+//! whether the data is complete; `--interval` runs forever and serves metrics.
+
+pub mod args;
+pub mod cycle;
+pub mod metrics;
+pub mod publish;
+
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use anyhow::Context;
+use carbon_kube_k8s::{Readiness, SnapshotGauges, health_router, serve_until};
+use carbon_kube_model::UnixSeconds;
+use carbon_kube_signals::{Credentials, Signals};
+use prometheus_client::registry::Registry;
+
+pub use args::Args;
+pub use cycle::{Completeness, PollReport};
+
+use crate::metrics::PollerMetrics;
+use crate::publish::Sink;
+
+/// The wall clock as unix seconds. The only clock read of the poller: every
+/// function below takes `now` as an argument.
+pub fn unix_now() -> UnixSeconds {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
+}
+
+/// Runs the poller as the command line says. Returns the completeness of the
+/// last cycle (`--once`) so the binary can turn it into an exit code.
+pub async fn run(args: Args) -> anyhow::Result<Completeness> {
+    let settings = args.validate()?;
+    let credentials = Credentials::from_env().context("reading provider credentials")?;
+    let signals = Signals::new(&settings.signals, credentials).context("configuring providers")?;
+    let sink = Sink::from_settings(&settings).await?;
+
+    let mut registry = Registry::default();
+    let metrics = PollerMetrics::register(&mut registry);
+    let gauges = SnapshotGauges::register(&mut registry);
+
+    let Some(interval) = settings.interval else {
+        let report = poll_and_publish(&signals, &settings.zones, &sink, &metrics, &gauges).await?;
+        return Ok(report.completeness);
+    };
+
+    let readiness = Readiness::default();
+    readiness.register("first-poll");
+    let router = health_router(Arc::new(registry), readiness.clone());
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let server = tokio::spawn(serve_until(settings.listen, router, async move {
+        let mut rx = stop_rx;
+        let _ = rx.wait_for(|stop| *stop).await;
+    }));
+
+    let mut ticker = tokio::time::interval(interval);
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut last = Completeness::Absent;
+    loop {
+        tokio::select! {
+            _ = ticker.tick() => {
+                match poll_and_publish(&signals, &settings.zones, &sink, &metrics, &gauges).await {
+                    Ok(report) => {
+                        last = report.completeness;
+                        readiness.set("first-poll", true);
+                    }
+                    Err(e) => tracing::error!(error = format!("{e:#}"), "poll cycle failed; retrying at the next interval"),
+                }
+            }
+            _ = shutdown_signal() => {
+                tracing::info!("shutting down");
+                break;
+            }
+        }
+    }
+    let _ = stop_tx.send(true);
+    let _ = tokio::time::timeout(Duration::from_secs(5), server).await;
+    Ok(last)
+}
+
+async fn poll_and_publish(
+    signals: &Signals,
+    zones: &[carbon_kube_model::ZoneId],
+    sink: &Sink,
+    metrics: &PollerMetrics,
+    gauges: &SnapshotGauges,
+) -> anyhow::Result<PollReport> {
+    let now = unix_now();
+    let fetches = cycle::fetch_all(signals, zones, now).await;
+    metrics.observe_fetches(&fetches);
+    let (snapshot, report) = sink.publish(&fetches, now).await?;
+    metrics.observe_report(&report, &snapshot, now);
+    gauges.observe(&snapshot, now);
+    report.log();
+    Ok(report)
+}
+
+async fn shutdown_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        if let Ok(mut term) = signal(SignalKind::terminate()) {
+            tokio::select! {
+                _ = term.recv() => {}
+                _ = tokio::signal::ctrl_c() => {}
+            }
+            return;
+        }
+    }
+    let _ = tokio::signal::ctrl_c().await;
+}

@@ -1,0 +1,61 @@
+//! The `carbon-kube` binary: parses the command line and runs one component.
+//! Wiring only; every component lives in its own crate.
+
+use std::process::ExitCode;
+
+use carbon_kube_k8s::telemetry::{self, LogFormat};
+use clap::{Parser, Subcommand};
+
+/// Carbon-aware scheduling for Kubernetes: place, defer and move pods by the
+/// carbon intensity of the electricity grid each node runs on.
+#[derive(Parser, Debug)]
+#[command(name = "carbon-kube", version, propagate_version = true)]
+struct Cli {
+    /// Log format.
+    #[arg(long, global = true, env = "CARBON_KUBE_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
+    log_format: LogFormat,
+
+    /// Debug logging for Carbon-Kube (RUST_LOG, when set, takes precedence).
+    #[arg(long, global = true, env = "CARBON_KUBE_DEBUG")]
+    debug: bool,
+
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Fetch carbon intensity for every zone and publish the snapshot ConfigMap.
+    Poller(carbon_kube_poller::Args),
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    telemetry::init(cli.log_format, cli.debug);
+    telemetry::install_crypto_provider();
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: starting the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let result = runtime.block_on(async move {
+        match cli.command {
+            Command::Poller(args) => carbon_kube_poller::run(args)
+                .await
+                .map(|c| ExitCode::from(c.exit_code())),
+        }
+    });
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            tracing::error!(error = format!("{e:#}"), "carbon-kube failed");
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
