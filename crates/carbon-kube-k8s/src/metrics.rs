@@ -87,12 +87,7 @@ impl SnapshotGauges {
         // Zones that left the snapshot leave the metrics too.
         let gone: Vec<String> = last
             .keys()
-            .filter(|z| {
-                !snapshot
-                    .zones
-                    .keys()
-                    .any(|k| k.as_str() == z.as_str())
-            })
+            .filter(|z| !snapshot.zones.keys().any(|k| k.as_str() == z.as_str()))
             .cloned()
             .collect();
         for zone in gone {
@@ -133,9 +128,12 @@ mod tests {
         let gauges = SnapshotGauges::register(&mut registry);
         gauges.observe(&snapshot("DE", 300.0, "electricity_maps"), 1060);
         let text = encode(&registry);
-        assert!(text.contains(
-            r#"carbon_kube_carbon_intensity_current{zone="DE",source="electricity_maps"} 300.0"#
-        ), "{text}");
+        assert!(
+            text.contains(
+                r#"carbon_kube_carbon_intensity_current{zone="DE",source="electricity_maps"} 300.0"#
+            ),
+            "{text}"
+        );
         assert!(text.contains(r#"carbon_kube_carbon_data_age_seconds{zone="DE"} 60.0"#));
         gauges.observe(&snapshot("DE", 350.0, "static"), 1060);
         let text = encode(&registry);

@@ -172,8 +172,14 @@ impl SnapshotStore {
                             name: Some(self.name.clone()),
                             namespace: Some(self.namespace.clone()),
                             labels: Some(BTreeMap::from([
-                                ("app.kubernetes.io/name".to_owned(), "carbon-kube".to_owned()),
-                                ("app.kubernetes.io/component".to_owned(), "poller".to_owned()),
+                                (
+                                    "app.kubernetes.io/name".to_owned(),
+                                    "carbon-kube".to_owned(),
+                                ),
+                                (
+                                    "app.kubernetes.io/component".to_owned(),
+                                    "poller".to_owned(),
+                                ),
                             ])),
                             ..ObjectMeta::default()
                         },
@@ -189,7 +195,10 @@ impl SnapshotStore {
             match result {
                 Ok(_) => return Ok((snapshot, attempt)),
                 Err((_, kube::Error::Api(status))) if status.code == 409 => {
-                    tracing::debug!(attempt, "snapshot ConfigMap changed underneath us; retrying");
+                    tracing::debug!(
+                        attempt,
+                        "snapshot ConfigMap changed underneath us; retrying"
+                    );
                     continue;
                 }
                 Err((verb, e)) => return Err(self.api_error(verb, e)),

@@ -36,18 +36,29 @@ async fn creates_the_configmap_and_merges_into_it() {
     assert_eq!(conflicts, 0);
     store
         .update(|s| {
-            assert!(s.get(&zone("DE")).is_some(), "the second update sees the first");
+            assert!(
+                s.get(&zone("DE")).is_some(),
+                "the second update sees the first"
+            );
             s.zones.insert(zone("GB"), record(120.0));
         })
         .await
         .unwrap();
 
-    let cm: ConfigMap = ns.api::<ConfigMap>().get(keys::SNAPSHOT_CONFIGMAP).await.unwrap();
+    let cm: ConfigMap = ns
+        .api::<ConfigMap>()
+        .get(keys::SNAPSHOT_CONFIGMAP)
+        .await
+        .unwrap();
     let json = &cm.data.unwrap()[keys::SNAPSHOT_KEY];
     let published = Snapshot::parse(json).unwrap();
     assert_eq!(published.zones.len(), 2);
     assert_eq!(
-        published.get(&zone("GB")).unwrap().carbon_intensity.g_per_kwh(),
+        published
+            .get(&zone("GB"))
+            .unwrap()
+            .carbon_intensity
+            .g_per_kwh(),
         120.0
     );
     assert_eq!(
@@ -125,7 +136,9 @@ async fn a_bad_zone_in_the_configmap_does_not_hide_the_others() {
     assert_eq!(snapshot.zones.len(), 1);
     assert_eq!(errors.len(), 1);
     assert!(
-        errors[0].to_string().contains("zone DE: field `carbon_intensity`"),
+        errors[0]
+            .to_string()
+            .contains("zone DE: field `carbon_intensity`"),
         "{}",
         errors[0]
     );

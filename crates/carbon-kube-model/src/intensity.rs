@@ -61,6 +61,9 @@ mod tests {
         assert!(CarbonIntensity::new(-1.0).is_err());
         assert!(CarbonIntensity::new(f64::NAN).is_err());
         assert!(CarbonIntensity::new(1e9).is_err());
-        assert_eq!(CarbonIntensity::new(120.4).unwrap().to_string(), "120 g/kWh");
+        assert_eq!(
+            CarbonIntensity::new(120.4).unwrap().to_string(),
+            "120 g/kWh"
+        );
     }
 }

@@ -147,8 +147,7 @@ impl Forecast {
 
     /// End of the last interval.
     pub fn end(&self) -> UnixSeconds {
-        self.start
-            + i64::from(self.step_seconds) * i64::try_from(self.values.len()).unwrap_or(0)
+        self.start + i64::from(self.step_seconds) * i64::try_from(self.values.len()).unwrap_or(0)
     }
 
     /// The forecast intensity at `t`, if `t` lies inside the forecast.
@@ -255,7 +254,10 @@ impl ZoneRecord {
 
     pub(crate) fn validate(&self) -> Result<(), (&'static str, String)> {
         if self.timestamp <= 0 {
-            return Err(("timestamp", format!("{} is not a unix time", self.timestamp)));
+            return Err((
+                "timestamp",
+                format!("{} is not a unix time", self.timestamp),
+            ));
         }
         if let Some(p) = self.renewable_percentage
             && !(p.is_finite() && (0.0..=100.0).contains(&p))

@@ -275,9 +275,15 @@ mod tests {
                 r#"{"GB": {"carbon_intensity": 4, "timestamp": 5, "source": "x", "forecast": {"start": 0, "step_seconds": 3600, "values": [1, "x"]}}}"#,
                 "zone GB: field `forecast.values[1]`",
             ),
-            (r#"{"GB": 7}"#, "zone GB: field `.`: record must be an object"),
+            (
+                r#"{"GB": 7}"#,
+                "zone GB: field `.`: record must be an object",
+            ),
             (r#"{"G B": {}}"#, "snapshot key \"G B\" is not a zone id"),
-            ("[1,2]", "must be a JSON object keyed by zone id, found an array"),
+            (
+                "[1,2]",
+                "must be a JSON object keyed by zone id, found an array",
+            ),
             ("{\"DE\": {", "not valid JSON (line 1"),
             ("", "not valid JSON"),
         ];
@@ -322,24 +328,44 @@ mod tests {
         let mut s = Snapshot::default();
         let now = 10_000;
         assert_eq!(
-            s.merge(de.clone(), record(100.0, now, "electricity_maps", false), now, 1800),
+            s.merge(
+                de.clone(),
+                record(100.0, now, "electricity_maps", false),
+                now,
+                1800
+            ),
             MergeOutcome::Added
         );
         // A static fallback while the measurement is fresh: kept.
         assert_eq!(
-            s.merge(de.clone(), record(400.0, now + 60, "static", true), now + 60, 1800),
+            s.merge(
+                de.clone(),
+                record(400.0, now + 60, "static", true),
+                now + 60,
+                1800
+            ),
             MergeOutcome::KeptBetter
         );
         assert_eq!(s.get(&de).unwrap().carbon_intensity.g_per_kwh(), 100.0);
         // Once the measurement is stale, an estimate is better than nothing.
         let later = now + 3600;
         assert_eq!(
-            s.merge(de.clone(), record(300.0, later, "noaa_estimate", true), later, 1800),
+            s.merge(
+                de.clone(),
+                record(300.0, later, "noaa_estimate", true),
+                later,
+                1800
+            ),
             MergeOutcome::Replaced
         );
         // A newer measurement always replaces.
         assert_eq!(
-            s.merge(de.clone(), record(90.0, later + 1, "electricity_maps", false), later + 1, 1800),
+            s.merge(
+                de.clone(),
+                record(90.0, later + 1, "electricity_maps", false),
+                later + 1,
+                1800
+            ),
             MergeOutcome::Replaced
         );
     }
@@ -361,7 +387,8 @@ mod tests {
             r.valid_until = Some(1_700_003_700);
             r.forecast = Forecast::from_points(&pts, 3600);
             r.last_error = Some("electricity_maps: HTTP 503 after 3 attempts".into());
-            s.zones.insert(ZoneId::parse(&format!("ZONE-{i:03}")).unwrap(), r);
+            s.zones
+                .insert(ZoneId::parse(&format!("ZONE-{i:03}")).unwrap(), r);
         }
         let json = s.to_json();
         assert!(json.len() < 256 * 1024, "snapshot is {} bytes", json.len());

@@ -33,7 +33,12 @@ pub struct Args {
 
     /// Zones to poll: Electricity Maps zone ids or aliases, comma-separated
     /// (e.g. `US-CAL-CISO,DE,GB` or `US-CA,EU-DE`).
-    #[arg(long, env = "CARBON_KUBE_ZONES", value_delimiter = ',', required = true)]
+    #[arg(
+        long,
+        env = "CARBON_KUBE_ZONES",
+        value_delimiter = ',',
+        required = true
+    )]
     pub zones: Vec<String>,
 
     /// Namespace of the snapshot ConfigMap.

@@ -108,7 +108,10 @@ pub fn apply(
                 let source = record.source.to_string();
                 match snapshot.merge(fetch.zone.clone(), record.clone(), now, max_age_seconds) {
                     MergeOutcome::Added | MergeOutcome::Replaced => ZoneOutcome::Updated {
-                        fell_back: fetch.attempts.iter().any(|a| a.error.is_some()),
+                        fell_back: !fetch
+                            .attempts
+                            .first()
+                            .is_some_and(|a| a.outcome.is_success()),
                         source,
                     },
                     MergeOutcome::KeptBetter => ZoneOutcome::KeptBetter {
@@ -159,7 +162,7 @@ fn summarize_errors(fetch: &ZoneFetch) -> String {
 mod tests {
     use super::*;
     use carbon_kube_model::{CarbonIntensity, Source, ZoneRecord};
-    use carbon_kube_signals::{Attempt, Outcome};
+    use carbon_kube_signals::{Attempt, ErrorKind, Outcome};
 
     const NOW: UnixSeconds = 1_700_000_000;
 
@@ -179,8 +182,9 @@ mod tests {
             .iter()
             .map(|p| Attempt {
                 provider: p,
-                outcome: Outcome::Error,
+                outcome: Outcome::Error(ErrorKind::ServerError(503)),
                 error: Some(format!("{p}: HTTP 503 after 3 attempts")),
+                warnings: vec![],
             })
             .collect();
         if let Some(r) = &record {
@@ -188,6 +192,7 @@ mod tests {
                 provider: "electricity_maps",
                 outcome: Outcome::Success,
                 error: None,
+                warnings: vec![],
             });
             let _ = r;
         }
@@ -205,7 +210,11 @@ mod tests {
             &mut s,
             &[
                 fetched("DE", Some(record(300.0, "electricity_maps", false)), &[]),
-                fetched("GB", Some(record(120.0, "electricity_maps", false)), &["watttime"]),
+                fetched(
+                    "GB",
+                    Some(record(120.0, "electricity_maps", false)),
+                    &["watttime"],
+                ),
             ],
             NOW,
             1800,
@@ -226,7 +235,11 @@ mod tests {
         let mut s = Snapshot::default();
         apply(
             &mut s,
-            &[fetched("DE", Some(record(300.0, "electricity_maps", false)), &[])],
+            &[fetched(
+                "DE",
+                Some(record(300.0, "electricity_maps", false)),
+                &[],
+            )],
             NOW,
             1800,
         );
@@ -245,7 +258,10 @@ mod tests {
         assert!(matches!(r.zones[2].1, ZoneOutcome::Missing { .. }));
         let de = s.get(&zone("DE")).unwrap();
         assert_eq!(de.carbon_intensity.g_per_kwh(), 300.0);
-        assert_eq!(de.timestamp, NOW, "the kept value keeps its own timestamp, so its age shows");
+        assert_eq!(
+            de.timestamp, NOW,
+            "the kept value keeps its own timestamp, so its age shows"
+        );
         assert!(de.last_error.as_deref().unwrap().contains("watttime"));
         assert!(s.get(&zone("FR")).is_none());
         assert!(s.get(&zone("GB")).is_some());
@@ -264,13 +280,21 @@ mod tests {
         let mut s = Snapshot::default();
         apply(
             &mut s,
-            &[fetched("DE", Some(record(300.0, "electricity_maps", false)), &[])],
+            &[fetched(
+                "DE",
+                Some(record(300.0, "electricity_maps", false)),
+                &[],
+            )],
             NOW,
             1800,
         );
         let r = apply(
             &mut s,
-            &[fetched("DE", Some(record(420.0, "static", true)), &["electricity_maps"])],
+            &[fetched(
+                "DE",
+                Some(record(420.0, "static", true)),
+                &["electricity_maps"],
+            )],
             NOW + 60,
             1800,
         );
@@ -280,6 +304,9 @@ mod tests {
                 rejected_source: "static".into()
             }
         );
-        assert_eq!(s.get(&zone("DE")).unwrap().carbon_intensity.g_per_kwh(), 300.0);
+        assert_eq!(
+            s.get(&zone("DE")).unwrap().carbon_intensity.g_per_kwh(),
+            300.0
+        );
     }
 }

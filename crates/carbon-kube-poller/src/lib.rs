@@ -17,7 +17,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use anyhow::Context;
 use carbon_kube_k8s::{Readiness, SnapshotGauges, health_router, serve_until};
-use carbon_kube_model::UnixSeconds;
+use carbon_kube_model::{UnixSeconds, ZoneId};
 use carbon_kube_signals::{Credentials, Signals};
 use prometheus_client::registry::Registry;
 
@@ -25,7 +25,7 @@ pub use args::Args;
 pub use cycle::{Completeness, PollReport};
 
 use crate::metrics::PollerMetrics;
-use crate::publish::Sink;
+pub use crate::publish::Sink;
 
 /// The wall clock as unix seconds. The only clock read of the poller: every
 /// function below takes `now` as an argument.
@@ -35,6 +35,39 @@ pub fn unix_now() -> UnixSeconds {
         .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
 }
 
+/// One poller: its providers, zones, publishing target and metrics.
+pub struct Poller {
+    signals: Signals,
+    zones: Vec<ZoneId>,
+    sink: Sink,
+    metrics: PollerMetrics,
+    gauges: SnapshotGauges,
+}
+
+impl Poller {
+    /// A poller publishing `zones` to `sink`, registering its metrics.
+    pub fn new(signals: Signals, zones: Vec<ZoneId>, sink: Sink, registry: &mut Registry) -> Self {
+        Self {
+            signals,
+            zones,
+            sink,
+            metrics: PollerMetrics::register(registry),
+            gauges: SnapshotGauges::register(registry),
+        }
+    }
+
+    /// One cycle at time `now`: fetch every zone, merge, publish, record metrics.
+    pub async fn poll_once(&self, now: UnixSeconds) -> anyhow::Result<PollReport> {
+        let fetches = cycle::fetch_all(&self.signals, &self.zones, now).await;
+        self.metrics.observe_fetches(&fetches);
+        let (snapshot, report) = self.sink.publish(&fetches, now).await?;
+        self.metrics.observe_report(&report, now);
+        self.gauges.observe(&snapshot, now);
+        report.log();
+        Ok(report)
+    }
+}
+
 /// Runs the poller as the command line says. Returns the completeness of the
 /// last cycle (`--once`) so the binary can turn it into an exit code.
 pub async fn run(args: Args) -> anyhow::Result<Completeness> {
@@ -42,13 +75,11 @@ pub async fn run(args: Args) -> anyhow::Result<Completeness> {
     let credentials = Credentials::from_env().context("reading provider credentials")?;
     let signals = Signals::new(&settings.signals, credentials).context("configuring providers")?;
     let sink = Sink::from_settings(&settings).await?;
-
     let mut registry = Registry::default();
-    let metrics = PollerMetrics::register(&mut registry);
-    let gauges = SnapshotGauges::register(&mut registry);
+    let poller = Poller::new(signals, settings.zones.clone(), sink, &mut registry);
 
     let Some(interval) = settings.interval else {
-        let report = poll_and_publish(&signals, &settings.zones, &sink, &metrics, &gauges).await?;
+        let report = poller.poll_once(unix_now()).await?;
         return Ok(report.completeness);
     };
 
@@ -67,7 +98,7 @@ pub async fn run(args: Args) -> anyhow::Result<Completeness> {
     loop {
         tokio::select! {
             _ = ticker.tick() => {
-                match poll_and_publish(&signals, &settings.zones, &sink, &metrics, &gauges).await {
+                match poller.poll_once(unix_now()).await {
                     Ok(report) => {
                         last = report.completeness;
                         readiness.set("first-poll", true);
@@ -84,23 +115,6 @@ pub async fn run(args: Args) -> anyhow::Result<Completeness> {
     let _ = stop_tx.send(true);
     let _ = tokio::time::timeout(Duration::from_secs(5), server).await;
     Ok(last)
-}
-
-async fn poll_and_publish(
-    signals: &Signals,
-    zones: &[carbon_kube_model::ZoneId],
-    sink: &Sink,
-    metrics: &PollerMetrics,
-    gauges: &SnapshotGauges,
-) -> anyhow::Result<PollReport> {
-    let now = unix_now();
-    let fetches = cycle::fetch_all(signals, zones, now).await;
-    metrics.observe_fetches(&fetches);
-    let (snapshot, report) = sink.publish(&fetches, now).await?;
-    metrics.observe_report(&report, &snapshot, now);
-    gauges.observe(&snapshot, now);
-    report.log();
-    Ok(report)
 }
 
 async fn shutdown_signal() {

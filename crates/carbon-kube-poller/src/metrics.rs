@@ -1,7 +1,7 @@
 //! The poller's own metrics.
 
 use carbon_kube_k8s::metrics::ZoneLabels;
-use carbon_kube_model::{Snapshot, UnixSeconds};
+use carbon_kube_model::UnixSeconds;
 use carbon_kube_signals::ZoneFetch;
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
@@ -58,7 +58,7 @@ impl PollerMetrics {
     }
 
     /// Records which zones got fresh data.
-    pub fn observe_report(&self, report: &PollReport, _snapshot: &Snapshot, now: UnixSeconds) {
+    pub fn observe_report(&self, report: &PollReport, now: UnixSeconds) {
         for (zone, outcome) in &report.zones {
             if matches!(
                 outcome,

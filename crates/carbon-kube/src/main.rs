@@ -25,8 +25,9 @@ struct Cli {
 
 #[derive(Subcommand, Debug)]
 enum Command {
-    /// Fetch carbon intensity for every zone and publish the snapshot ConfigMap.
     Poller(carbon_kube_poller::Args),
+    /// Serve the carbon-aware kube-scheduler extender (POST /filter, /prioritize).
+    Extender(carbon_kube_extender::Args),
 }
 
 fn main() -> ExitCode {
@@ -48,6 +49,9 @@ fn main() -> ExitCode {
             Command::Poller(args) => carbon_kube_poller::run(args)
                 .await
                 .map(|c| ExitCode::from(c.exit_code())),
+            Command::Extender(args) => carbon_kube_extender::run(args)
+                .await
+                .map(|()| ExitCode::SUCCESS),
         }
     });
     match result {
