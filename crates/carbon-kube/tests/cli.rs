@@ -163,3 +163,71 @@ async fn api_keys_never_reach_the_output() {
     );
     assert!(!all.contains(KEY), "the API key leaked:\n{all}");
 }
+
+fn http_get(addr: &str, path: &str) -> Option<(u16, String)> {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(addr).ok()?;
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
+    )
+    .ok()?;
+    let mut resp = String::new();
+    s.read_to_string(&mut resp).ok()?;
+    let status = resp.split_whitespace().nth(1)?.parse().ok()?;
+    Some((status, resp))
+}
+
+#[test]
+fn interval_mode_serves_health_and_metrics_and_stops_on_sigterm() {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let addr = format!("127.0.0.1:{port}");
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("s.json");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_carbon-kube"))
+        .args([
+            "poller",
+            "--interval",
+            "10s",
+            "--zones",
+            "DE",
+            "--chain",
+            "default=static",
+            "--listen",
+            &addr,
+            "--output",
+            file.to_str().unwrap(),
+        ])
+        .env_remove("ELECTRICITY_MAPS_API_KEY")
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let ready = (0..300).any(|_| {
+        std::thread::sleep(std::time::Duration::from_millis(100));
+        matches!(http_get(&addr, "/readyz"), Some((200, _)))
+    });
+    let metrics = http_get(&addr, "/metrics");
+    let healthz = http_get(&addr, "/healthz");
+    let _ = Command::new("kill").arg(child.id().to_string()).status();
+    let status = child.wait().unwrap();
+    assert!(ready, "/readyz never answered 200");
+    assert_eq!(healthz.map(|h| h.0), Some(200));
+    let (code, body) = metrics.unwrap();
+    assert_eq!(code, 200);
+    assert!(
+        body.contains(r#"carbon_kube_carbon_intensity_current{zone="DE",source="static"}"#),
+        "{body}"
+    );
+    assert!(
+        body.contains(
+            r#"carbon_kube_poller_requests_total{provider="static",outcome="success"} 1"#
+        ),
+        "{body}"
+    );
+    assert!(file.exists(), "the snapshot was written");
+    assert_eq!(status.code(), Some(0), "SIGTERM stops it cleanly");
+}
