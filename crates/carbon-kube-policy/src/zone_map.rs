@@ -162,6 +162,9 @@ pub enum ZoneVia {
 pub enum UnknownZone {
     /// The node has neither the zone label nor a region label.
     NoLabels,
+    /// The caller has not seen the node yet (e.g. a node cache that has not
+    /// caught up with a node kube-scheduler already knows).
+    NotSeen,
     /// The node's region is in no table and not in the operator's map.
     UnmappedRegion {
         /// The provider named by the node's provider id, if any.
@@ -202,6 +205,7 @@ impl fmt::Display for UnknownZone {
                 keys::LABEL_GRID_ZONE,
                 keys::LABEL_REGION
             ),
+            Self::NotSeen => f.write_str("node not seen yet"),
             Self::UnmappedRegion {
                 provider: Some(p),
                 region,

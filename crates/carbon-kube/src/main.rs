@@ -28,6 +28,9 @@ enum Command {
     Poller(carbon_kube_poller::Args),
     /// Serve the carbon-aware kube-scheduler extender (POST /filter, /prioritize).
     Extender(carbon_kube_extender::Args),
+    /// Replay real (or modelled) carbon traces and a workload through
+    /// Carbon-Kube's policies, a baseline, peer strategies and an oracle.
+    Simulate(carbon_kube_sim::Args),
 }
 
 fn main() -> ExitCode {
@@ -52,6 +55,7 @@ fn main() -> ExitCode {
             Command::Extender(args) => carbon_kube_extender::run(args)
                 .await
                 .map(|()| ExitCode::SUCCESS),
+            Command::Simulate(args) => carbon_kube_sim::run(args).map(|_| ExitCode::SUCCESS),
         }
     });
     match result {

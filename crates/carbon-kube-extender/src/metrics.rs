@@ -1,0 +1,129 @@
+//! The extender's metrics:
+//!
+//! - `carbon_kube_scheduler_decisions_total{verb,outcome}`: one per request;
+//!   `outcome` is `applied` (carbon decided), `failed_open` (no zone under the
+//!   threshold: all kept), `rejected` (`onNoGreenNode: reject`), `opted_out`,
+//!   `no_data` (no fresh data: neutral), `bad_request` or `error`.
+//! - `carbon_kube_scheduler_latency_seconds{verb}`: request handling time.
+//! - `carbon_kube_scheduler_nodes_cached`, `carbon_kube_scheduler_pods_tracked`.
+//! - `carbon_kube_scheduler_config_errors_total`: rejected runtime overrides.
+//! - `carbon_kube_scheduler_events_total{result}`: Events written on pods.
+//! - `carbon_kube_carbon_intensity_current{zone,source}` and
+//!   `carbon_kube_carbon_data_age_seconds{zone}` (shared with every component).
+
+use std::sync::atomic::AtomicI64;
+
+use carbon_kube_k8s::SnapshotGauges;
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::Registry;
+
+/// Labels `{verb, outcome}`.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct DecisionLabels {
+    /// `filter` or `prioritize`.
+    pub verb: &'static str,
+    /// See the module documentation.
+    pub outcome: &'static str,
+}
+
+/// Labels `{verb}`.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct VerbLabels {
+    /// `filter` or `prioritize`.
+    pub verb: &'static str,
+}
+
+/// Labels `{result}`.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ResultLabels {
+    /// `written` or `failed`.
+    pub result: &'static str,
+}
+
+fn latency_histogram() -> Histogram {
+    // 50 µs to ~1.6 s.
+    Histogram::new(exponential_buckets(0.000_05, 2.0, 16))
+}
+
+/// The extender's metrics.
+#[derive(Clone)]
+pub struct Metrics {
+    /// Decisions by verb and outcome.
+    pub decisions: Family<DecisionLabels, Counter>,
+    /// Latency by verb.
+    pub latency: Family<VerbLabels, Histogram, fn() -> Histogram>,
+    /// Nodes in the cache.
+    pub nodes_cached: Gauge<i64, AtomicI64>,
+    /// Bound pods tracked.
+    pub pods_tracked: Gauge<i64, AtomicI64>,
+    /// Rejected runtime overrides.
+    pub config_errors: Counter,
+    /// Events written.
+    pub events: Family<ResultLabels, Counter>,
+    /// Snapshot gauges.
+    pub snapshot: SnapshotGauges,
+}
+
+impl Metrics {
+    /// Creates and registers the metrics.
+    pub fn register(registry: &mut Registry) -> Self {
+        let m = Self {
+            decisions: Family::default(),
+            latency: Family::new_with_constructor(latency_histogram),
+            nodes_cached: Gauge::default(),
+            pods_tracked: Gauge::default(),
+            config_errors: Counter::default(),
+            events: Family::default(),
+            snapshot: SnapshotGauges::register(registry),
+        };
+        registry.register(
+            "carbon_kube_scheduler_decisions",
+            "Extender decisions by verb and outcome",
+            m.decisions.clone(),
+        );
+        registry.register(
+            "carbon_kube_scheduler_latency_seconds",
+            "Time to answer a filter or prioritize request, seconds",
+            m.latency.clone(),
+        );
+        registry.register(
+            "carbon_kube_scheduler_nodes_cached",
+            "Nodes in the extender's node cache",
+            m.nodes_cached.clone(),
+        );
+        registry.register(
+            "carbon_kube_scheduler_pods_tracked",
+            "Bound pods whose requests the extender sums per node",
+            m.pods_tracked.clone(),
+        );
+        registry.register(
+            "carbon_kube_scheduler_config_errors",
+            "Runtime overrides from the carbon-kube-config ConfigMap that were rejected",
+            m.config_errors.clone(),
+        );
+        registry.register(
+            "carbon_kube_scheduler_events",
+            "Kubernetes Events written on pods whose placement carbon changed",
+            m.events.clone(),
+        );
+        m
+    }
+
+    /// Counts a decision.
+    pub fn decision(&self, verb: &'static str, outcome: &'static str) {
+        self.decisions
+            .get_or_create(&DecisionLabels { verb, outcome })
+            .inc();
+    }
+
+    /// Records a request's latency.
+    pub fn observe_latency(&self, verb: &'static str, seconds: f64) {
+        self.latency
+            .get_or_create(&VerbLabels { verb })
+            .observe(seconds);
+    }
+}

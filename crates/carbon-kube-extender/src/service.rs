@@ -1,0 +1,463 @@
+//! The HTTP service: `POST /filter`, `POST /prioritize`, plus `/metrics`,
+//! `/healthz` and `/readyz`. Built by [`app`] so tests drive it with
+//! `oneshot` requests and no socket.
+//!
+//! Handlers never wait on the network: they read the node cache, the
+//! snapshot and the settings that background tasks keep up to date. A body
+//! that is not an extender request gets HTTP 400 with the parser's message;
+//! an internal failure (including a panic) gets HTTP 500 for that request
+//! only. kube-scheduler treats both as an extender error, which an
+//! `ignorable: true` extender turns into "schedule without the extender".
+
+use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::sync::Arc;
+use std::time::Instant;
+
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::{DefaultBodyLimit, State};
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::post;
+use carbon_kube_k8s::health_router;
+use carbon_kube_policy::placement::{
+    Candidate, FilterOutcome, NoGreenNode, NotApplied, PodView, filter_nodes, score_nodes,
+};
+use carbon_kube_policy::zone_map::{NodeView, UnknownZone, ZoneResolution, node_zone};
+use prometheus_client::registry::Registry;
+use serde_json::value::RawValue;
+
+use crate::state::{Cluster, Decision, Shared};
+use crate::wire::{ExtenderArgs, FilterResult, HostPriority, PairMap, RawNodeList, WireNode};
+
+/// The largest request accepted: 15,000 full nodes are about 60 MB.
+pub const MAX_BODY_BYTES: usize = 256 << 20;
+
+/// A failed request.
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    /// The body is not an extender request (HTTP 400).
+    #[error("bad extender request: {0}")]
+    BadRequest(String),
+    /// Something failed inside the extender (HTTP 500).
+    #[error("internal error: {0}")]
+    Internal(String),
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        match &self {
+            // Client faults are not our errors: debug only.
+            Self::BadRequest(m) => {
+                tracing::debug!(error = %m, "rejected a malformed extender request");
+                (StatusCode::BAD_REQUEST, self.to_string()).into_response()
+            }
+            Self::Internal(m) => {
+                tracing::error!(error = %m, "extender request failed");
+                (
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "internal error; see the extender's log",
+                )
+                    .into_response()
+            }
+        }
+    }
+}
+
+/// The extender's router: the two verbs plus the health and metrics routes.
+pub fn app(shared: Arc<Shared>, registry: Arc<Registry>) -> Router {
+    let readiness = shared.readiness.clone();
+    Router::new()
+        .route("/filter", post(filter_handler))
+        .route("/prioritize", post(prioritize_handler))
+        .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
+        .with_state(shared)
+        .merge(health_router(registry, readiness))
+}
+
+fn json_response(body: Vec<u8>) -> Response {
+    ([(header::CONTENT_TYPE, "application/json")], body).into_response()
+}
+
+async fn filter_handler(State(shared): State<Arc<Shared>>, body: Bytes) -> Response {
+    timed(&shared, "filter", || filter(&shared, &body))
+}
+
+async fn prioritize_handler(State(shared): State<Arc<Shared>>, body: Bytes) -> Response {
+    timed(&shared, "prioritize", || prioritize(&shared, &body))
+}
+
+fn timed(
+    shared: &Shared,
+    verb: &'static str,
+    f: impl FnOnce() -> Result<(Vec<u8>, &'static str), ApiError>,
+) -> Response {
+    let start = Instant::now();
+    let result = match catch_unwind(AssertUnwindSafe(f)) {
+        Ok(r) => r,
+        Err(panic) => {
+            let msg = panic
+                .downcast_ref::<&str>()
+                .map(|s| (*s).to_owned())
+                .or_else(|| panic.downcast_ref::<String>().cloned())
+                .unwrap_or_else(|| "panic".to_owned());
+            Err(ApiError::Internal(format!(
+                "{verb} handler panicked: {msg}"
+            )))
+        }
+    };
+    shared
+        .metrics
+        .observe_latency(verb, start.elapsed().as_secs_f64());
+    match result {
+        Ok((body, outcome)) => {
+            shared.metrics.decision(verb, outcome);
+            json_response(body)
+        }
+        Err(e) => {
+            let outcome = match e {
+                ApiError::BadRequest(_) => "bad_request",
+                ApiError::Internal(_) => "error",
+            };
+            shared.metrics.decision(verb, outcome);
+            e.into_response()
+        }
+    }
+}
+
+fn parse(body: &[u8]) -> Result<(ExtenderArgs<'_>, PodView), ApiError> {
+    let args: ExtenderArgs<'_> = serde_json::from_slice(body).map_err(|e| {
+        ApiError::BadRequest(format!(
+            "body is not an ExtenderArgs JSON object (line {}, column {}): {e}",
+            e.line(),
+            e.column()
+        ))
+    })?;
+    let pod = args
+        .pod
+        .as_ref()
+        .ok_or_else(|| ApiError::BadRequest("request has no Pod".into()))?
+        .to_view()
+        .map_err(|e| ApiError::BadRequest(format!("Pod.{e}")))?;
+    Ok((args, pod))
+}
+
+/// Full nodes from the request, parsed, with `requested` from the pod cache.
+fn full_nodes(
+    items: &[&RawValue],
+    cluster: &Cluster,
+    shared: &Shared,
+) -> Result<Vec<(NodeView, ZoneResolution)>, ApiError> {
+    items
+        .iter()
+        .enumerate()
+        .map(|(i, raw)| {
+            let wire: WireNode = serde_json::from_str(raw.get())
+                .map_err(|e| ApiError::BadRequest(format!("Nodes.items[{i}]: {e}")))?;
+            let mut view = wire
+                .to_view()
+                .map_err(|e| ApiError::BadRequest(format!("Nodes.items[{i}].{e}")))?;
+            view.requested = cluster.requested_on(&view.name);
+            let zone = match cluster.nodes.get(&view.name) {
+                Some(c)
+                    if c.view.labels == view.labels && c.view.provider_id == view.provider_id =>
+                {
+                    c.zone.clone()
+                }
+                _ => node_zone(&view, &shared.region_map),
+            };
+            Ok((view, zone))
+        })
+        .collect()
+}
+
+/// Candidates for node names, from the cache. Names the cache has not seen
+/// yet are neutral.
+fn cached_candidates<'c>(
+    names: &[crate::wire::Name<'_>],
+    cluster: &'c Cluster,
+    unseen: &'c [(NodeView, ZoneResolution)],
+) -> Vec<Candidate<'c>> {
+    let mut next_unseen = 0;
+    names
+        .iter()
+        .map(|n| match cluster.nodes.get(n.0.as_ref()) {
+            Some(c) => Candidate {
+                node: &c.view,
+                zone: &c.zone,
+            },
+            None => {
+                let (node, zone) = &unseen[next_unseen];
+                next_unseen += 1;
+                Candidate { node, zone }
+            }
+        })
+        .collect()
+}
+
+fn unseen_nodes(
+    names: &[crate::wire::Name<'_>],
+    cluster: &Cluster,
+) -> Vec<(NodeView, ZoneResolution)> {
+    names
+        .iter()
+        .filter(|n| !cluster.nodes.contains_key(n.0.as_ref()))
+        .map(|n| {
+            (
+                NodeView {
+                    name: n.0.clone().into_owned(),
+                    requested: cluster.requested_on(n.0.as_ref()),
+                    ..NodeView::default()
+                },
+                ZoneResolution::unknown(UnknownZone::NotSeen),
+            )
+        })
+        .collect()
+}
+
+fn filter_outcome_label(outcome: &FilterOutcome<'_>) -> &'static str {
+    match (outcome.not_applied, outcome.no_green_node) {
+        (Some(NotApplied::OptedOut), _) => "opted_out",
+        (Some(_), _) => "no_data",
+        (None, Some(NoGreenNode::FailedOpen { .. })) => "failed_open",
+        (None, Some(NoGreenNode::Rejected { .. })) => "rejected",
+        (None, None) => "applied",
+    }
+}
+
+fn pod_key(args: &ExtenderArgs<'_>, pod: &PodView) -> String {
+    args.pod
+        .as_ref()
+        .and_then(|p| p.uid())
+        .map_or_else(|| format!("{}/{}", pod.namespace, pod.name), str::to_owned)
+}
+
+fn record_decision(
+    shared: &Shared,
+    key: String,
+    pod: &PodView,
+    update: impl FnOnce(&mut Decision) -> bool,
+) {
+    if !shared.record_decisions {
+        return;
+    }
+    let mut d = shared
+        .decisions
+        .get(&key)
+        .map(|d| (*d).clone())
+        .unwrap_or_else(|| Decision {
+            namespace: pod.namespace.clone(),
+            name: pod.name.clone(),
+            ..Decision::default()
+        });
+    if update(&mut d) {
+        shared.decisions.insert(key, Arc::new(d));
+    }
+}
+
+/// Handles a filter request body; returns the response body and the outcome
+/// label.
+pub fn filter(shared: &Shared, body: &[u8]) -> Result<(Vec<u8>, &'static str), ApiError> {
+    let (args, pod) = parse(body)?;
+    let snapshot = shared.snapshot();
+    let cfg = shared.config();
+    let now = shared.now();
+    let cluster = shared.cluster();
+    let (out, label, decision): (Vec<u8>, &'static str, _);
+    if let Some(names) = &args.node_names {
+        let unseen = unseen_nodes(names, &cluster);
+        let candidates = cached_candidates(names, &cluster, &unseen);
+        let outcome = filter_nodes(&pod, &candidates, &snapshot, &cfg, now);
+        let messages: Vec<String> = (0..outcome.zones.len())
+            .map(|z| outcome.zone_failure_message(z))
+            .collect();
+        let passed: Vec<&str> = outcome.passed().map(|i| names[i].0.as_ref()).collect();
+        let failed: Vec<(&str, &str)> = outcome
+            .failed()
+            .map(|i| {
+                (
+                    names[i].0.as_ref(),
+                    messages[outcome.verdicts[i].zone].as_str(),
+                )
+            })
+            .collect();
+        let result = FilterResult {
+            nodes: None,
+            node_names: Some(passed),
+            failed_nodes: PairMap(&[]),
+            failed_and_unresolvable: PairMap(&failed),
+            error: "",
+        };
+        out = serde_json::to_vec(&result).map_err(|e| ApiError::Internal(e.to_string()))?;
+        label = filter_outcome_label(&outcome);
+        log_filter(&pod, &outcome);
+        decision = summarize_filter(&outcome);
+    } else if let Some(items) = args.nodes.as_ref().and_then(|n| n.items.as_ref()) {
+        let nodes = full_nodes(items, &cluster, shared)?;
+        let candidates: Vec<Candidate<'_>> = nodes
+            .iter()
+            .map(|(node, zone)| Candidate { node, zone })
+            .collect();
+        let outcome = filter_nodes(&pod, &candidates, &snapshot, &cfg, now);
+        let messages: Vec<String> = (0..outcome.zones.len())
+            .map(|z| outcome.zone_failure_message(z))
+            .collect();
+        let passed: Vec<&RawValue> = outcome.passed().map(|i| items[i]).collect();
+        let failed: Vec<(&str, &str)> = outcome
+            .failed()
+            .map(|i| {
+                (
+                    nodes[i].0.name.as_str(),
+                    messages[outcome.verdicts[i].zone].as_str(),
+                )
+            })
+            .collect();
+        let result = FilterResult {
+            nodes: Some(RawNodeList(&passed)),
+            node_names: None,
+            failed_nodes: PairMap(&[]),
+            failed_and_unresolvable: PairMap(&failed),
+            error: "",
+        };
+        out = serde_json::to_vec(&result).map_err(|e| ApiError::Internal(e.to_string()))?;
+        label = filter_outcome_label(&outcome);
+        log_filter(&pod, &outcome);
+        decision = summarize_filter(&outcome);
+    } else {
+        return Err(ApiError::BadRequest(
+            "request has neither Nodes nor NodeNames".into(),
+        ));
+    }
+    drop(cluster);
+    if let Some((summary, failed_open)) = decision {
+        record_decision(shared, pod_key(&args, &pod), &pod, |d| {
+            d.summary = summary;
+            d.failed_open = failed_open;
+            true
+        });
+    }
+    Ok((out, label))
+}
+
+type FilterSummary = Option<(
+    carbon_kube_policy::placement::DecisionSummary,
+    Option<String>,
+)>;
+
+fn summarize_filter(outcome: &FilterOutcome<'_>) -> FilterSummary {
+    let mut s = carbon_kube_policy::placement::DecisionSummary::default();
+    if !s.record_filter(outcome) {
+        return None;
+    }
+    let failed_open = match outcome.no_green_node {
+        Some(NoGreenNode::FailedOpen { cleanest_zone }) => Some(format!(
+            "no candidate zone is at or below the threshold of {}; scheduled anyway (failing open; cleanest candidate: {})",
+            outcome.pod.threshold, outcome.zones[cleanest_zone]
+        )),
+        _ => None,
+    };
+    Some((s, failed_open))
+}
+
+fn log_filter(pod: &PodView, outcome: &FilterOutcome<'_>) {
+    if tracing::enabled!(tracing::Level::DEBUG) {
+        tracing::debug!(
+            pod = %format_args!("{}/{}", pod.namespace, pod.name),
+            decision = %outcome.summary(),
+            "filter"
+        );
+    }
+    for e in &outcome.pod.annotation_errors {
+        tracing::info!(pod = %format_args!("{}/{}", pod.namespace, pod.name), "{e}");
+    }
+}
+
+/// Handles a prioritize request body; returns the response body and the
+/// outcome label.
+pub fn prioritize(shared: &Shared, body: &[u8]) -> Result<(Vec<u8>, &'static str), ApiError> {
+    let (args, pod) = parse(body)?;
+    let snapshot = shared.snapshot();
+    let cfg = shared.config();
+    let now = shared.now();
+    let cluster = shared.cluster();
+    let full;
+    let unseen;
+    let (candidates, names): (Vec<Candidate<'_>>, Vec<&str>) = if let Some(names) = &args.node_names
+    {
+        unseen = unseen_nodes(names, &cluster);
+        (
+            cached_candidates(names, &cluster, &unseen),
+            names.iter().map(|n| n.0.as_ref()).collect(),
+        )
+    } else if let Some(items) = args.nodes.as_ref().and_then(|n| n.items.as_ref()) {
+        full = full_nodes(items, &cluster, shared)?;
+        (
+            full.iter()
+                .map(|(node, zone)| Candidate { node, zone })
+                .collect(),
+            full.iter().map(|(n, _)| n.name.as_str()).collect(),
+        )
+    } else {
+        return Err(ApiError::BadRequest(
+            "request has neither Nodes nor NodeNames".into(),
+        ));
+    };
+    let outcome = score_nodes(&pod, &candidates, &snapshot, &cfg, now);
+    let list: Vec<HostPriority<'_>> = names
+        .iter()
+        .zip(&outcome.scores)
+        .map(|(host, s)| HostPriority {
+            host: std::borrow::Cow::Borrowed(host),
+            score: i64::from(s.score),
+        })
+        .collect();
+    let out = serde_json::to_vec(&list).map_err(|e| ApiError::Internal(e.to_string()))?;
+    let label = match outcome.not_applied {
+        Some(NotApplied::OptedOut) => "opted_out",
+        Some(_) => "no_data",
+        None => "applied",
+    };
+    if tracing::enabled!(tracing::Level::DEBUG) {
+        let best = outcome
+            .scores
+            .iter()
+            .enumerate()
+            .max_by_key(|(_, s)| s.score)
+            .map(|(i, _)| format!("{}: {}", names[i], outcome.reason(i)));
+        tracing::debug!(
+            pod = %format_args!("{}/{}", pod.namespace, pod.name),
+            nodes = names.len(),
+            best = best.as_deref().unwrap_or("none"),
+            "prioritize"
+        );
+    }
+    let mut summary = carbon_kube_policy::placement::DecisionSummary::default();
+    let applied = summary.record_scores(&outcome);
+    drop(cluster);
+    if applied {
+        record_decision(shared, pod_key(&args, &pod), &pod, |d| {
+            merge_scores(&mut d.summary, &summary);
+            true
+        });
+    }
+    Ok((out, label))
+}
+
+// The score summary was built while the node cache was locked; merge it into
+// the pod's decision without holding the lock.
+fn merge_scores(
+    into: &mut carbon_kube_policy::placement::DecisionSummary,
+    from: &carbon_kube_policy::placement::DecisionSummary,
+) {
+    for z in &from.zones {
+        match into.zones.iter_mut().find(|e| e.zone == z.zone) {
+            Some(e) => {
+                e.best_performance = z.best_performance;
+                if z.intensity.is_some() {
+                    e.intensity = z.intensity;
+                }
+            }
+            None => into.zones.push(z.clone()),
+        }
+    }
+}
