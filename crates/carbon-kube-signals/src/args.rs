@@ -67,7 +67,12 @@ pub struct SignalArgs {
     /// `*` (`GB-*`), or `default`. Providers: electricity_maps, watttime,
     /// uk_carbon_intensity, noaa_estimate, open_meteo_estimate, static. Entries
     /// replace the built-in chain of the same key; other built-in keys stay.
-    #[arg(long = "chain", env = "CARBON_KUBE_CHAIN", value_delimiter = ';', value_name = "ZONE=PROVIDERS")]
+    #[arg(
+        long = "chain",
+        env = "CARBON_KUBE_CHAIN",
+        value_delimiter = ';',
+        value_name = "ZONE=PROVIDERS"
+    )]
     pub chain: Vec<String>,
 
     /// Timeout of one HTTP request (connect, send, read the body).
@@ -289,7 +294,9 @@ impl SignalArgs {
                 retry: RetryPolicy {
                     max_attempts: self.provider_max_attempts,
                     base_delay: self.provider_retry_base_delay,
-                    max_delay: self.provider_retry_max_delay.max(self.provider_retry_base_delay),
+                    max_delay: self
+                        .provider_retry_max_delay
+                        .max(self.provider_retry_base_delay),
                     max_retry_after: self.provider_max_retry_after,
                 },
                 max_concurrency: self.provider_concurrency,
@@ -349,12 +356,12 @@ mod tests {
         );
         // Built-in entries not overridden stay.
         assert_eq!(cfg.chains.chain_for(&z("GB"))[0], UkCarbonIntensity);
-        assert_eq!(
-            cfg.chains.chain_for(&z("GB-LONDON")),
-            [UkCarbonIntensity]
-        );
+        assert_eq!(cfg.chains.chain_for(&z("GB-LONDON")), [UkCarbonIntensity]);
         // Electricity Maps' own GB-* zones keep the default chain.
-        assert_eq!(cfg.chains.chain_for(&z("GB-NIR")), [ElectricityMaps, Static]);
+        assert_eq!(
+            cfg.chains.chain_for(&z("GB-NIR")),
+            [ElectricityMaps, Static]
+        );
         let cfg = ChainConfig::parse(&["GB-*=static", "G*=watttime"]).unwrap();
         assert_eq!(cfg.chain_for(&z("GB-NIR")), [Static]);
         assert_eq!(cfg.chain_for(&z("GR")), [WattTime]);
@@ -393,14 +400,45 @@ mod tests {
 
     #[test]
     fn bad_values_are_reported() {
-        let mut a = SignalArgs::default();
-        a.provider_max_attempts = 0;
-        assert!(a.validate().unwrap_err().to_string().contains("--provider-max-attempts"));
-        let mut a = SignalArgs::default();
-        a.noaa_url = "weather.gov".into();
-        assert!(a.validate().unwrap_err().to_string().contains("--noaa-url"));
-        let mut a = SignalArgs::default();
-        a.provider_cache_ttl = Duration::ZERO;
-        assert!(a.validate().is_err());
+        let cases = [
+            (
+                SignalArgs {
+                    provider_max_attempts: 0,
+                    ..SignalArgs::default()
+                },
+                "--provider-max-attempts",
+            ),
+            (
+                SignalArgs {
+                    noaa_url: "weather.gov".into(),
+                    ..SignalArgs::default()
+                },
+                "--noaa-url",
+            ),
+            (
+                SignalArgs {
+                    provider_cache_ttl: Duration::ZERO,
+                    ..SignalArgs::default()
+                },
+                "--provider-cache-ttl",
+            ),
+            (
+                SignalArgs {
+                    user_agent: "bad\nagent".into(),
+                    ..SignalArgs::default()
+                },
+                "--user-agent",
+            ),
+        ];
+        for (args, flag) in cases {
+            let err = match args.validate() {
+                Err(e) => e,
+                Ok(_) => match crate::Signals::new(&args, crate::Credentials::none()) {
+                    Err(e) => e,
+                    Ok(_) => panic!("{flag}: accepted"),
+                },
+            };
+            assert!(err.to_string().contains(flag), "{flag}: {err}");
+        }
     }
 }

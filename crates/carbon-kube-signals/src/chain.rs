@@ -13,8 +13,8 @@ use crate::credentials::Credentials;
 use crate::error::{ConfigError, ErrorKind, ProviderError};
 use crate::http::Http;
 use crate::providers::{
-    Fetched, electricity_maps::ElectricityMaps, noaa::Noaa, open_meteo::OpenMeteo,
-    static_avg, uk::UkCarbonIntensity, watttime::WattTime,
+    Fetched, electricity_maps::ElectricityMaps, noaa::Noaa, open_meteo::OpenMeteo, static_avg,
+    uk::UkCarbonIntensity, watttime::WattTime,
 };
 
 /// A provider the chain can try.
@@ -225,7 +225,12 @@ impl Signals {
             ),
             watttime: WattTime::new(http.clone(), urls.watttime, creds.watttime.clone()),
             uk: UkCarbonIntensity::new(http.clone(), urls.uk_carbon),
-            noaa: Noaa::new(http.clone(), urls.noaa, creds.noaa_api_key.clone(), ttl_seconds),
+            noaa: Noaa::new(
+                http.clone(),
+                urls.noaa,
+                creds.noaa_api_key.clone(),
+                ttl_seconds,
+            ),
             open_meteo: OpenMeteo::new(http, urls.open_meteo, ttl_seconds),
             cache: Cache::builder()
                 .max_capacity(10_000)

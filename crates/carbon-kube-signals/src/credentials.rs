@@ -202,7 +202,12 @@ mod tests {
             ("NOAA_API_KEY_FILE", "/x"),
         ]))
         .unwrap_err();
-        assert_eq!(e, CredentialError::Ambiguous { var: "NOAA_API_KEY" });
+        assert_eq!(
+            e,
+            CredentialError::Ambiguous {
+                var: "NOAA_API_KEY"
+            }
+        );
         let e = Credentials::from_lookup(lookup(&[("WATTTIME_USERNAME", "alice")])).unwrap_err();
         assert!(e.to_string().contains("WATTTIME_PASSWORD is not"));
         let e = Credentials::from_lookup(lookup(&[(
@@ -210,6 +215,9 @@ mod tests {
             "/nonexistent/secret",
         )]))
         .unwrap_err();
-        assert!(e.to_string().starts_with("ELECTRICITY_MAPS_API_KEY_FILE: cannot read"));
+        assert!(
+            e.to_string()
+                .starts_with("ELECTRICITY_MAPS_API_KEY_FILE: cannot read")
+        );
     }
 }

@@ -254,6 +254,9 @@ mod tests {
             "electricity_maps carbon-intensity/latest: server error (HTTP 503) (3 attempt(s) in 1500ms)"
         );
         let e = ProviderError::unsupported("noaa_estimate", "zone DE is outside the United States");
-        assert!(e.to_string().contains("zone not supported: zone DE is outside"));
+        assert!(
+            e.to_string()
+                .contains("zone not supported: zone DE is outside")
+        );
     }
 }

@@ -90,7 +90,12 @@ impl Http {
             client,
             retry: settings.retry.clone(),
             permits: Arc::new(Semaphore::new(settings.max_concurrency.max(1))),
-            secrets: Arc::new(secrets.into_iter().filter(|s| s.expose().len() >= 4).collect()),
+            secrets: Arc::new(
+                secrets
+                    .into_iter()
+                    .filter(|s| s.expose().len() >= 4)
+                    .collect(),
+            ),
             learnt: Arc::default(),
         })
     }

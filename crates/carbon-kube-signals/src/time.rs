@@ -109,7 +109,9 @@ mod tests {
         let (s, d) = parse_interval("2022-02-03T21:00:00+00:00/PT2H").unwrap();
         assert_eq!((s, d), (1_643_922_000, 7200));
         assert_eq!(
-            parse_interval("2022-02-03T21:00:00+00:00/P1DT6H").unwrap().1,
+            parse_interval("2022-02-03T21:00:00+00:00/P1DT6H")
+                .unwrap()
+                .1,
             30 * 3600
         );
         assert!(parse_interval("2022-02-03T21:00:00+00:00").is_err());

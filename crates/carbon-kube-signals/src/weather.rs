@@ -6,7 +6,7 @@
 //! For each hour `t` (see the crate README for sources and the validation):
 //!
 //! ```text
-//! S(t) = max(0, sin h(t + 30 min)) · (1 − 0.75 · (C/100)^3.4)     solar proxy
+//! S(t) = max(0, sin h(t + 30 min)) · (1 − a · (C/100)^3.4)        solar proxy
 //! W(t) = P(v10 · 10^α)                                             wind proxy
 //! r(t) = min(0.95, kS·σS·S(t)/S̄ + kW·σW·W(t)/W̄)                    variable renewable share
 //! r̄    = kS·σS + kW·σW
@@ -14,8 +14,10 @@
 //! R(t) = clamp(R̄ + 100·(r(t) − r̄), 0, 100)                         renewable %
 //! ```
 //!
-//! `h` is the sun's elevation, `C` the total cloud cover (%), the cloud term is
-//! Kasten & Czeplak (1980); `v10` the 10 m wind speed, lifted to 100 m hub
+//! `h` is the sun's elevation, `C` the total cloud cover (%); the cloud term
+//! has the shape of Kasten & Czeplak (1980), whose `a = 0.75` holds for the
+//! irradiance at the observing site, while here one site's clouds stand for a
+//! whole zone's solar fleet, so `a` is fitted; `v10` the 10 m wind speed, lifted to 100 m hub
 //! height with the power law (Hellmann exponent α = 0.34, neutral air over
 //! inhabited land); `P` a generic turbine power curve (cut-in 3 m/s, rated
 //! 12 m/s, cut-out 25 m/s, cubic in between). `σS`, `σW` are the zone's
@@ -23,23 +25,26 @@
 //! the proxies at the weather point; `Ī`, `R̄` the zone's annual mean
 //! intensity and renewable share (the static table). `kS`, `kW` shrink the
 //! installed shares because one weather point sees only part of a zone's
-//! fleet; they are the only fitted parameters (first half of 2023).
+//! fleet. `a`, `kS` and `kW` are the only fitted parameters (first half of
+//! 2023, US-CAL-CISO and DE together).
 
 use carbon_kube_model::UnixSeconds;
 
 /// Hellmann exponent lifting 10 m wind to 100 m hub height (neutral air over
 /// inhabited land).
 pub const HELLMANN_EXPONENT: f64 = 0.34;
+/// Fitted cloud sensitivity (`a`), H1 2023, US-CAL-CISO and DE.
+pub const CLOUD_SENSITIVITY: f64 = 0.20;
 /// Fitted attenuation of the solar share (`kS`), H1 2023, US-CAL-CISO and DE.
-pub const SOLAR_ATTENUATION: f64 = 0.60;
+pub const SOLAR_ATTENUATION: f64 = 0.75;
 /// Fitted attenuation of the wind share (`kW`), H1 2023, US-CAL-CISO and DE.
 pub const WIND_ATTENUATION: f64 = 0.30;
 /// Upper bound of the modelled variable renewable share.
 pub const MAX_VARIABLE_SHARE: f64 = 0.95;
-/// Mean cloud transmission used for `S̄` where no year of local weather was
-/// measured: `S̄ = clear-sky mean × 0.64` (the mean of the two measured sites:
-/// 0.69 in San Jose, 0.58 in Frankfurt, H1 2023).
-pub const DEFAULT_CLOUD_TRANSMISSION: f64 = 0.64;
+/// Mean cloud factor used for `S̄` where no year of local weather was
+/// measured: `S̄ = clear-sky mean × 0.90` (the mean of the two measured sites:
+/// 0.918 in San Jose, 0.888 in Frankfurt, H1 2023, with `a` = 0.20).
+pub const DEFAULT_CLOUD_TRANSMISSION: f64 = 0.90;
 /// `W̄` where no year of local weather was measured: the mean of the two
 /// measured sites (0.275 San Jose, 0.336 Frankfurt, H1 2023).
 pub const DEFAULT_WIND_MEAN: f64 = 0.305;
@@ -123,12 +128,18 @@ pub fn sun_elevation_sin(t: UnixSeconds, lat: f64, lon: f64) -> f64 {
     la.sin() * dec.sin() + la.cos() * dec.cos() * hour_angle.cos()
 }
 
-/// `S(t)`: clear-sky sun height times the Kasten–Czeplak cloud factor, for
-/// the hour starting at `t` (sun taken at mid-hour). 0 at night, at most 1.
+/// `S(t)`: clear-sky sun height times the cloud factor, for the hour starting
+/// at `t` (sun taken at mid-hour). 0 at night, at most 1.
 pub fn solar_proxy(t: UnixSeconds, lat: f64, lon: f64, cloud_cover_pct: f64) -> f64 {
-    let sun = sun_elevation_sin(t + 1800, lat, lon).max(0.0);
+    sun_elevation_sin(t + 1800, lat, lon).max(0.0)
+        * cloud_factor(cloud_cover_pct, CLOUD_SENSITIVITY)
+}
+
+/// The cloud factor `1 − a · (C/100)^3.4` for cloud cover `C` (%) and
+/// sensitivity `a` (Kasten & Czeplak's shape).
+pub fn cloud_factor(cloud_cover_pct: f64, sensitivity: f64) -> f64 {
     let c = (cloud_cover_pct / 100.0).clamp(0.0, 1.0);
-    sun * (1.0 - 0.75 * c.powf(3.4))
+    1.0 - sensitivity * c.powf(3.4)
 }
 
 /// `W(t)`: normalised output of a generic turbine at 100 m for a 10 m wind
@@ -219,12 +230,13 @@ mod tests {
     }
 
     #[test]
-    fn clouds_cut_solar_by_at_most_three_quarters() {
+    fn overcast_cuts_solar_by_the_sensitivity() {
         let t = ts("2023-06-21T11:00:00Z");
         let clear = solar_proxy(t, 50.088, 8.654, 0.0);
         let overcast = solar_proxy(t, 50.088, 8.654, 100.0);
-        assert!((overcast / clear - 0.25).abs() < 1e-9);
-        assert!(solar_proxy(t, 50.088, 8.654, 50.0) > 0.9 * clear);
+        assert!((overcast / clear - (1.0 - CLOUD_SENSITIVITY)).abs() < 1e-9);
+        assert!(solar_proxy(t, 50.088, 8.654, 50.0) > 0.95 * clear);
+        assert!((cloud_factor(100.0, 0.75) - 0.25).abs() < 1e-12);
     }
 
     #[test]
@@ -246,7 +258,7 @@ mod tests {
             annual_renewable_pct: Some(50.0),
             solar_share: 0.12,
             wind_share: 0.27,
-            solar_mean: 0.13,
+            solar_mean: 0.20,
             wind_mean: 0.34,
             solar_attenuation: SOLAR_ATTENUATION,
             wind_attenuation: WIND_ATTENUATION,

@@ -120,7 +120,7 @@ pub const ZONES: &[ZoneInfo] = &[
             solar_share: 0.170,
             wind_share: 0.112,
             source: MixSource::CaliforniaEnergyCommission2023,
-            measured_means: Some((0.1827, 0.2754)),
+            measured_means: Some((0.2425, 0.2754)),
         });
         z
     },
@@ -134,7 +134,10 @@ pub const ZONES: &[ZoneInfo] = &[
         }),
     ),
     mix(us(zone("US-NY-NYIS", "New York, NY", 40.71, -74.01)), USA),
-    mix(us(zone("US-MIDA-PJM", "Philadelphia, PA", 39.95, -75.17)), USA),
+    mix(
+        us(zone("US-MIDA-PJM", "Philadelphia, PA", 39.95, -75.17)),
+        USA,
+    ),
     mix(us(zone("US-NW-BPAT", "Portland, OR", 45.52, -122.68)), USA),
     mix(
         zone("DE", "Frankfurt am Main", 50.088, 8.654),
@@ -142,7 +145,7 @@ pub const ZONES: &[ZoneInfo] = &[
             solar_share: 0.122,
             wind_share: 0.272,
             source: MixSource::Country("DEU"),
-            measured_means: Some((0.1313, 0.3358)),
+            measured_means: Some((0.2015, 0.3358)),
         }),
     ),
     {
@@ -153,16 +156,46 @@ pub const ZONES: &[ZoneInfo] = &[
         z.uk_region = Some(UkRegion::National);
         z
     },
-    mix(zone("FR", "Paris", 48.86, 2.35), country("FRA", 0.045, 0.095)),
-    mix(zone("NL", "Amsterdam", 52.37, 4.90), country("NLD", 0.173, 0.237)),
-    mix(zone("PL", "Warsaw", 52.23, 21.01), country("POL", 0.073, 0.137)),
-    mix(zone("ES", "Madrid", 40.42, -3.70), country("ESP", 0.167, 0.238)),
-    mix(zone("IE", "Dublin", 53.35, -6.26), country("IRL", 0.017, 0.358)),
-    mix(zone("SE", "Stockholm", 59.33, 18.07), country("SWE", 0.015, 0.209)),
-    mix(zone("IN-WE", "Mumbai", 19.08, 72.88), country("IND", 0.058, 0.042)),
-    mix(zone("AU-NSW", "Sydney", -33.87, 151.21), country("AUS", 0.171, 0.121)),
-    mix(zone("JP-TK", "Tokyo", 35.68, 139.69), country("JPN", 0.108, 0.009)),
-    mix(zone("SG", "Singapore", 1.35, 103.82), country("SGP", 0.016, 0.0)),
+    mix(
+        zone("FR", "Paris", 48.86, 2.35),
+        country("FRA", 0.045, 0.095),
+    ),
+    mix(
+        zone("NL", "Amsterdam", 52.37, 4.90),
+        country("NLD", 0.173, 0.237),
+    ),
+    mix(
+        zone("PL", "Warsaw", 52.23, 21.01),
+        country("POL", 0.073, 0.137),
+    ),
+    mix(
+        zone("ES", "Madrid", 40.42, -3.70),
+        country("ESP", 0.167, 0.238),
+    ),
+    mix(
+        zone("IE", "Dublin", 53.35, -6.26),
+        country("IRL", 0.017, 0.358),
+    ),
+    mix(
+        zone("SE", "Stockholm", 59.33, 18.07),
+        country("SWE", 0.015, 0.209),
+    ),
+    mix(
+        zone("IN-WE", "Mumbai", 19.08, 72.88),
+        country("IND", 0.058, 0.042),
+    ),
+    mix(
+        zone("AU-NSW", "Sydney", -33.87, 151.21),
+        country("AUS", 0.171, 0.121),
+    ),
+    mix(
+        zone("JP-TK", "Tokyo", 35.68, 139.69),
+        country("JPN", 0.108, 0.009),
+    ),
+    mix(
+        zone("SG", "Singapore", 1.35, 103.82),
+        country("SGP", 0.016, 0.0),
+    ),
     // UK Carbon Intensity API regions, as Carbon-Kube sub-zones of GB. They
     // are not Electricity Maps zones: only `uk_carbon_intensity` serves them.
     uk("GB-NORTH-SCOTLAND", "North Scotland", 1),

@@ -3,6 +3,8 @@
 //! types, empty body, impossible values, stale data, unknown zones. The bad
 //! bodies are derived from recorded real ones.
 
+#![allow(clippy::unwrap_used)] // Test code: a panic is a test failure.
+
 mod common;
 
 use std::time::{Duration, Instant};
@@ -44,7 +46,10 @@ fn assert_fell_back(f: &carbon_kube_signals::ZoneFetch, label: &str) {
     assert_eq!(r.source.as_str(), "static");
     assert!(r.estimated);
     let e = f.attempts[0].error.as_ref().expect("an error message");
-    assert!(e.starts_with("electricity_maps carbon-intensity/latest: "), "{e}");
+    assert!(
+        e.starts_with("electricity_maps carbon-intensity/latest: "),
+        "{e}"
+    );
 }
 
 #[tokio::test]
@@ -58,9 +63,19 @@ async fn timeout_is_retried_then_falls_back() {
     )
     .await;
     assert_fell_back(&f, "timeout");
-    assert!(f.attempts[0].error.as_ref().unwrap().contains("timed out (3 attempt(s)"));
+    assert!(
+        f.attempts[0]
+            .error
+            .as_ref()
+            .unwrap()
+            .contains("timed out (3 attempt(s)")
+    );
     // Three attempts of 0.5 s plus short back-off, not three delays of 3 s.
-    assert!(started.elapsed() < Duration::from_secs(3), "{:?}", started.elapsed());
+    assert!(
+        started.elapsed() < Duration::from_secs(3),
+        "{:?}",
+        started.elapsed()
+    );
 }
 
 #[tokio::test]
@@ -72,7 +87,10 @@ async fn server_error_is_retried_then_falls_back() {
     .await;
     assert_fell_back(&f, "server_error");
     let e = f.attempts[0].error.as_ref().unwrap();
-    assert!(e.contains("HTTP 500") && e.contains("upstream exploded"), "{e}");
+    assert!(
+        e.contains("HTTP 500") && e.contains("upstream exploded"),
+        "{e}"
+    );
 }
 
 #[tokio::test]
@@ -115,7 +133,11 @@ async fn rate_limit_honours_retry_after() {
         .await;
     assert_eq!(labels(&f), [("electricity_maps", "success")]);
     // The back-off alone is 20 ms; the server asked for a second.
-    assert!(started.elapsed() >= Duration::from_millis(950), "{:?}", started.elapsed());
+    assert!(
+        started.elapsed() >= Duration::from_millis(950),
+        "{:?}",
+        started.elapsed()
+    );
 }
 
 #[tokio::test]
@@ -127,7 +149,13 @@ async fn rate_limit_longer_than_the_cap_moves_on_at_once() {
     )
     .await;
     assert_fell_back(&f, "rate_limited");
-    assert!(f.attempts[0].error.as_ref().unwrap().contains("retry after 3600s"));
+    assert!(
+        f.attempts[0]
+            .error
+            .as_ref()
+            .unwrap()
+            .contains("retry after 3600s")
+    );
     assert!(started.elapsed() < Duration::from_secs(2));
 }
 
@@ -143,7 +171,11 @@ async fn unauthorized_is_not_retried() {
 
 #[tokio::test]
 async fn other_client_errors_are_not_retried() {
-    let f = em_latest_answers(ResponseTemplate::new(400).set_body_string("{\"error\":\"bad\"}"), 1).await;
+    let f = em_latest_answers(
+        ResponseTemplate::new(400).set_body_string("{\"error\":\"bad\"}"),
+        1,
+    )
+    .await;
     assert_fell_back(&f, "client_error");
 }
 
@@ -158,12 +190,16 @@ async fn truncated_json_is_an_invalid_response() {
 
 #[tokio::test]
 async fn wrong_types_name_the_field() {
-    let wrong = body(EM_LATEST_DE).replace("\"carbonIntensity\": 428", "\"carbonIntensity\": \"428 g\"");
+    let wrong =
+        body(EM_LATEST_DE).replace("\"carbonIntensity\": 428", "\"carbonIntensity\": \"428 g\"");
     assert!(wrong.contains("428 g"), "the recorded body changed shape");
     let f = em_latest_answers(ResponseTemplate::new(200).set_body_string(wrong), 1).await;
     assert_fell_back(&f, "invalid_response");
     let e = f.attempts[0].error.as_ref().unwrap();
-    assert!(e.contains("at `carbonIntensity`: invalid type: string"), "{e}");
+    assert!(
+        e.contains("at `carbonIntensity`: invalid type: string"),
+        "{e}"
+    );
 }
 
 #[tokio::test]
@@ -174,7 +210,8 @@ async fn empty_body_is_reported_as_such() {
 
 #[tokio::test]
 async fn impossible_and_missing_values() {
-    let negative = body(EM_LATEST_DE).replace("\"carbonIntensity\": 428", "\"carbonIntensity\": -5");
+    let negative =
+        body(EM_LATEST_DE).replace("\"carbonIntensity\": 428", "\"carbonIntensity\": -5");
     let f = em_latest_answers(ResponseTemplate::new(200).set_body_string(negative), 1).await;
     assert_fell_back(&f, "invalid_value");
     let null = body(EM_LATEST_DE).replace("\"carbonIntensity\": 428", "\"carbonIntensity\": null");
@@ -198,7 +235,10 @@ async fn stale_value_falls_back() {
 async fn unknown_zone_moves_through_the_chain_without_panicking() {
     let server = MockServer::start().await;
     Mock::given(path("/v3/carbon-intensity/latest"))
-        .respond_with(ResponseTemplate::new(404).set_body_string("{\"error\":\"Zone 'XX-NOWHERE' does not exist\"}"))
+        .respond_with(
+            ResponseTemplate::new(404)
+                .set_body_string("{\"error\":\"Zone 'XX-NOWHERE' does not exist\"}"),
+        )
         .expect(1)
         .mount(&server)
         .await;
@@ -216,7 +256,10 @@ async fn unknown_zone_moves_through_the_chain_without_panicking() {
         ]
     );
     let summary = f.error_summary().unwrap();
-    assert!(summary.contains("Electricity Maps does not know zone XX-NOWHERE"), "{summary}");
+    assert!(
+        summary.contains("Electricity Maps does not know zone XX-NOWHERE"),
+        "{summary}"
+    );
 }
 
 #[tokio::test]
@@ -227,9 +270,9 @@ async fn every_provider_failing_leaves_no_record_and_a_summary() {
         .mount(&server)
         .await;
     Mock::given(path("/v1/forecast"))
-        .respond_with(ResponseTemplate::new(200).set_body_string(
-            body(OPEN_METEO_DE)[..5000].to_owned(),
-        ))
+        .respond_with(
+            ResponseTemplate::new(200).set_body_string(body(OPEN_METEO_DE)[..5000].to_owned()),
+        )
         .mount(&server)
         .await;
     Mock::given(path("/intensity"))
@@ -251,7 +294,10 @@ async fn every_provider_failing_leaves_no_record_and_a_summary() {
         ]
     );
     let summary = f.error_summary().unwrap();
-    assert!(summary.contains("watttime login: credentials refused (HTTP 401)"), "{summary}");
+    assert!(
+        summary.contains("watttime login: credentials refused (HTTP 401)"),
+        "{summary}"
+    );
 }
 
 #[tokio::test]
@@ -267,8 +313,13 @@ async fn noaa_failures_fall_back() {
         .mount(&server)
         .await;
     let s = signals(&server.uri(), &["US-CAL-CISO=noaa_estimate,static"]);
-    let f = s.fetch_zone(&zone("US-CAL-CISO"), ts("2022-02-04T03:30:00Z")).await;
-    assert_eq!(labels(&f), [("noaa_estimate", "server_error"), ("static", "success")]);
+    let f = s
+        .fetch_zone(&zone("US-CAL-CISO"), ts("2022-02-04T03:30:00Z"))
+        .await;
+    assert_eq!(
+        labels(&f),
+        [("noaa_estimate", "server_error"), ("static", "success")]
+    );
 
     // A weather series that does not cover `now` is "no data", not a panic.
     let server = MockServer::start().await;
@@ -281,15 +332,29 @@ async fn noaa_failures_fall_back() {
         .mount(&server)
         .await;
     let s = signals(&server.uri(), &["US-CAL-CISO=noaa_estimate,static"]);
-    let f = s.fetch_zone(&zone("US-CAL-CISO"), ts("2025-01-01T00:00:00Z")).await;
-    assert_eq!(labels(&f), [("noaa_estimate", "no_data"), ("static", "success")]);
+    let f = s
+        .fetch_zone(&zone("US-CAL-CISO"), ts("2025-01-01T00:00:00Z"))
+        .await;
+    assert_eq!(
+        labels(&f),
+        [("noaa_estimate", "no_data"), ("static", "success")]
+    );
 }
 
 #[tokio::test]
 async fn connection_refused_is_a_transient_error() {
     // Nothing listens on port 9 of localhost.
-    let s = Signals::new(&args("http://127.0.0.1:9", &["GB=uk_carbon_intensity,static"]), Credentials::none())
-        .unwrap();
+    let s = Signals::new(
+        &args("http://127.0.0.1:9", &["GB=uk_carbon_intensity,static"]),
+        Credentials::none(),
+    )
+    .unwrap();
     let f = s.fetch_zone(&zone("GB"), now_de()).await;
-    assert_eq!(labels(&f), [("uk_carbon_intensity", "connect_error"), ("static", "success")]);
+    assert_eq!(
+        labels(&f),
+        [
+            ("uk_carbon_intensity", "connect_error"),
+            ("static", "success")
+        ]
+    );
 }

@@ -1,6 +1,8 @@
 //! Each provider against recorded real response bodies served by a local mock
 //! server: the request shape (paths, query, auth headers) and the record.
 
+#![allow(clippy::unwrap_used)] // Test code: a panic is a test failure.
+
 mod common;
 
 use carbon_kube_model::Signal;
@@ -93,7 +95,10 @@ async fn electricity_maps_forecast_denied_means_no_forecast_not_an_outage() {
     assert_eq!(r.carbon_intensity.g_per_kwh(), 216.0);
     assert_eq!(r.renewable_percentage, None);
     let w = f.attempts[0].warnings.join(" | ");
-    assert!(w.contains("does not include carbon-intensity/forecast"), "{w}");
+    assert!(
+        w.contains("does not include carbon-intensity/forecast"),
+        "{w}"
+    );
     assert!(w.contains("answered for zone DE"), "{w}");
     // After the cache TTL the value is fetched again, but the forecast is not.
     let f2 = s.fetch_zone(&zone("US-CAR-DUK"), now + 120).await;
@@ -134,11 +139,13 @@ async fn uk_national_current_forecast() {
 #[tokio::test]
 async fn uk_region_forecast_and_mix() {
     let server = MockServer::start().await;
-    Mock::given(path("/regional/intensity/2023-07-04T23:40Z/fw48h/regionid/14"))
-        .respond_with(ok(body(UK_REGIONAL_KT1)))
-        .expect(1)
-        .mount(&server)
-        .await;
+    Mock::given(path(
+        "/regional/intensity/2023-07-04T23:40Z/fw48h/regionid/14",
+    ))
+    .respond_with(ok(body(UK_REGIONAL_KT1)))
+    .expect(1)
+    .mount(&server)
+    .await;
     let s = Signals::new(&args(&server.uri(), &[]), Credentials::none()).unwrap();
     let now = ts("2023-07-04T23:40:00Z");
     let f = s.fetch_zone(&zone("GB-SOUTH-EAST-ENGLAND"), now).await;
@@ -146,7 +153,13 @@ async fn uk_region_forecast_and_mix() {
     let r = f.record.unwrap();
     assert_eq!(r.carbon_intensity.g_per_kwh(), 121.0);
     assert_eq!(r.renewable_percentage, Some(16.5));
-    let fc: Vec<f64> = r.forecast.unwrap().values.iter().map(|v| v.g_per_kwh()).collect();
+    let fc: Vec<f64> = r
+        .forecast
+        .unwrap()
+        .values
+        .iter()
+        .map(|v| v.g_per_kwh())
+        .collect();
     assert_eq!(fc, [121.0, 116.0]);
 
     // The recorded body is region 14; asked as region 13 it is refused.
@@ -212,11 +225,17 @@ async fn watttime_finds_the_region_by_location_and_refuses_a_percentile() {
     let s = signals(&server.uri(), &["US-TEX-ERCO=watttime,static"]);
     let now = ts("2024-06-18T18:42:00Z");
     let f = s.fetch_zone(&zone("US-TEX-ERCO"), now).await;
-    assert_eq!(labels(&f), [("watttime", "invalid_value"), ("static", "success")]);
+    assert_eq!(
+        labels(&f),
+        [("watttime", "invalid_value"), ("static", "success")]
+    );
     assert!(f.attempts[0].error.as_ref().unwrap().contains("percentile"));
     // The region is remembered: the second fetch asks `/v3/forecast` only.
     let f = s.fetch_zone(&zone("US-TEX-ERCO"), now).await;
-    assert_eq!(f.attempts[0].outcome, Outcome::Error(carbon_kube_signals::ErrorKind::InvalidValue));
+    assert_eq!(
+        f.attempts[0].outcome,
+        Outcome::Error(carbon_kube_signals::ErrorKind::InvalidValue)
+    );
 }
 
 #[tokio::test]
@@ -249,14 +268,20 @@ async fn watttime_renews_an_expired_token_once() {
 async fn noaa_weather_estimate() {
     let server = MockServer::start().await;
     Mock::given(path("/points/37.434,-121.955"))
-        .and(header("user-agent", "carbon-kube-tests/0 (test@example.org)"))
+        .and(header(
+            "user-agent",
+            "carbon-kube-tests/0 (test@example.org)",
+        ))
         .and(header("api-key", NOAA_KEY))
         .respond_with(ok(body(NOAA_POINTS)))
         .expect(1)
         .mount(&server)
         .await;
     Mock::given(path("/gridpoints/TAE/58,65"))
-        .and(header("user-agent", "carbon-kube-tests/0 (test@example.org)"))
+        .and(header(
+            "user-agent",
+            "carbon-kube-tests/0 (test@example.org)",
+        ))
         .respond_with(ok(body(NOAA_GRID)))
         .expect(2)
         .mount(&server)
@@ -296,7 +321,11 @@ async fn open_meteo_weather_estimate() {
         .expect(1)
         .mount(&server)
         .await;
-    let s = Signals::new(&args(&server.uri(), &["DE=open_meteo_estimate"]), Credentials::none()).unwrap();
+    let s = Signals::new(
+        &args(&server.uri(), &["DE=open_meteo_estimate"]),
+        Credentials::none(),
+    )
+    .unwrap();
     let now = ts("2023-08-01T12:10:00Z");
     let f = s.fetch_zone(&zone("DE"), now).await;
     assert_eq!(labels(&f), [("open_meteo_estimate", "success")]);
@@ -311,7 +340,11 @@ async fn open_meteo_weather_estimate() {
 
 #[tokio::test]
 async fn static_fallback_and_unknown_zones() {
-    let s = Signals::new(&args("http://127.0.0.1:9", &["default=static"]), Credentials::none()).unwrap();
+    let s = Signals::new(
+        &args("http://127.0.0.1:9", &["default=static"]),
+        Credentials::none(),
+    )
+    .unwrap();
     let now = ts("2026-01-01T00:00:00Z");
     let f = s.fetch_zone(&zone("FR"), now).await;
     let r = f.record.unwrap();
@@ -325,7 +358,11 @@ async fn static_fallback_and_unknown_zones() {
     let f = s.fetch_zone(&zone("XX-NOWHERE"), now).await;
     assert!(f.record.is_none());
     assert_eq!(labels(&f), [("static", "unsupported")]);
-    assert!(f.error_summary().unwrap().contains("no annual average for zone XX-NOWHERE"));
+    assert!(
+        f.error_summary()
+            .unwrap()
+            .contains("no annual average for zone XX-NOWHERE")
+    );
 }
 
 #[tokio::test]
@@ -367,7 +404,11 @@ async fn default_chain_without_keys_skips_to_the_weather_estimate() {
 
 #[tokio::test]
 async fn many_zones_at_once() {
-    let s = Signals::new(&args("http://127.0.0.1:9", &["default=static"]), Credentials::none()).unwrap();
+    let s = Signals::new(
+        &args("http://127.0.0.1:9", &["default=static"]),
+        Credentials::none(),
+    )
+    .unwrap();
     let zones = [zone("DE"), zone("FR"), zone("GB-NIR"), zone("SE-SE3")];
     let out = s.fetch_zones(&zones, ts("2026-01-01T00:00:00Z")).await;
     assert_eq!(out.len(), 4);

@@ -1,6 +1,8 @@
 //! API keys, passwords and tokens never reach logs, errors or `Debug` output,
 //! even when a server echoes them back in an error body.
 
+#![allow(clippy::unwrap_used)] // Test code: a panic is a test failure.
+
 mod common;
 
 use std::io::Write;
@@ -55,17 +57,24 @@ async fn secrets_never_reach_logs_errors_or_debug_output() {
         .await;
     Mock::given(path("/v3/carbon-intensity/latest"))
         .and(header("auth-token", EM_KEY))
-        .respond_with(ResponseTemplate::new(500).set_body_string(format!("crash while checking {EM_KEY}")))
+        .respond_with(
+            ResponseTemplate::new(500).set_body_string(format!("crash while checking {EM_KEY}")),
+        )
         .mount(&server)
         .await;
     // WattTime logs in, then its data endpoint echoes the token and the user.
     Mock::given(path("/login"))
-        .respond_with(ResponseTemplate::new(200).set_body_string(format!("{{\"token\": \"{WT_TOKEN}\"}}")))
+        .respond_with(
+            ResponseTemplate::new(200).set_body_string(format!("{{\"token\": \"{WT_TOKEN}\"}}")),
+        )
         .expect(1..)
         .mount(&server)
         .await;
     Mock::given(path("/v3/forecast"))
-        .and(header("authorization", format!("Bearer {WT_TOKEN}").as_str()))
+        .and(header(
+            "authorization",
+            format!("Bearer {WT_TOKEN}").as_str(),
+        ))
         .respond_with(ResponseTemplate::new(502).set_body_string(format!(
             "gateway: bearer {WT_TOKEN} for {WT_USER}:{WT_PASSWORD}"
         )))
@@ -87,7 +96,10 @@ async fn secrets_never_reach_logs_errors_or_debug_output() {
 
     let creds = all_credentials();
     let s = carbon_kube_signals::Signals::new(
-        &args(&server.uri(), &["US-CAL-CISO=electricity_maps,watttime,noaa_estimate"]),
+        &args(
+            &server.uri(),
+            &["US-CAL-CISO=electricity_maps,watttime,noaa_estimate"],
+        ),
         creds.clone(),
     )
     .unwrap();
@@ -121,7 +133,9 @@ async fn secrets_never_reach_logs_errors_or_debug_output() {
     }
     // The echoed bodies are quoted, masked.
     assert!(
-        outputs.iter().any(|(_, o)| o.contains("crash while checking ***")),
+        outputs
+            .iter()
+            .any(|(_, o)| o.contains("crash while checking ***")),
         "{outputs:?}"
     );
     for secret in [EM_KEY, WT_USER, WT_PASSWORD, NOAA_KEY, WT_TOKEN] {

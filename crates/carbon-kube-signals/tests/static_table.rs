@@ -1,6 +1,8 @@
 //! The generated static table (`src/static_table.rs`) matches its source,
 //! co2.js' republication of Electricity Maps' 2025 yearly figures.
 
+#![allow(clippy::unwrap_used)] // Test code: a panic is a test failure.
+
 mod common;
 
 use carbon_kube_signals::static_table::{ANNUAL_AVERAGES, ANNUAL_AVERAGES_YEAR};

@@ -58,9 +58,16 @@ pub(crate) struct PowerBreakdown {
 pub(crate) fn forecast_points(body: &ForecastBody) -> Result<Vec<ForecastPoint>, ProviderError> {
     let mut out = Vec::with_capacity(body.forecast.len());
     for e in &body.forecast {
-        let Some(v) = e.carbon_intensity else { continue };
+        let Some(v) = e.carbon_intensity else {
+            continue;
+        };
         let time = parse_timestamp(&e.datetime).map_err(|m| {
-            ProviderError::new(PROVIDER, "carbon-intensity/forecast", ErrorKind::InvalidResponse, m)
+            ProviderError::new(
+                PROVIDER,
+                "carbon-intensity/forecast",
+                ErrorKind::InvalidResponse,
+                m,
+            )
         })?;
         out.push(ForecastPoint {
             time,
@@ -119,7 +126,11 @@ impl ElectricityMaps {
             .await
     }
 
-    pub(crate) async fn fetch(&self, zone: &ZoneId, now: UnixSeconds) -> Result<Fetched, ProviderError> {
+    pub(crate) async fn fetch(
+        &self,
+        zone: &ZoneId,
+        now: UnixSeconds,
+    ) -> Result<Fetched, ProviderError> {
         let Some(key) = &self.key else {
             return Err(ProviderError::new(
                 PROVIDER,
@@ -151,13 +162,22 @@ impl ElectricityMaps {
             ));
         }
         let value = latest.carbon_intensity.ok_or_else(|| {
-            ProviderError::new(PROVIDER, step, ErrorKind::NoData, format!("no value for zone {zone}"))
+            ProviderError::new(
+                PROVIDER,
+                step,
+                ErrorKind::NoData,
+                format!("no value for zone {zone}"),
+            )
         })?;
         let measured_at = parse_timestamp(&latest.datetime)
             .map_err(|m| ProviderError::new(PROVIDER, step, ErrorKind::InvalidResponse, m))?;
         let valid_until = measured_at + 2 * CADENCE_SECONDS;
         check_fresh(PROVIDER, step, measured_at, valid_until, now)?;
-        let mut record = ZoneRecord::new(intensity(PROVIDER, step, value)?, measured_at, Source::new(PROVIDER));
+        let mut record = ZoneRecord::new(
+            intensity(PROVIDER, step, value)?,
+            measured_at,
+            Source::new(PROVIDER),
+        );
         record.fetched_at = Some(now);
         record.valid_until = Some(valid_until);
 
@@ -208,7 +228,12 @@ impl ElectricityMaps {
             return Ok(None);
         }
         let body: Result<ForecastBody, _> = self
-            .get("carbon-intensity/forecast", &["carbon-intensity", "forecast"], zone, key)
+            .get(
+                "carbon-intensity/forecast",
+                &["carbon-intensity", "forecast"],
+                zone,
+                key,
+            )
             .await;
         match body {
             Ok(body) => {

@@ -1,7 +1,9 @@
 //! One module per provider. Each turns a zone and `now` into a
 //! [`ZoneRecord`] or a typed [`ProviderError`] naming the failed step.
 
-use carbon_kube_model::{CarbonIntensity, Forecast, ForecastPoint, Source, UnixSeconds, ZoneRecord};
+use carbon_kube_model::{
+    CarbonIntensity, Forecast, ForecastPoint, Source, UnixSeconds, ZoneRecord,
+};
 
 use crate::error::{ErrorKind, ProviderError};
 use crate::time::hour_floor;
@@ -103,7 +105,10 @@ pub(crate) fn estimate_record(
         .iter()
         .find(|e| e.time == current_hour)
         .ok_or_else(|| {
-            let span = match (hours.iter().map(|h| h.time).min(), hours.iter().map(|h| h.time).max()) {
+            let span = match (
+                hours.iter().map(|h| h.time).min(),
+                hours.iter().map(|h| h.time).max(),
+            ) {
                 (Some(a), Some(b)) => format!("{} to {}", show_time(a), show_time(b)),
                 _ => "nothing".to_owned(),
             };
@@ -111,10 +116,17 @@ pub(crate) fn estimate_record(
                 provider,
                 "estimate",
                 ErrorKind::NoData,
-                format!("the weather series covers {span}, not the hour of {}", show_time(now)),
+                format!(
+                    "the weather series covers {span}, not the hour of {}",
+                    show_time(now)
+                ),
             )
         })?;
-    let ci = intensity(provider, "estimate", (current.intensity * 10.0).round() / 10.0)?;
+    let ci = intensity(
+        provider,
+        "estimate",
+        (current.intensity * 10.0).round() / 10.0,
+    )?;
     let points: Vec<ForecastPoint> = estimates
         .iter()
         .filter_map(|e| {

@@ -69,7 +69,11 @@ pub(crate) struct LayerValue {
 }
 
 /// Expands a layer to one value per hour (unit-converted by `factor`).
-fn hourly(layer: &Layer, factor: f64, step: &'static str) -> Result<BTreeMap<UnixSeconds, f64>, ProviderError> {
+fn hourly(
+    layer: &Layer,
+    factor: f64,
+    step: &'static str,
+) -> Result<BTreeMap<UnixSeconds, f64>, ProviderError> {
     let mut out = BTreeMap::new();
     for v in &layer.values {
         let Some(value) = v.value else { continue };
@@ -125,7 +129,11 @@ pub(crate) fn format_point(lat: f64, lon: f64) -> String {
     let f = |x: f64| {
         let s = format!("{x:.4}");
         let s = s.trim_end_matches('0').trim_end_matches('.');
-        if s == "-0" { "0".to_owned() } else { s.to_owned() }
+        if s == "-0" {
+            "0".to_owned()
+        } else {
+            s.to_owned()
+        }
     };
     format!("{},{}", f(lat), f(lon))
 }
@@ -149,7 +157,11 @@ impl Noaa {
         }
     }
 
-    async fn get<T: serde::de::DeserializeOwned>(&self, step: &'static str, path: &[&str]) -> Result<T, ProviderError> {
+    async fn get<T: serde::de::DeserializeOwned>(
+        &self,
+        step: &'static str,
+        path: &[&str],
+    ) -> Result<T, ProviderError> {
         let url = endpoint(&self.base, path);
         let key = self
             .key
@@ -170,27 +182,40 @@ impl Noaa {
             .await
     }
 
-    pub(crate) async fn fetch(&self, zone: &ZoneId, now: UnixSeconds) -> Result<Fetched, ProviderError> {
-        let info = zone_info(zone)
-            .filter(|i| i.in_us)
-            .ok_or_else(|| ProviderError::unsupported(PROVIDER, format!("zone {zone} is not a known US zone")))?;
+    pub(crate) async fn fetch(
+        &self,
+        zone: &ZoneId,
+        now: UnixSeconds,
+    ) -> Result<Fetched, ProviderError> {
+        let info = zone_info(zone).filter(|i| i.in_us).ok_or_else(|| {
+            ProviderError::unsupported(PROVIDER, format!("zone {zone} is not a known US zone"))
+        })?;
         let params = model_params(zone).ok_or_else(|| {
-            ProviderError::unsupported(PROVIDER, format!("no weather-model parameters for zone {zone}"))
+            ProviderError::unsupported(
+                PROVIDER,
+                format!("no weather-model parameters for zone {zone}"),
+            )
         })?;
         let grid = match self.grids.get(zone).await {
             Some(g) => g,
             None => {
                 let point = format_point(info.lat, info.lon);
-                let body: PointsBody = self.get("points", &["points", &point]).await.map_err(|e| match e.kind {
-                    ErrorKind::NotFound => ProviderError {
-                        kind: ErrorKind::UnsupportedZone,
-                        detail: format!("NOAA has no forecast grid at {point} (zone {zone})"),
-                        ..e
-                    },
-                    _ => e,
-                })?;
+                let body: PointsBody =
+                    self.get("points", &["points", &point])
+                        .await
+                        .map_err(|e| match e.kind {
+                            ErrorKind::NotFound => ProviderError {
+                                kind: ErrorKind::UnsupportedZone,
+                                detail: format!(
+                                    "NOAA has no forecast grid at {point} (zone {zone})"
+                                ),
+                                ..e
+                            },
+                            _ => e,
+                        })?;
                 let p = body.properties;
-                let ok_id = !p.grid_id.is_empty() && p.grid_id.chars().all(|c| c.is_ascii_alphanumeric());
+                let ok_id =
+                    !p.grid_id.is_empty() && p.grid_id.chars().all(|c| c.is_ascii_alphanumeric());
                 if !ok_id {
                     return Err(ProviderError::new(
                         PROVIDER,
@@ -205,7 +230,9 @@ impl Noaa {
             }
         };
         let xy = format!("{},{}", grid.1, grid.2);
-        let body: GridBody = self.get("gridpoints", &["gridpoints", &grid.0, &xy]).await?;
+        let body: GridBody = self
+            .get("gridpoints", &["gridpoints", &grid.0, &xy])
+            .await?;
         let hours = weather_hours(&body.properties)?;
         estimate_record(PROVIDER, &params, &hours, now, self.ttl_seconds)
     }

@@ -81,7 +81,8 @@ pub(crate) fn weather_hours(body: &ForecastBody) -> Result<Vec<WeatherHour>, Str
         .hourly_units
         .get("wind_speed_10m")
         .or_else(|| body.hourly_units.get("windspeed_10m"));
-    let factor = wind_factor(unit).ok_or_else(|| format!("wind speed unit {unit:?} is not known"))?;
+    let factor =
+        wind_factor(unit).ok_or_else(|| format!("wind speed unit {unit:?} is not known"))?;
     let mut out = Vec::with_capacity(h.time.len());
     for ((t, c), w) in h.time.iter().zip(&h.cloud_cover).zip(&h.wind_speed_10m) {
         let time = match t {
@@ -121,9 +122,16 @@ impl OpenMeteo {
         }
     }
 
-    pub(crate) async fn fetch(&self, zone: &ZoneId, now: UnixSeconds) -> Result<Fetched, ProviderError> {
+    pub(crate) async fn fetch(
+        &self,
+        zone: &ZoneId,
+        now: UnixSeconds,
+    ) -> Result<Fetched, ProviderError> {
         let params = model_params(zone).ok_or_else(|| {
-            ProviderError::unsupported(PROVIDER, format!("no weather-model parameters for zone {zone}"))
+            ProviderError::unsupported(
+                PROVIDER,
+                format!("no weather-model parameters for zone {zone}"),
+            )
         })?;
         let step = "forecast";
         let url = endpoint(&self.base, &["v1", "forecast"]);

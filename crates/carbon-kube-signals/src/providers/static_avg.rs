@@ -9,7 +9,11 @@ use crate::zones::annual_average;
 const PROVIDER: &str = Source::STATIC;
 
 /// The zone's annual average, valid for one cache TTL.
-pub(crate) fn fetch(zone: &ZoneId, now: UnixSeconds, ttl_seconds: i64) -> Result<Fetched, ProviderError> {
+pub(crate) fn fetch(
+    zone: &ZoneId,
+    now: UnixSeconds,
+    ttl_seconds: i64,
+) -> Result<Fetched, ProviderError> {
     let annual = annual_average(zone).ok_or_else(|| {
         ProviderError::unsupported(PROVIDER, format!("no annual average for zone {zone}"))
     })?;

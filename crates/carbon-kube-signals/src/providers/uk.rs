@@ -129,10 +129,18 @@ fn current<'a, 'b>(slots: &'b [Slot<'a>], now: UnixSeconds) -> Option<&'b Slot<'
     slots
         .iter()
         .find(|s| s.from <= now && now < s.to)
-        .or_else(|| slots.iter().filter(|s| s.from <= now).max_by_key(|s| s.from))
+        .or_else(|| {
+            slots
+                .iter()
+                .filter(|s| s.from <= now)
+                .max_by_key(|s| s.from)
+        })
 }
 
-fn forecast_points(step: &'static str, slots: &[Slot<'_>]) -> Result<Vec<ForecastPoint>, ProviderError> {
+fn forecast_points(
+    step: &'static str,
+    slots: &[Slot<'_>],
+) -> Result<Vec<ForecastPoint>, ProviderError> {
     let mut out = Vec::new();
     for s in slots {
         if let Some(v) = s.period.intensity.forecast {
@@ -168,7 +176,11 @@ impl UkCarbonIntensity {
             .await
     }
 
-    pub(crate) async fn fetch(&self, zone: &ZoneId, now: UnixSeconds) -> Result<Fetched, ProviderError> {
+    pub(crate) async fn fetch(
+        &self,
+        zone: &ZoneId,
+        now: UnixSeconds,
+    ) -> Result<Fetched, ProviderError> {
         let region = zone_info(zone).and_then(|z| z.uk_region).ok_or_else(|| {
             ProviderError::unsupported(
                 PROVIDER,
@@ -176,7 +188,12 @@ impl UkCarbonIntensity {
             )
         })?;
         let from = format_minute_utc(now).ok_or_else(|| {
-            ProviderError::new(PROVIDER, "request", ErrorKind::InvalidValue, "now is out of range")
+            ProviderError::new(
+                PROVIDER,
+                "request",
+                ErrorKind::InvalidValue,
+                "now is out of range",
+            )
         })?;
         match region {
             UkRegion::National => self.national(now, &from).await,
@@ -197,11 +214,20 @@ impl UkCarbonIntensity {
             .actual
             .or(slot.period.intensity.forecast)
             .ok_or_else(|| {
-                ProviderError::new(PROVIDER, step, ErrorKind::NoData, "neither actual nor forecast")
+                ProviderError::new(
+                    PROVIDER,
+                    step,
+                    ErrorKind::NoData,
+                    "neither actual nor forecast",
+                )
             })?;
         let valid_until = slot.from + 2 * CADENCE_SECONDS;
         check_fresh(PROVIDER, step, slot.from, valid_until, now)?;
-        let mut record = ZoneRecord::new(intensity(PROVIDER, step, value)?, slot.from, Source::new(PROVIDER));
+        let mut record = ZoneRecord::new(
+            intensity(PROVIDER, step, value)?,
+            slot.from,
+            Source::new(PROVIDER),
+        );
         record.fetched_at = Some(now);
         record.valid_until = Some(valid_until);
 
@@ -225,17 +251,27 @@ impl UkCarbonIntensity {
         Ok(Fetched { record, warnings })
     }
 
-    async fn regional(&self, id: u8, now: UnixSeconds, from: &str) -> Result<Fetched, ProviderError> {
+    async fn regional(
+        &self,
+        id: u8,
+        now: UnixSeconds,
+        from: &str,
+    ) -> Result<Fetched, ProviderError> {
         let step = "regional/intensity/fw48h";
         let id_text = id.to_string();
         let body: RegionalBody = self
-            .get(step, &["regional", "intensity", from, "fw48h", "regionid", &id_text])
+            .get(
+                step,
+                &["regional", "intensity", from, "fw48h", "regionid", &id_text],
+            )
             .await?;
         let block = match &body.data {
             OneOrMany::One(b) => Some(b),
             OneOrMany::Many(v) => v.first(),
         }
-        .ok_or_else(|| ProviderError::new(PROVIDER, step, ErrorKind::NoData, "no region in the answer"))?;
+        .ok_or_else(|| {
+            ProviderError::new(PROVIDER, step, ErrorKind::NoData, "no region in the answer")
+        })?;
         if block.regionid != id {
             return Err(ProviderError::new(
                 PROVIDER,
@@ -249,16 +285,19 @@ impl UkCarbonIntensity {
             ));
         }
         let parsed = slots(step, &block.data)?;
-        let slot = current(&parsed, now)
-            .ok_or_else(|| ProviderError::new(PROVIDER, step, ErrorKind::NoData, "no half hour up to now"))?;
-        let value = slot
-            .period
-            .intensity
-            .forecast
-            .ok_or_else(|| ProviderError::new(PROVIDER, step, ErrorKind::NoData, "no forecast value"))?;
+        let slot = current(&parsed, now).ok_or_else(|| {
+            ProviderError::new(PROVIDER, step, ErrorKind::NoData, "no half hour up to now")
+        })?;
+        let value = slot.period.intensity.forecast.ok_or_else(|| {
+            ProviderError::new(PROVIDER, step, ErrorKind::NoData, "no forecast value")
+        })?;
         let valid_until = slot.from + 2 * CADENCE_SECONDS;
         check_fresh(PROVIDER, step, slot.from, valid_until, now)?;
-        let mut record = ZoneRecord::new(intensity(PROVIDER, step, value)?, slot.from, Source::new(PROVIDER));
+        let mut record = ZoneRecord::new(
+            intensity(PROVIDER, step, value)?,
+            slot.from,
+            Source::new(PROVIDER),
+        );
         record.fetched_at = Some(now);
         record.valid_until = Some(valid_until);
         record.renewable_percentage = renewable_share(&slot.period.generationmix);

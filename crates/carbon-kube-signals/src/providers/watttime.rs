@@ -102,7 +102,10 @@ pub(crate) fn forecast_points(body: &ForecastBody) -> Result<Vec<ForecastPoint>,
     let factor = unit_factor(&body.meta.units).ok_or_else(|| {
         invalid(
             ErrorKind::InvalidValue,
-            format!("units {:?} are not an emission rate (need lbs_co2_per_mwh)", body.meta.units),
+            format!(
+                "units {:?} are not an emission rate (need lbs_co2_per_mwh)",
+                body.meta.units
+            ),
         )
     })?;
     // Points of `/v3/forecast`, or the newest generated forecast.
@@ -115,7 +118,8 @@ pub(crate) fn forecast_points(body: &ForecastBody) -> Result<Vec<ForecastPoint>,
                 generated_at,
                 forecast,
             } => {
-                let at = parse_timestamp(generated_at).map_err(|m| invalid(ErrorKind::InvalidResponse, m))?;
+                let at = parse_timestamp(generated_at)
+                    .map_err(|m| invalid(ErrorKind::InvalidResponse, m))?;
                 if newest.is_none_or(|(t, _)| at > t) {
                     newest = Some((at, forecast));
                 }
@@ -128,7 +132,8 @@ pub(crate) fn forecast_points(body: &ForecastBody) -> Result<Vec<ForecastPoint>,
     };
     let mut out = Vec::with_capacity(points.len());
     for p in points {
-        let time = parse_timestamp(&p.point_time).map_err(|m| invalid(ErrorKind::InvalidResponse, m))?;
+        let time =
+            parse_timestamp(&p.point_time).map_err(|m| invalid(ErrorKind::InvalidResponse, m))?;
         let g = (p.value * factor * 10.0).round() / 10.0;
         out.push(ForecastPoint {
             time,
@@ -182,7 +187,12 @@ impl WattTime {
             })
             .await?;
         if body.token.trim().is_empty() {
-            return Err(ProviderError::new(PROVIDER, "login", ErrorKind::InvalidResponse, "empty token"));
+            return Err(ProviderError::new(
+                PROVIDER,
+                "login",
+                ErrorKind::InvalidResponse,
+                "empty token",
+            ));
         }
         let token = Secret::new(body.token);
         self.http.learn_secret(&token);
@@ -215,7 +225,11 @@ impl WattTime {
         }
     }
 
-    async fn region(&self, account: &WattTimeAccount, zone: &ZoneId) -> Result<String, ProviderError> {
+    async fn region(
+        &self,
+        account: &WattTimeAccount,
+        zone: &ZoneId,
+    ) -> Result<String, ProviderError> {
         let info = zone_info(zone);
         if let Some(r) = info.and_then(|i| i.watttime_region) {
             return Ok(r.to_owned());
@@ -224,7 +238,10 @@ impl WattTime {
             return Ok(r);
         }
         let (lat, lon) = info.and_then(|i| i.location()).ok_or_else(|| {
-            ProviderError::unsupported(PROVIDER, format!("no WattTime region or location for zone {zone}"))
+            ProviderError::unsupported(
+                PROVIDER,
+                format!("no WattTime region or location for zone {zone}"),
+            )
         })?;
         let body: RegionBody = self
             .get(
@@ -260,7 +277,11 @@ impl WattTime {
         Ok(region)
     }
 
-    pub(crate) async fn fetch(&self, zone: &ZoneId, now: UnixSeconds) -> Result<Fetched, ProviderError> {
+    pub(crate) async fn fetch(
+        &self,
+        zone: &ZoneId,
+        now: UnixSeconds,
+    ) -> Result<Fetched, ProviderError> {
         let Some(account) = &self.account else {
             return Err(ProviderError::new(
                 PROVIDER,
@@ -276,7 +297,10 @@ impl WattTime {
                 account,
                 step,
                 &["v3", "forecast"],
-                &[("region", region.clone()), ("signal_type", SIGNAL_TYPE.to_owned())],
+                &[
+                    ("region", region.clone()),
+                    ("signal_type", SIGNAL_TYPE.to_owned()),
+                ],
             )
             .await?;
         if let Some(r) = &body.meta.region
@@ -302,7 +326,12 @@ impl WattTime {
             .rfind(|p| p.time <= now)
             .or_else(|| points.first().filter(|p| p.time <= now + period))
             .ok_or_else(|| {
-                ProviderError::new(PROVIDER, step, ErrorKind::NoData, format!("no point for region {region}"))
+                ProviderError::new(
+                    PROVIDER,
+                    step,
+                    ErrorKind::NoData,
+                    format!("no point for region {region}"),
+                )
             })?;
         let valid_until = current.time + 2 * period;
         check_fresh(PROVIDER, step, current.time, valid_until, now)?;

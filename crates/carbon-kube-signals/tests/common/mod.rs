@@ -35,13 +35,16 @@ pub fn body(rel: &str) -> String {
 }
 
 pub const EM_LATEST_DE: &str = "electricitymaps_v3/green-elephpant_carbon-intensity_latest_DE.json";
-pub const EM_LATEST_DUK: &str = "electricitymaps_v3/aioelectricitymaps_latest_carbon_intensity.json";
+pub const EM_LATEST_DUK: &str =
+    "electricitymaps_v3/aioelectricitymaps_latest_carbon_intensity.json";
 pub const EM_FORECAST_DE: &str =
     "electricitymaps_v3/green-elephpant_carbon-intensity_forecast_DE_2023-05-02.json";
-pub const EM_BREAKDOWN_DE: &str = "electricitymaps_v3/aioelectricitymaps_latest_power_breakdown.json";
+pub const EM_BREAKDOWN_DE: &str =
+    "electricitymaps_v3/aioelectricitymaps_latest_power_breakdown.json";
 pub const UK_PT24H: &str = "uk_carbon_intensity/nmpowell_national_pt24h_2023-03-15T1201Z.json";
 pub const UK_FW48H: &str = "uk_carbon_intensity/nmpowell_national_fw48h_2023-03-15T1201Z.json";
-pub const UK_REGIONAL_KT1: &str = "uk_carbon_intensity/stuartharris_regional_postcode_KT1_TRIMMED.json";
+pub const UK_REGIONAL_KT1: &str =
+    "uk_carbon_intensity/stuartharris_regional_postcode_KT1_TRIMMED.json";
 pub const WT_FORECAST: &str = "watttime_v3/aiowatttime_forecasted_emissions_response.json";
 pub const WT_REGION: &str = "watttime_v3/aiowatttime_grid_region_response.json";
 pub const WT_SIGNAL_INDEX: &str = "watttime_v3/aiowatttime_realtime_emissions_response.json";
