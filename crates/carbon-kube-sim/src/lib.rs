@@ -12,10 +12,19 @@
 //! jobs (see `docs/simulator.md` for every limitation).
 
 pub mod carbon_model;
+pub mod energy;
+pub mod engine;
 pub mod error;
+pub mod forecast;
+pub mod oracle;
+pub mod plot;
+pub mod report;
+pub mod run;
 pub mod trace;
+pub mod workload;
 
 pub use error::{Result, SimError};
+pub use run::{Args, run, simulate};
 
 /// Environment variable that points at the shared public data folder.
 pub const SHARED_DATA_ENV: &str = "CARBON_KUBE_SHARED_DATA";

@@ -1,0 +1,11 @@
+//! Runs the default scenario and prints the report (what `carbon-kube simulate` does with no arguments).
+fn main() -> anyhow::Result<()> {
+    let t = std::time::Instant::now();
+    let args = carbon_kube_sim::Args {
+        no_progress: false,
+        ..Default::default()
+    };
+    let _ = carbon_kube_sim::run(args)?;
+    eprintln!("took {:.2} s", t.elapsed().as_secs_f64());
+    Ok(())
+}

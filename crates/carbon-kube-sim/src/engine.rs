@@ -1,0 +1,813 @@
+//! The discrete-event loop: jobs arrive, are released (now or later, by the
+//! strategy), are placed on a node with room (or wait until one frees up),
+//! run for their duration and finish. Emissions are energy times the *actual*
+//! intensity of the node's zone over the hours the job ran; decisions only
+//! ever see the forecast.
+
+use std::cmp::Reverse;
+use std::collections::{BTreeMap, BinaryHeap, HashMap};
+
+use carbon_kube_model::{Snapshot, UnixSeconds, ZoneId};
+use carbon_kube_policy::deferral::{
+    DeferralConfig, DeferralRequest, PromisedCapacity, ReleasePlan, ReleaseReason, plan_release,
+    should_revise,
+};
+use carbon_kube_policy::placement::{
+    Candidate, PlacementConfig, PodView, filter_nodes, score_nodes,
+};
+use carbon_kube_policy::zone_map::{NodeView, Resources, ZoneResolution, ZoneVia};
+use serde::Serialize;
+
+use crate::forecast::ForecastView;
+use crate::trace::{HOUR, TraceSet};
+use crate::workload::{ClusterSpec, Job};
+
+/// A strategy to compare.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Strategy {
+    /// Carbon-agnostic: start at arrival, spread by free capacity.
+    Baseline,
+    /// Carbon-Kube: spatial (placement filter + score) and/or temporal
+    /// (deferral planner with margin and capacity ledger).
+    CarbonKube {
+        /// Use the placement policy.
+        spatial: bool,
+        /// Use the deferral planner.
+        temporal: bool,
+    },
+    /// Hold a job until its zone's current intensity is at or below the
+    /// threshold, or the latest start (Compute Gardener's behaviour).
+    ThresholdHold {
+        /// g/kWh.
+        threshold: f64,
+    },
+    /// Start at arrival in the zone with the lowest current intensity that
+    /// has room (Karmada carbon operator's behaviour).
+    GreenestZoneNow,
+    /// Start each job at the start of the window with the lowest forecast
+    /// average over its run before its deadline, in its zone, ignoring
+    /// forecast error and other jobs ("Let's Wait Awhile").
+    BestWindow,
+}
+
+/// A named strategy.
+#[derive(Clone, Debug)]
+pub struct Policy {
+    /// Name in reports.
+    pub name: String,
+    /// What it does.
+    pub strategy: Strategy,
+}
+
+/// Carbon-Kube's tunables, as the simulator passes them to the policy crate.
+#[derive(Clone, Debug)]
+pub struct Tuning {
+    /// Placement (threshold, weights).
+    pub placement: PlacementConfig,
+    /// Deferral planner.
+    pub deferral: DeferralConfig,
+}
+
+impl Default for Tuning {
+    fn default() -> Self {
+        Self {
+            placement: PlacementConfig {
+                // The simulator publishes a snapshot every hour.
+                max_data_age_seconds: 2 * HOUR,
+                ..PlacementConfig::default()
+            },
+            deferral: DeferralConfig::default(),
+        }
+    }
+}
+
+/// One zone's share of a policy's outcome.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct ZoneOutcome {
+    /// Zone.
+    pub zone: String,
+    /// kgCO2eq.
+    pub kg_co2: f64,
+    /// kWh.
+    pub energy_kwh: f64,
+    /// Jobs that ran there.
+    pub jobs: u64,
+    /// vCPU-hours run there.
+    pub cpu_hours: f64,
+}
+
+/// What one policy did.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct Outcome {
+    /// Policy name.
+    pub policy: String,
+    /// Total emissions, kgCO2eq.
+    pub kg_co2: f64,
+    /// Total energy, kWh.
+    pub energy_kwh: f64,
+    /// Jobs finished after their deadline.
+    pub deadline_misses: u64,
+    /// Mean start − arrival, hours.
+    pub mean_delay_hours: f64,
+    /// 95th percentile of start − arrival, hours.
+    pub p95_delay_hours: f64,
+    /// Most jobs released (made schedulable) within one clock hour.
+    pub peak_releases_per_hour: u64,
+    /// Jobs held back at least once.
+    pub deferred_jobs: u64,
+    /// Jobs that waited for room after release.
+    pub queued_jobs: u64,
+    /// Release reasons of the deferral planner (carbon-kube temporal only).
+    pub release_reasons: BTreeMap<String, u64>,
+    /// Per zone.
+    pub zones: Vec<ZoneOutcome>,
+    /// Emissions per simulated hour, kg (for the cumulative plot).
+    #[serde(skip)]
+    pub hourly_kg: Vec<f64>,
+    /// vCPUs in use per zone per hour (for the plot).
+    #[serde(skip)]
+    pub hourly_cpu: Vec<Vec<f32>>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+enum Ev {
+    Finish = 0,
+    Tick = 1,
+    Release = 2,
+    Arrival = 3,
+}
+
+#[derive(Clone, Debug, Default)]
+struct JobState {
+    released: Option<UnixSeconds>,
+    started: Option<UnixSeconds>,
+    node: usize,
+    home: Option<usize>,
+    preferred: Option<usize>,
+    plan: Option<ReleasePlan>,
+    revisions: u8,
+    held: bool,
+}
+
+/// Everything a run needs, shared by all policies.
+pub struct World<'a> {
+    /// Actual traces.
+    pub traces: &'a TraceSet,
+    /// The cluster.
+    pub cluster: &'a ClusterSpec,
+    /// The jobs, sorted by arrival.
+    pub jobs: &'a [Job],
+    /// What policies see.
+    pub forecast: ForecastView<'a>,
+    /// Carbon-Kube's settings.
+    pub tuning: Tuning,
+    /// Zone index in the traces of each cluster zone.
+    zone_trace: Vec<usize>,
+}
+
+impl<'a> World<'a> {
+    /// Builds a world; fails if a cluster zone has no trace.
+    pub fn new(
+        traces: &'a TraceSet,
+        cluster: &'a ClusterSpec,
+        jobs: &'a [Job],
+        forecast: ForecastView<'a>,
+        tuning: Tuning,
+    ) -> crate::Result<Self> {
+        let mut zone_trace = Vec::new();
+        for z in &cluster.zones {
+            let i = traces.zone_index(&z.zone).ok_or_else(|| {
+                crate::SimError::Inconsistent(format!(
+                    "cluster zone {} has no carbon trace (traces: {})",
+                    z.zone,
+                    traces
+                        .zones
+                        .iter()
+                        .map(|t| t.zone.as_str())
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ))
+            })?;
+            zone_trace.push(i);
+        }
+        Ok(Self {
+            traces,
+            cluster,
+            jobs,
+            forecast,
+            tuning,
+            zone_trace,
+        })
+    }
+
+    /// Index into the traces of cluster zone `z`.
+    pub fn trace_of(&self, z: usize) -> usize {
+        self.zone_trace[z]
+    }
+
+    /// Facility power of job `j` in cluster zone `z`, kW.
+    pub fn job_kw(&self, j: &Job, z: usize) -> f64 {
+        self.cluster.zones[z]
+            .energy
+            .job_kw(j.vcpus(), j.memory_gb())
+    }
+
+    /// Actual intensity of cluster zone `z` in hour `h` (the trace mean past the end).
+    pub fn actual(&self, z: usize, h: i64) -> f64 {
+        let v = &self.traces.zones[self.zone_trace[z]].values;
+        usize::try_from(h)
+            .ok()
+            .and_then(|h| v.get(h).copied())
+            .unwrap_or_else(|| v.iter().sum::<f64>() / v.len().max(1) as f64)
+    }
+
+    /// Emissions in grams of running job `j` in zone `z` from `start`, per
+    /// hour bucket: calls `f(hour, grams, overlap_hours)`.
+    pub fn for_each_hour(
+        &self,
+        j: &Job,
+        z: usize,
+        start: UnixSeconds,
+        mut f: impl FnMut(i64, f64, f64),
+    ) {
+        let kw = self.job_kw(j, z);
+        let end = start + j.duration;
+        let mut t = start;
+        while t < end {
+            let h = (t - self.traces.start).div_euclid(HOUR);
+            let hour_end = self.traces.start + (h + 1) * HOUR;
+            let seg_end = hour_end.min(end);
+            let overlap_h = (seg_end - t) as f64 / HOUR as f64;
+            f(h, kw * overlap_h * self.actual(z, h), overlap_h);
+            t = seg_end;
+        }
+    }
+
+    /// Runs one policy.
+    pub fn run(&self, policy: &Policy, progress: &dyn Fn(u64)) -> Outcome {
+        Run::new(self, policy).go(progress)
+    }
+}
+
+struct Run<'w, 'a> {
+    w: &'w World<'a>,
+    policy: &'w Policy,
+    nodes: Vec<NodeView>,
+    node_zone: Vec<usize>,
+    resolutions: Vec<ZoneResolution>,
+    zone_nodes: Vec<Vec<usize>>,
+    zone_ids: Vec<ZoneId>,
+    state: Vec<JobState>,
+    heap: BinaryHeap<Reverse<(UnixSeconds, Ev, u32)>>,
+    pending: Vec<u32>,
+    held: Vec<u32>,
+    ledger: PromisedCapacity,
+    snap_hour: i64,
+    snap: Snapshot,
+    out: Outcome,
+    releases_per_hour: HashMap<i64, u64>,
+}
+
+impl<'w, 'a> Run<'w, 'a> {
+    fn new(w: &'w World<'a>, policy: &'w Policy) -> Self {
+        let mut nodes = Vec::new();
+        let mut node_zone = Vec::new();
+        let mut resolutions = Vec::new();
+        let mut zone_nodes = vec![Vec::new(); w.cluster.zones.len()];
+        let mut ledger = PromisedCapacity::new(HOUR);
+        for (zi, z) in w.cluster.zones.iter().enumerate() {
+            ledger.set_capacity(
+                z.zone.clone(),
+                u64::from(z.nodes) * u64::from(z.cpus_per_node) * 1000,
+            );
+            for n in 0..z.nodes {
+                zone_nodes[zi].push(nodes.len());
+                nodes.push(NodeView {
+                    name: format!("{}-{n}", z.zone),
+                    labels: BTreeMap::new(),
+                    provider_id: None,
+                    allocatable: Resources::new(
+                        i64::from(z.cpus_per_node) * 1000,
+                        (z.memory_gb_per_node * 1024.0 * 1024.0 * 1024.0) as i64,
+                    ),
+                    requested: Resources::new(0, 0),
+                });
+                node_zone.push(zi);
+                resolutions.push(ZoneResolution {
+                    zone: Some(z.zone.clone()),
+                    via: ZoneVia::Label,
+                });
+            }
+        }
+        let hours = w.traces.hours();
+        let zones = w.cluster.zones.len();
+        Self {
+            w,
+            policy,
+            nodes,
+            node_zone,
+            resolutions,
+            zone_nodes,
+            zone_ids: w.cluster.zones.iter().map(|z| z.zone.clone()).collect(),
+            state: vec![JobState::default(); w.jobs.len()],
+            heap: BinaryHeap::with_capacity(w.jobs.len() * 2),
+            pending: Vec::new(),
+            held: Vec::new(),
+            ledger,
+            snap_hour: -1,
+            snap: Snapshot::default(),
+            out: Outcome {
+                policy: policy.name.clone(),
+                zones: w
+                    .cluster
+                    .zones
+                    .iter()
+                    .map(|z| ZoneOutcome {
+                        zone: z.zone.to_string(),
+                        ..ZoneOutcome::default()
+                    })
+                    .collect(),
+                hourly_kg: vec![0.0; hours + 1],
+                hourly_cpu: vec![vec![0.0; hours + 1]; zones],
+                ..Outcome::default()
+            },
+            releases_per_hour: HashMap::new(),
+        }
+    }
+
+    fn hour_of(&self, t: UnixSeconds) -> i64 {
+        (t - self.w.traces.start).div_euclid(HOUR)
+    }
+
+    /// The snapshot published at the start of the current hour.
+    fn snapshot(&mut self, now: UnixSeconds) -> &Snapshot {
+        let h = self.hour_of(now).clamp(0, self.w.traces.hours() as i64 - 1);
+        if h != self.snap_hour {
+            self.snap = self.w.forecast.snapshot(h as usize);
+            self.snap_hour = h;
+        }
+        &self.snap
+    }
+
+    fn current(&mut self, now: UnixSeconds, z: usize) -> f64 {
+        let id = self.zone_ids[z].clone();
+        self.snapshot(now)
+            .get(&id)
+            .map_or(f64::INFINITY, |r| r.carbon_intensity.g_per_kwh())
+    }
+
+    fn push(&mut self, t: UnixSeconds, ev: Ev, j: u32) {
+        self.heap.push(Reverse((t, ev, j)));
+    }
+
+    fn go(mut self, progress: &dyn Fn(u64)) -> Outcome {
+        for j in self.w.jobs {
+            self.push(j.arrival, Ev::Arrival, j.id);
+        }
+        if matches!(self.policy.strategy, Strategy::ThresholdHold { .. }) {
+            for h in 1..=self.w.traces.hours() as i64 {
+                self.push(self.w.traces.start + h * HOUR, Ev::Tick, 0);
+            }
+        }
+        let mut done = 0u64;
+        while let Some(Reverse((t, ev, j))) = self.heap.pop() {
+            match ev {
+                Ev::Arrival => self.on_arrival(t, j),
+                Ev::Release => self.on_release_timer(t, j),
+                Ev::Finish => {
+                    self.on_finish(t, j);
+                    done += 1;
+                    if done % 4096 == 0 {
+                        progress(4096);
+                    }
+                }
+                Ev::Tick => self.on_tick(t),
+            }
+        }
+        progress(done % 4096);
+        self.finish()
+    }
+
+    /// The zone the carbon-agnostic scheduler would pick now (most free room).
+    fn spread_zone(&self, j: &Job) -> usize {
+        self.spread_node(j, None)
+            .map_or_else(|| self.emptiest_zone(), |n| self.node_zone[n])
+    }
+
+    fn emptiest_zone(&self) -> usize {
+        (0..self.zone_nodes.len())
+            .max_by_key(|&z| {
+                self.zone_nodes[z]
+                    .iter()
+                    .map(|&n| {
+                        self.nodes[n].allocatable.cpu_millis - self.nodes[n].requested.cpu_millis
+                    })
+                    .sum::<i64>()
+            })
+            .unwrap_or(0)
+    }
+
+    fn fits(&self, n: usize, j: &Job) -> bool {
+        let node = &self.nodes[n];
+        node.allocatable.cpu_millis - node.requested.cpu_millis >= j.cpu_millis as i64
+            && node.allocatable.memory_bytes - node.requested.memory_bytes
+                >= (j.memory_mib * 1024 * 1024) as i64
+    }
+
+    fn free_share(&self, n: usize) -> f64 {
+        let node = &self.nodes[n];
+        let c = 1.0 - node.requested.cpu_millis as f64 / node.allocatable.cpu_millis.max(1) as f64;
+        let m =
+            1.0 - node.requested.memory_bytes as f64 / node.allocatable.memory_bytes.max(1) as f64;
+        (c + m) / 2.0
+    }
+
+    /// LeastAllocated among nodes with room, in `zone` if given.
+    fn spread_node(&self, j: &Job, zone: Option<usize>) -> Option<usize> {
+        let mut best: Option<(f64, usize)> = None;
+        let mut consider = |n: usize| {
+            if self.fits(n, j) {
+                let s = self.free_share(n);
+                if best.is_none_or(|(b, _)| s > b) {
+                    best = Some((s, n));
+                }
+            }
+        };
+        match zone {
+            Some(z) => self.zone_nodes[z].iter().for_each(|&n| consider(n)),
+            None => (0..self.nodes.len()).for_each(consider),
+        }
+        best.map(|(_, n)| n)
+    }
+
+    /// Carbon-Kube's placement: the policy crate's filter, then its score;
+    /// ties go to the node with the most room (kube-scheduler's spread).
+    fn carbon_kube_node(
+        &mut self,
+        now: UnixSeconds,
+        j: &Job,
+        zone: Option<usize>,
+    ) -> Option<usize> {
+        let fitting: Vec<usize> = match zone {
+            Some(z) => self.zone_nodes[z]
+                .iter()
+                .copied()
+                .filter(|&n| self.fits(n, j))
+                .collect(),
+            None => (0..self.nodes.len()).filter(|&n| self.fits(n, j)).collect(),
+        };
+        if fitting.is_empty() {
+            return None;
+        }
+        self.snapshot(now);
+        let cfg = &self.w.tuning.placement;
+        let pod = PodView {
+            name: format!("job-{}", j.id),
+            namespace: "sim".into(),
+            annotations: BTreeMap::new(),
+            requests: Resources::new(j.cpu_millis as i64, (j.memory_mib * 1024 * 1024) as i64),
+        };
+        let candidates: Vec<Candidate<'_>> = fitting
+            .iter()
+            .map(|&n| Candidate {
+                node: &self.nodes[n],
+                zone: &self.resolutions[n],
+            })
+            .collect();
+        let filtered = filter_nodes(&pod, &candidates, &self.snap, cfg, now);
+        let passed: Vec<usize> = filtered.passed().collect();
+        if passed.is_empty() {
+            return None;
+        }
+        let kept: Vec<Candidate<'_>> = passed.iter().map(|&i| candidates[i]).collect();
+        let scored = score_nodes(&pod, &kept, &self.snap, cfg, now);
+        let mut best: Option<(u8, f64, usize)> = None;
+        for (i, s) in scored.scores.iter().enumerate() {
+            let n = fitting[passed[i]];
+            let room = self.free_share(n);
+            if best.is_none_or(|(bs, br, _)| s.score > bs || (s.score == bs && room > br)) {
+                best = Some((s.score, room, n));
+            }
+        }
+        best.map(|(_, _, n)| n)
+    }
+
+    fn choose_node(&mut self, now: UnixSeconds, id: u32) -> Option<usize> {
+        let j = &self.w.jobs[id as usize];
+        let preferred = self.state[id as usize].preferred;
+        match self.policy.strategy.clone() {
+            Strategy::Baseline
+            | Strategy::ThresholdHold { .. }
+            | Strategy::BestWindow
+            | Strategy::CarbonKube { spatial: false, .. } => preferred
+                .and_then(|z| self.spread_node(j, Some(z)))
+                .or_else(|| self.spread_node(j, None)),
+            Strategy::CarbonKube { spatial: true, .. } => {
+                let first = match preferred {
+                    Some(z) => self.carbon_kube_node(now, j, Some(z)),
+                    None => None,
+                };
+                first.or_else(|| self.carbon_kube_node(now, j, None))
+            }
+            Strategy::GreenestZoneNow => {
+                let mut zones: Vec<(f64, usize)> = (0..self.zone_nodes.len())
+                    .map(|z| (self.current(now, z), z))
+                    .collect();
+                zones.sort_by(|a, b| a.0.total_cmp(&b.0));
+                zones
+                    .iter()
+                    .find_map(|&(_, z)| self.spread_node(j, Some(z)))
+            }
+        }
+    }
+
+    fn on_arrival(&mut self, now: UnixSeconds, id: u32) {
+        let j = &self.w.jobs[id as usize];
+        match self.policy.strategy.clone() {
+            Strategy::Baseline
+            | Strategy::GreenestZoneNow
+            | Strategy::CarbonKube {
+                temporal: false, ..
+            } => {
+                self.release(now, id);
+            }
+            Strategy::CarbonKube {
+                temporal: true,
+                spatial,
+            } => {
+                let home = (!spatial).then(|| self.spread_zone(j));
+                self.state[id as usize].home = home;
+                let plan = self.plan(now, id, home, &self.w.tuning.deferral.clone(), true);
+                self.apply_plan(now, id, plan, true);
+            }
+            Strategy::BestWindow => {
+                let home = self.spread_zone(j);
+                self.state[id as usize].home = Some(home);
+                let cfg = best_window_config();
+                let plan = self.plan(now, id, Some(home), &cfg, false);
+                self.apply_plan(now, id, plan, false);
+            }
+            Strategy::ThresholdHold { threshold } => {
+                let home = self.spread_zone(j);
+                self.state[id as usize].home = Some(home);
+                self.state[id as usize].preferred = Some(home);
+                if self.current(now, home) <= threshold || now >= j.latest_start() {
+                    self.release(now, id);
+                } else {
+                    self.state[id as usize].held = true;
+                    self.out.deferred_jobs += 1;
+                    self.held.push(id);
+                    self.push(j.latest_start(), Ev::Release, id);
+                }
+            }
+        }
+    }
+
+    fn plan(
+        &mut self,
+        now: UnixSeconds,
+        id: u32,
+        home: Option<usize>,
+        cfg: &DeferralConfig,
+        use_ledger: bool,
+    ) -> ReleasePlan {
+        let j = &self.w.jobs[id as usize];
+        let zones: Vec<ZoneId> = match home {
+            Some(z) => vec![self.zone_ids[z].clone()],
+            None => Vec::new(),
+        };
+        self.snapshot(now);
+        let req = DeferralRequest {
+            now,
+            deadline: j.deadline,
+            expected_duration_seconds: j.duration,
+            zones: &zones,
+            cpu_millis: j.cpu_millis,
+        };
+        if use_ledger {
+            self.ledger.forget_before(now - HOUR);
+            plan_release(&req, &self.snap, &self.ledger, cfg)
+        } else {
+            plan_release(&req, &self.snap, &PromisedCapacity::new(HOUR), cfg)
+        }
+    }
+
+    fn zone_index(&self, z: &Option<ZoneId>) -> Option<usize> {
+        z.as_ref()
+            .and_then(|z| self.zone_ids.iter().position(|x| x == z))
+    }
+
+    fn apply_plan(&mut self, now: UnixSeconds, id: u32, plan: ReleasePlan, use_ledger: bool) {
+        let j = &self.w.jobs[id as usize];
+        let zone = self.zone_index(&plan.zone);
+        let st = &mut self.state[id as usize];
+        st.preferred = st.home.or(zone);
+        if plan.reason == ReleaseReason::GreenWindow && plan.release_at > now {
+            if st.plan.is_none() {
+                self.out.deferred_jobs += 1;
+            }
+            if use_ledger && let Some(z) = &plan.zone {
+                self.ledger
+                    .promise(z, plan.release_at, j.duration, j.cpu_millis);
+            }
+            let t = plan.release_at;
+            self.state[id as usize].plan = Some(plan);
+            self.push(t, Ev::Release, id);
+        } else {
+            *self
+                .out
+                .release_reasons
+                .entry(plan.reason.as_str().to_owned())
+                .or_default() += 1;
+            self.release(now, id);
+        }
+    }
+
+    fn on_release_timer(&mut self, now: UnixSeconds, id: u32) {
+        let st = &self.state[id as usize];
+        if st.released.is_some() {
+            return;
+        }
+        match self.policy.strategy.clone() {
+            Strategy::ThresholdHold { .. } => {
+                self.held.retain(|&h| h != id);
+                self.release(now, id);
+            }
+            Strategy::CarbonKube { temporal: true, .. } => {
+                // Due: look again with the fresh forecast, as the gate
+                // controller does; move only for a clearly better window.
+                let standing = self.state[id as usize].plan.clone();
+                let home = self.state[id as usize].home;
+                let cfg = self.w.tuning.deferral.clone();
+                let j = &self.w.jobs[id as usize];
+                if let Some(old) = &standing
+                    && let Some(z) = &old.zone
+                {
+                    self.ledger
+                        .withdraw(z, old.release_at, j.duration, j.cpu_millis);
+                }
+                let fresh = self.plan(now, id, home, &cfg, true);
+                let revisions = self.state[id as usize].revisions;
+                let move_it = fresh.reason == ReleaseReason::GreenWindow
+                    && fresh.release_at > now
+                    && revisions < 3
+                    && standing
+                        .as_ref()
+                        .is_none_or(|s| should_revise(s, &fresh, &cfg));
+                if move_it {
+                    self.state[id as usize].revisions += 1;
+                    self.apply_plan(now, id, fresh, true);
+                } else {
+                    let reason = if fresh.reason == ReleaseReason::Deadline {
+                        ReleaseReason::Deadline
+                    } else {
+                        ReleaseReason::GreenWindow
+                    };
+                    if let Some(z) = standing.as_ref().and_then(|s| self.zone_index(&s.zone)) {
+                        self.state[id as usize].preferred =
+                            self.state[id as usize].home.or(Some(z));
+                    }
+                    *self
+                        .out
+                        .release_reasons
+                        .entry(reason.as_str().to_owned())
+                        .or_default() += 1;
+                    self.release(now, id);
+                }
+            }
+            _ => self.release(now, id),
+        }
+    }
+
+    fn on_tick(&mut self, now: UnixSeconds) {
+        let Strategy::ThresholdHold { threshold } = self.policy.strategy else {
+            return;
+        };
+        let held = std::mem::take(&mut self.held);
+        let mut keep = Vec::with_capacity(held.len());
+        for id in held {
+            if self.state[id as usize].released.is_some() {
+                continue;
+            }
+            let home = self.state[id as usize].home.unwrap_or(0);
+            if self.current(now, home) <= threshold {
+                self.release(now, id);
+            } else {
+                keep.push(id);
+            }
+        }
+        self.held = keep;
+    }
+
+    fn release(&mut self, now: UnixSeconds, id: u32) {
+        self.state[id as usize].released = Some(now);
+        *self.releases_per_hour.entry(self.hour_of(now)).or_default() += 1;
+        if !self.try_start(now, id) {
+            self.out.queued_jobs += 1;
+            self.pending.push(id);
+        }
+    }
+
+    fn try_start(&mut self, now: UnixSeconds, id: u32) -> bool {
+        let Some(n) = self.choose_node(now, id) else {
+            return false;
+        };
+        let j = &self.w.jobs[id as usize];
+        let node = &mut self.nodes[n];
+        node.requested = node.requested.saturating_add(Resources::new(
+            j.cpu_millis as i64,
+            (j.memory_mib * 1024 * 1024) as i64,
+        ));
+        let st = &mut self.state[id as usize];
+        st.started = Some(now);
+        st.node = n;
+        let z = self.node_zone[n];
+        if matches!(
+            self.policy.strategy,
+            Strategy::CarbonKube { temporal: true, .. }
+        ) {
+            self.ledger
+                .promise(&self.zone_ids[z], now, j.duration, j.cpu_millis);
+        }
+        self.push(now + j.duration, Ev::Finish, id);
+        true
+    }
+
+    fn on_finish(&mut self, now: UnixSeconds, id: u32) {
+        let j = &self.w.jobs[id as usize];
+        let st = &self.state[id as usize];
+        let n = st.node;
+        let start = st.started.unwrap_or(now);
+        let node = &mut self.nodes[n];
+        node.requested = node.requested.saturating_sub(Resources::new(
+            j.cpu_millis as i64,
+            (j.memory_mib * 1024 * 1024) as i64,
+        ));
+        let z = self.node_zone[n];
+        let mut kg = 0.0;
+        let hours = self.out.hourly_kg.len() as i64;
+        let cpus = j.vcpus() as f32;
+        let (hourly_kg, hourly_cpu) = (&mut self.out.hourly_kg, &mut self.out.hourly_cpu[z]);
+        self.w.for_each_hour(j, z, start, |h, g, overlap| {
+            kg += g / 1000.0;
+            let b = h.clamp(0, hours - 1) as usize;
+            hourly_kg[b] += g / 1000.0;
+            hourly_cpu[b] += cpus * overlap as f32;
+        });
+        let kwh = self.w.job_kw(j, z) * j.duration as f64 / HOUR as f64;
+        self.out.kg_co2 += kg;
+        self.out.energy_kwh += kwh;
+        let zo = &mut self.out.zones[z];
+        zo.kg_co2 += kg;
+        zo.energy_kwh += kwh;
+        zo.jobs += 1;
+        zo.cpu_hours += j.vcpus() * j.duration as f64 / HOUR as f64;
+        if now > j.deadline {
+            self.out.deadline_misses += 1;
+        }
+        // Room freed: start waiting jobs, oldest release first.
+        if !self.pending.is_empty() {
+            let pending = std::mem::take(&mut self.pending);
+            let mut still = Vec::with_capacity(pending.len());
+            for p in pending {
+                if !self.try_start(now, p) {
+                    still.push(p);
+                }
+            }
+            self.pending = still;
+        }
+    }
+
+    fn finish(mut self) -> Outcome {
+        let mut delays: Vec<f64> = self
+            .w
+            .jobs
+            .iter()
+            .zip(&self.state)
+            .map(|(j, s)| (s.started.unwrap_or(j.arrival) - j.arrival) as f64 / HOUR as f64)
+            .collect();
+        let unstarted = self.state.iter().filter(|s| s.started.is_none()).count() as u64;
+        self.out.deadline_misses += unstarted;
+        delays.sort_by(f64::total_cmp);
+        if !delays.is_empty() {
+            self.out.mean_delay_hours = delays.iter().sum::<f64>() / delays.len() as f64;
+            let idx = ((delays.len() as f64 * 0.95).ceil() as usize).clamp(1, delays.len()) - 1;
+            self.out.p95_delay_hours = delays[idx];
+        }
+        self.out.peak_releases_per_hour =
+            self.releases_per_hour.values().copied().max().unwrap_or(0);
+        self.out
+    }
+}
+
+/// "Let's Wait Awhile": the lowest forecast window, taken at face value: no
+/// error margin, no minimum saving, no capacity ledger, no safety margin.
+fn best_window_config() -> DeferralConfig {
+    DeferralConfig {
+        error_margin_per_hour: 0.0,
+        min_saving_fraction: 0.0,
+        capacity_headroom: 1.0,
+        start_safety_seconds: 0,
+        ..DeferralConfig::default()
+    }
+}
