@@ -1,5 +1,6 @@
 //! Command-line arguments of the signal layer (flattened into
-//! `carbon-kube poller`), and their validation into a [`SignalConfig`].
+//! `carbon-kube poller`), validated once when [`crate::Signals::new`] builds
+//! the providers.
 //!
 //! Credentials are deliberately absent: they come from the environment or
 //! from mounted files (see [`crate::Credentials`]), never from flags.

@@ -162,9 +162,23 @@ async fn uk_region_forecast_and_mix() {
         .collect();
     assert_eq!(fc, [121.0, 116.0]);
 
-    // The recorded body is region 14; asked as region 13 it is refused.
+    // Region 14's body served for region 13 is refused, not published as London.
+    Mock::given(path(
+        "/regional/intensity/2023-07-04T23:40Z/fw48h/regionid/13",
+    ))
+    .respond_with(ok(body(UK_REGIONAL_KT1)))
+    .expect(1)
+    .mount(&server)
+    .await;
     let f = s.fetch_zone(&zone("GB-LONDON"), now).await;
-    assert_eq!(labels(&f), [("uk_carbon_intensity", "not_found")]);
+    assert_eq!(labels(&f), [("uk_carbon_intensity", "invalid_response")]);
+    assert!(
+        f.attempts[0]
+            .error
+            .as_ref()
+            .unwrap()
+            .contains("asked for region 13, got region 14 (South East England)")
+    );
 }
 
 #[tokio::test]

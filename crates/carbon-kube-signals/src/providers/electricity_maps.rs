@@ -259,3 +259,36 @@ impl ElectricityMaps {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_the_recorded_forecast() {
+        let path = concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../../../shared/data/api_examples/electricitymaps_v3/green-elephpant_carbon-intensity_forecast_DE_2023-05-02.json"
+        );
+        let dir = std::env::var("CARBON_KUBE_SHARED_DATA").ok();
+        let path = dir.map_or_else(
+            || path.to_owned(),
+            |d| format!("{d}/api_examples/electricitymaps_v3/green-elephpant_carbon-intensity_forecast_DE_2023-05-02.json"),
+        );
+        let text = std::fs::read_to_string(&path).unwrap();
+        let body: ForecastBody = serde_json::from_str(&text).unwrap();
+        let points = forecast_points(&body).unwrap();
+        assert_eq!(points.len(), 48);
+        assert_eq!(
+            points[0].time,
+            parse_timestamp("2023-05-02T20:00:00Z").unwrap()
+        );
+        assert_eq!(points[0].intensity.g_per_kwh(), 557.0);
+        let f = hourly_forecast(&points, parse_timestamp("2023-05-02T20:10:00Z").unwrap()).unwrap();
+        assert_eq!(f.values.len(), 48);
+        // A `now` after the last hour leaves no forecast.
+        assert!(
+            hourly_forecast(&points, parse_timestamp("2023-05-05T00:00:00Z").unwrap()).is_none()
+        );
+    }
+}
