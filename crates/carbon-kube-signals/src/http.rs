@@ -193,8 +193,7 @@ impl Http {
         let resp = req.send().await.map_err(classify_reqwest)?;
         let status = resp.status();
         if status.is_success() {
-            let body = resp.bytes().await.map_err(classify_reqwest)?;
-            return Ok(body.to_vec());
+            return read_limited(resp, MAX_BODY_BYTES).await;
         }
         let retry_after = resp
             .headers()
@@ -213,8 +212,8 @@ impl Http {
         let detail = if matches!(kind, ErrorKind::Unauthorized | ErrorKind::Forbidden) {
             String::new()
         } else {
-            let text = resp.text().await.unwrap_or_default();
-            self.quote(&text)
+            let text = read_limited(resp, 64 * 1024).await.unwrap_or_default();
+            self.quote(&String::from_utf8_lossy(&text))
         };
         Err((kind, detail))
     }
@@ -235,6 +234,28 @@ impl Http {
             format!("body: {trimmed:?}")
         }
     }
+}
+
+/// The largest response body accepted (the biggest real one, a NOAA grid,
+/// is about 1 MiB).
+const MAX_BODY_BYTES: usize = 16 * 1024 * 1024;
+
+/// Reads a body, refusing one longer than `limit` bytes.
+async fn read_limited(
+    mut resp: reqwest::Response,
+    limit: usize,
+) -> Result<Vec<u8>, (ErrorKind, String)> {
+    let mut body = Vec::new();
+    while let Some(chunk) = resp.chunk().await.map_err(classify_reqwest)? {
+        if body.len() + chunk.len() > limit {
+            return Err((
+                ErrorKind::InvalidResponse,
+                format!("body longer than {limit} bytes"),
+            ));
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Ok(body)
 }
 
 fn classify_reqwest(e: reqwest::Error) -> (ErrorKind, String) {
