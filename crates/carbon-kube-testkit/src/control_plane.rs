@@ -187,7 +187,7 @@ impl ControlPlane {
                     let _ = reaper.wait();
                 }
                 let kept = temp_dir.keep();
-                report_failure(&kept, &error);
+                report_failure(&kept);
                 return Err(error);
             }
         };
@@ -460,6 +460,14 @@ impl ControlPlane {
         Scheduler::start(self, config, n).await
     }
 
+    /// A serving certificate for `names` (DNS names or IP addresses, e.g.
+    /// `["127.0.0.1"]`) signed by the control plane's CA, as `(certificate PEM,
+    /// private key PEM)`: for a webhook server the API server calls, with
+    /// [`ControlPlane::ca_pem`] as the webhook configuration's `caBundle`.
+    pub fn issue_serving_certificate(&self, names: &[&str]) -> Result<(String, String), Error> {
+        self.pki.issue_serving_certificate(names)
+    }
+
     pub(crate) fn pki(&self) -> &Pki {
         &self.pki
     }
@@ -494,11 +502,10 @@ impl Drop for ControlPlane {
     }
 }
 
-/// Stops processes in reverse start order: SIGTERM to all, then wait.
+/// Stops processes one by one in reverse start order, so that clients go before
+/// the API server and the API server before etcd (etcd lingers for seconds
+/// while clients are still connected).
 pub(crate) fn stop_all(processes: &mut Vec<Process>) {
-    for process in processes.iter_mut().rev() {
-        process.begin_stop();
-    }
     while let Some(mut process) = processes.pop() {
         process.stop();
     }

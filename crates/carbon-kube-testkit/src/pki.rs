@@ -14,9 +14,10 @@ use rcgen::{
 
 use crate::Error;
 
-/// File paths of the generated material.
+/// File paths of the generated material, and the CA to issue more with.
 #[derive(Debug, Clone)]
 pub(crate) struct Pki {
+    ca: std::sync::Arc<(CertificateParams, KeyPair)>,
     pub ca_cert: PathBuf,
     pub ca_pem: String,
     pub apiserver_cert: PathBuf,
@@ -78,6 +79,7 @@ impl Pki {
             ExtendedKeyUsagePurpose::ClientAuth,
         )?;
         let sa_key = KeyPair::generate()?;
+        drop(issuer);
 
         let write = |file: &str, contents: &str| -> Result<PathBuf, Error> {
             let path = dir.join(file);
@@ -96,11 +98,29 @@ impl Pki {
             service_account_key: write("sa.key", &sa_key.serialize_pem())?,
             service_account_pub: write("sa.pub", &sa_key.public_key_pem())?,
             ca_pem,
+            ca: std::sync::Arc::new((ca_params, ca_key)),
         })
     }
 
+    /// A new serving certificate for `names` (DNS names or IP addresses)
+    /// signed by the CA: `(certificate PEM, private key PEM)`.
+    pub(crate) fn issue_serving_certificate(
+        &self,
+        names: &[&str],
+    ) -> Result<(String, String), Error> {
+        let (params, key) = &*self.ca;
+        let issuer = Issuer::from_params(params, key);
+        let common_name = names.first().copied().unwrap_or("carbon-kube-testkit");
+        leaf(
+            &issuer,
+            names,
+            name(common_name, None),
+            ExtendedKeyUsagePurpose::ServerAuth,
+        )
+    }
+
     /// Writes an admin kubeconfig for `server` (file paths, not inline data, so
-    /// the file stays readable) and returns its path.
+    /// the file stays readable) to `path`.
     pub(crate) fn write_kubeconfig(&self, path: &Path, server: &str) -> Result<(), Error> {
         let quote = |p: &Path| serde_json::Value::from(p.display().to_string()).to_string();
         let contents = format!(
@@ -184,5 +204,36 @@ mod tests {
         assert_eq!(parsed.clusters.len(), 1);
         let cluster = parsed.clusters[0].cluster.as_ref().unwrap();
         assert_eq!(cluster.server.as_deref(), Some("https://127.0.0.1:6443"));
+    }
+
+    #[test]
+    fn issued_serving_certificates_chain_to_the_ca() {
+        use rustls::client::WebPkiServerVerifier;
+        use rustls::client::danger::ServerCertVerifier;
+        use rustls::pki_types::pem::PemObject;
+        use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
+
+        crate::ensure_crypto_provider();
+        let dir = tempfile::tempdir().unwrap();
+        let pki = Pki::generate(dir.path()).unwrap();
+        let (cert_pem, key_pem) = pki.issue_serving_certificate(&["127.0.0.1"]).unwrap();
+        assert!(key_pem.contains("PRIVATE KEY"));
+
+        let mut roots = rustls::RootCertStore::empty();
+        roots
+            .add(CertificateDer::from_pem_slice(pki.ca_pem.as_bytes()).unwrap())
+            .unwrap();
+        let verifier = WebPkiServerVerifier::builder(roots.into()).build().unwrap();
+        let leaf = CertificateDer::from_pem_slice(cert_pem.as_bytes()).unwrap();
+        let ip = ServerName::try_from("127.0.0.1").unwrap();
+        verifier
+            .verify_server_cert(&leaf, &[], &ip, &[], UnixTime::now())
+            .unwrap();
+        let other = ServerName::try_from("example.com").unwrap();
+        assert!(
+            verifier
+                .verify_server_cert(&leaf, &[], &other, &[], UnixTime::now())
+                .is_err()
+        );
     }
 }

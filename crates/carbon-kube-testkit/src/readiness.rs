@@ -122,10 +122,11 @@ pub(crate) fn shorten(text: &str, max: usize) -> String {
     }
 }
 
-/// Prints where a failed component's logs are (the error carries the tail).
-pub(crate) fn report_failure(dir: &Path, error: &Error) {
+/// Prints where the logs of a failed start are kept (the error itself carries
+/// the failing component's log tail).
+pub(crate) fn report_failure(dir: &Path) {
     eprintln!(
-        "carbon-kube-testkit: control plane failed; component logs are kept in {}\n{error}",
+        "carbon-kube-testkit: control plane failed to start; component logs are kept in {}",
         dir.display()
     );
 }

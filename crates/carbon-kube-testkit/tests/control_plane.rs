@@ -25,6 +25,11 @@ const TIMEOUT: Duration = Duration::from_secs(60);
 #[tokio::test]
 async fn api_server_reports_the_pinned_version() {
     let cp = shared().await;
+    eprintln!(
+        "control plane ready in {:?} (logs in {})",
+        cp.startup_duration(),
+        cp.dir().display()
+    );
     let client = cp.client().await.unwrap();
     let version = client.apiserver_version().await.unwrap();
     assert_eq!(version.git_version, carbon_kube_testkit::KUBERNETES_VERSION);
@@ -117,7 +122,9 @@ async fn pod_is_bound_by_kube_scheduler_to_a_kwok_node_and_runs() {
         .await
         .unwrap();
     assert_eq!(nodes.len(), 2);
+    let started = std::time::Instant::now();
     let _scheduler = cp.start_scheduler(ns.scheduler_config()).await.unwrap();
+    eprintln!("kube-scheduler ready in {:?}", started.elapsed());
 
     ns.create_pod(
         &pod_named("web")
@@ -388,4 +395,29 @@ async fn pod_disruption_budget_blocks_eviction_with_429() {
     .await
     .unwrap();
     wait_for_deletion(&pods, "guarded", TIMEOUT).await.unwrap();
+}
+
+#[tokio::test]
+async fn helm_works_with_the_admin_kubeconfig() {
+    let cp = shared().await;
+    let ns = cp.test_namespace("helm").await.unwrap();
+    let helm = cp.binaries().path("helm").unwrap();
+    let output = tokio::process::Command::new(helm)
+        .args(["list", "--output", "json", "--namespace", ns.name()])
+        .arg("--kubeconfig")
+        .arg(cp.kubeconfig_path())
+        // Keep helm's cache and config away from the developer's home.
+        .env("HELM_CACHE_HOME", cp.dir().join("helm/cache"))
+        .env("HELM_CONFIG_HOME", cp.dir().join("helm/config"))
+        .env("HELM_DATA_HOME", cp.dir().join("helm/data"))
+        .output()
+        .await
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "helm failed: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let releases: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+    assert_eq!(releases, json!([]));
 }
