@@ -57,8 +57,8 @@ impl Default for DeferralConfig {
             max_data_age_seconds: 2 * 3600,
             error_margin_per_hour: 0.004,
             min_saving_fraction: 0.03,
-            capacity_headroom: 0.9,
-            start_safety_seconds: 300,
+            capacity_headroom: 0.8,
+            start_safety_seconds: 1800,
             revision_hysteresis: 0.05,
         }
     }

@@ -764,6 +764,21 @@ impl<'w, 'a> Run<'w, 'a> {
         zo.cpu_hours += j.vcpus() * j.duration as f64 / HOUR as f64;
         if now > j.deadline {
             self.out.deadline_misses += 1;
+            if std::env::var_os("CARBON_KUBE_SIM_DEBUG").is_some() {
+                let st = &self.state[id as usize];
+                eprintln!(
+                    "{}: job {} ({} mCPU, {} s) missed its deadline by {} s: arrived {}, released {:?}, started {}, plan {:?}",
+                    self.policy.name,
+                    j.id,
+                    j.cpu_millis,
+                    j.duration,
+                    now - j.deadline,
+                    j.arrival,
+                    st.released,
+                    start,
+                    st.plan
+                );
+            }
         }
         // Room freed: start waiting jobs, oldest release first.
         if !self.pending.is_empty() {

@@ -24,7 +24,7 @@ pub const CALIBRATED_SIGMA0: f64 = 0.074;
 /// Growth per hour of lead (g in the module docs), calibrated on the 48 h
 /// NESO forecast of 2023-03-15 12:00 UTC against Electricity Maps' GB actuals
 /// (scaled to NESO's level on the overlap), net of the two methods' disagreement.
-pub const CALIBRATED_GROWTH: f64 = 0.05;
+pub const CALIBRATED_GROWTH: f64 = 0.0434;
 
 /// The forecast error model.
 #[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]

@@ -213,7 +213,7 @@ fn promised_capacity_spreads_a_crowd_over_windows() {
     let s = snapshot(&[("DE", &v)]);
     let cfg = DeferralConfig::default();
     let mut ledger = PromisedCapacity::new(H);
-    ledger.set_capacity(zone("DE"), 10_000);
+    ledger.set_capacity(zone("DE"), 11_250);
     let mut per_start: BTreeMap<i64, u32> = BTreeMap::new();
     for _ in 0..100 {
         let p = plan_release(&request(40, 1), &s, &ledger, &cfg);
