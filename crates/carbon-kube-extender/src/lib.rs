@@ -219,11 +219,6 @@ async fn shutdown_signal() {
 
 /// Runs the extender until SIGTERM or Ctrl-C.
 pub async fn run(args: Args) -> anyhow::Result<()> {
-    let settings = args.settings()?;
-    tracing::info!(config = ?settings.config.to_raw(), "placement settings");
-    let mut registry = Registry::default();
-    let metrics = Metrics::register(&mut registry);
-    let readiness = Readiness::default();
     let client = if args.standalone {
         None
     } else {
@@ -242,6 +237,24 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
             }
         }
     };
+    let listener = std::net::TcpListener::bind(args.listen)
+        .with_context(|| format!("binding {}", args.listen))?;
+    serve(args, listener, client, shutdown_signal()).await
+}
+
+/// Serves the extender on `listener` with `client` (none: standalone) until
+/// `shutdown` resolves. `args.listen` is ignored.
+pub async fn serve(
+    args: Args,
+    listener: std::net::TcpListener,
+    client: Option<kube::Client>,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
+    let settings = args.settings()?;
+    tracing::info!(config = ?settings.config.to_raw(), "placement settings");
+    let mut registry = Registry::default();
+    let metrics = Metrics::register(&mut registry);
+    let readiness = Readiness::default();
     let mut shared = Shared::new(
         settings.base,
         settings.config,
@@ -253,8 +266,9 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     shared.record_decisions = client.is_some() && !args.no_events;
     let shared = Arc::new(shared);
     readiness.register("snapshot");
+    let mut tasks = tokio::task::JoinSet::new();
     if let Some(path) = args.snapshot_file.clone() {
-        tokio::spawn(watch::watch_snapshot_file(
+        tasks.spawn(watch::watch_snapshot_file(
             path,
             shared.clone(),
             Duration::from_secs(1),
@@ -264,27 +278,31 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         readiness.register("nodes");
         readiness.register("pods");
         readiness.register("config");
-        tokio::spawn(watch::watch_nodes(client.clone(), shared.clone()));
+        tasks.spawn(watch::watch_nodes(client.clone(), shared.clone()));
         let recorder = (!args.no_events).then(|| watch::recorder(client.clone()));
-        tokio::spawn(watch::watch_pods(client.clone(), shared.clone(), recorder));
-        tokio::spawn(watch::watch_config(
+        tasks.spawn(watch::watch_pods(client.clone(), shared.clone(), recorder));
+        tasks.spawn(watch::watch_config(
             client.clone(),
             args.namespace.clone(),
             shared.clone(),
         ));
         if args.snapshot_file.is_none() {
-            tokio::spawn(watch::watch_snapshot(
+            tasks.spawn(watch::watch_snapshot(
                 client.clone(),
                 args.namespace.clone(),
                 shared.clone(),
             ));
         }
     }
-    tokio::spawn(watch::refresh_gauges(
+    tasks.spawn(watch::refresh_gauges(
         shared.clone(),
         Duration::from_secs(15),
     ));
     let router = service::app(shared, Arc::new(registry));
+    let addr = listener.local_addr().context("listener address")?;
+    listener
+        .set_nonblocking(true)
+        .context("setting the listener non-blocking")?;
     match (&args.tls_cert, &args.tls_key) {
         (Some(cert), Some(key)) => {
             let tls = axum_server::tls_rustls::RustlsConfig::from_pem_file(cert, key)
@@ -299,26 +317,27 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
             let handle = axum_server::Handle::new();
             let h = handle.clone();
             tokio::spawn(async move {
-                shutdown_signal().await;
+                shutdown.await;
                 h.graceful_shutdown(Some(Duration::from_secs(5)));
             });
-            tracing::info!(addr = %args.listen, "serving the extender over HTTPS");
-            axum_server::bind_rustls(args.listen, tls)
+            tracing::info!(%addr, "serving the extender over HTTPS");
+            axum_server::from_tcp_rustls(listener, tls)
+                .context("serving HTTPS")?
                 .handle(handle)
                 .serve(router.into_make_service())
                 .await
                 .context("serving HTTPS")?;
         }
         _ => {
-            let listener = tokio::net::TcpListener::bind(args.listen)
-                .await
-                .with_context(|| format!("binding {}", args.listen))?;
-            tracing::info!(addr = %args.listen, "serving the extender over HTTP");
+            let listener =
+                tokio::net::TcpListener::from_std(listener).context("adopting the listener")?;
+            tracing::info!(%addr, "serving the extender over HTTP");
             axum::serve(listener, router)
-                .with_graceful_shutdown(shutdown_signal())
+                .with_graceful_shutdown(shutdown)
                 .await
                 .context("serving HTTP")?;
         }
     }
+    tasks.abort_all();
     Ok(())
 }

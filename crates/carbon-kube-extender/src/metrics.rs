@@ -37,6 +37,13 @@ pub struct VerbLabels {
     pub verb: &'static str,
 }
 
+/// Labels `{setting}`.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct SettingLabels {
+    /// Setting name.
+    pub setting: &'static str,
+}
+
 /// Labels `{result}`.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ResultLabels {
@@ -64,6 +71,8 @@ pub struct Metrics {
     pub config_errors: Counter,
     /// Events written.
     pub events: Family<ResultLabels, Counter>,
+    /// Effective settings.
+    pub settings: Family<SettingLabels, Gauge<f64, std::sync::atomic::AtomicU64>>,
     /// Snapshot gauges.
     pub snapshot: SnapshotGauges,
 }
@@ -78,6 +87,7 @@ impl Metrics {
             pods_tracked: Gauge::default(),
             config_errors: Counter::default(),
             events: Family::default(),
+            settings: Family::default(),
             snapshot: SnapshotGauges::register(registry),
         };
         registry.register(
@@ -110,7 +120,41 @@ impl Metrics {
             "Kubernetes Events written on pods whose placement carbon changed",
             m.events.clone(),
         );
+        registry.register(
+            "carbon_kube_scheduler_settings",
+            "Effective placement settings (threshold in g/kWh, weights, max data age in seconds, fail_open 1 or 0, stale_neutral, estimated_neutral)",
+            m.settings.clone(),
+        );
         m
+    }
+
+    /// Exports the effective settings.
+    pub fn observe_settings(&self, cfg: &carbon_kube_policy::placement::PlacementConfig) {
+        use carbon_kube_policy::placement::{EstimatedData, OnNoGreenNode, StaleData};
+        #[allow(clippy::cast_precision_loss)]
+        let values = [
+            ("threshold", cfg.threshold.g_per_kwh()),
+            ("carbon_weight", f64::from(cfg.carbon_weight)),
+            ("performance_weight", f64::from(cfg.performance_weight)),
+            ("max_data_age_seconds", cfg.max_data_age_seconds as f64),
+            (
+                "fail_open",
+                f64::from(u8::from(cfg.on_no_green_node == OnNoGreenNode::FailOpen)),
+            ),
+            (
+                "stale_neutral",
+                f64::from(u8::from(cfg.stale_data == StaleData::Neutral)),
+            ),
+            (
+                "estimated_neutral",
+                f64::from(u8::from(cfg.estimated_data == EstimatedData::Neutral)),
+            ),
+        ];
+        for (setting, v) in values {
+            self.settings
+                .get_or_create(&SettingLabels { setting })
+                .set(v);
+        }
     }
 
     /// Counts a decision.

@@ -202,6 +202,7 @@ impl Shared {
         readiness: Readiness,
         clock: Clock,
     ) -> Self {
+        metrics.observe_settings(&config);
         Self {
             cluster: RwLock::new(Cluster::default()),
             snapshot: RwLock::new(Arc::new(Snapshot::default())),
@@ -248,6 +249,7 @@ impl Shared {
 
     /// Replaces the effective settings.
     pub fn set_config(&self, cfg: PlacementConfig) {
+        self.metrics.observe_settings(&cfg);
         *write(&self.config) = Arc::new(cfg);
     }
 

@@ -2,6 +2,8 @@
 //! kube-scheduler sends (PascalCase top-level keys, camelCase nested
 //! objects, `null` for unset fields), on real 2023 grid data.
 
+#![allow(clippy::unwrap_used, missing_docs)]
+
 mod support;
 
 use std::sync::Arc;

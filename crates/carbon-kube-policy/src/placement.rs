@@ -7,11 +7,12 @@
 //!   says why.
 //! - [`score_nodes`] gives each node an integer 0–10:
 //!   `(carbonWeight × carbon + performanceWeight × performance) /
-//!   (carbonWeight + performanceWeight) × 10`, where `carbon` is the cleanest
-//!   candidate zone's intensity divided by the node's zone's (1 for the
-//!   cleanest; a zone twice as dirty gets ½) and `performance` is the share
-//!   of the node's allocatable CPU and memory still free once the pod is on
-//!   it.
+//!   (carbonWeight + performanceWeight) × 10`, rounded, where `carbon` is
+//!   normalised across the candidate zones: 1 for the cleanest, 0 for the
+//!   dirtiest, linear in g/kWh between (zones less than
+//!   [`MIN_CARBON_SPREAD_G_PER_KWH`] apart share a smaller range), and
+//!   `performance` is the share of the node's allocatable CPU and memory
+//!   still free once the pod is on it.
 //!
 //! Missing data never blocks scheduling. A node whose zone is unknown, has
 //! no record, or whose record is stale (or estimated, if so configured) is
@@ -661,6 +662,10 @@ impl ScoreOutcome<'_> {
     }
 }
 
+/// Candidate zones closer than this (g/kWh) do not get the full carbon
+/// range: the carbon part falls by `distance / 50` instead of spanning 0–1.
+pub const MIN_CARBON_SPREAD_G_PER_KWH: f64 = 50.0;
+
 /// Share of the node's allocatable CPU and memory left free once the pod is
 /// placed, averaged over the two (0–1).
 pub fn free_capacity(node: &NodeView, pod: &Resources) -> f64 {
@@ -718,17 +723,22 @@ pub fn score_nodes<'a>(
             weights,
         };
     }
-    // Carbon part: cleanest intensity / zone intensity, with 1 g/kWh added to
-    // both so a zero-carbon zone does not zero every other zone.
-    let cleanest = zones
+    // Carbon part: 1 for the cleanest candidate zone, falling linearly with
+    // the distance in g/kWh to 0 at the dirtiest, or at MIN_CARBON_SPREAD
+    // above the cleanest when the zones are closer than that (so a 2 g/kWh
+    // difference does not count like a 200 g/kWh one).
+    let (cleanest, dirtiest) = zones
         .iter()
         .filter_map(ZoneEvaluation::intensity)
         .map(CarbonIntensity::g_per_kwh)
-        .fold(f64::INFINITY, f64::min);
+        .fold((f64::INFINITY, f64::NEG_INFINITY), |(lo, hi), v| {
+            (lo.min(v), hi.max(v))
+        });
+    let spread = (dirtiest - cleanest).max(MIN_CARBON_SPREAD_G_PER_KWH);
     let mut lowest = 1.0f64;
     for z in &mut zones {
         if let Some(v) = z.intensity() {
-            z.carbon_score = ((cleanest + 1.0) / (v.g_per_kwh() + 1.0)).clamp(0.0, 1.0);
+            z.carbon_score = (1.0 - (v.g_per_kwh() - cleanest) / spread).clamp(0.0, 1.0);
             lowest = lowest.min(z.carbon_score);
         }
     }

@@ -1,6 +1,6 @@
 //! Shared test fixtures: real Electricity Maps hours, nodes in zones, and a
 //! shared state built like the service builds it.
-#![allow(dead_code, missing_docs)]
+#![allow(dead_code, missing_docs, clippy::unwrap_used)]
 
 use std::path::PathBuf;
 use std::sync::Arc;

@@ -1,0 +1,545 @@
+//! The extender on a real control plane with the real kube-scheduler
+//! (carbon-kube-testkit): kwok nodes in three grid zones, the shipped
+//! scheduler configuration, snapshots built from real 2023 hours.
+
+#![allow(clippy::unwrap_used, missing_docs)]
+
+mod support;
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use carbon_kube_extender::Args;
+use carbon_kube_model::{CarbonIntensity, Snapshot, Source, ZoneId, ZoneRecord, keys};
+use carbon_kube_testkit::{
+    ControlPlane, Extender, Scheduler, SchedulerConfig, TestNamespace, nodes_in_zone, pod_named,
+    shared as shared_control_plane,
+};
+use clap::Parser;
+use k8s_openapi::api::core::v1::{
+    Affinity, ConfigMap, NodeAffinity, NodeSelector, NodeSelectorRequirement, NodeSelectorTerm, Pod,
+};
+use kube::Api;
+use kube::api::{DeleteParams, ObjectMeta, PostParams};
+use support::year;
+use tokio::sync::oneshot;
+
+const BOUND: Duration = Duration::from_secs(60);
+const SHIPPED_CONFIG: &str = include_str!("../../../deploy/scheduler/kube-scheduler-config.yaml");
+
+#[derive(Parser)]
+struct Cli {
+    #[command(flatten)]
+    args: Args,
+}
+
+/// A running extender; stopped by [`RunningExtender::stop`] or on drop.
+struct RunningExtender {
+    addr: SocketAddr,
+    stop: Option<oneshot::Sender<()>>,
+    task: tokio::task::JoinHandle<anyhow::Result<()>>,
+}
+
+impl RunningExtender {
+    async fn start(cp: &ControlPlane, ns: &TestNamespace, extra: &[&str]) -> Self {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        let mut argv = vec!["extender", "--namespace", ns.name()];
+        argv.extend_from_slice(extra);
+        let args = Cli::parse_from(argv).args;
+        let client = cp.client().await.unwrap();
+        let (tx, rx) = oneshot::channel::<()>();
+        let task = tokio::spawn(carbon_kube_extender::serve(
+            args,
+            listener,
+            Some(client),
+            async {
+                let _ = rx.await;
+            },
+        ));
+        let ext = Self {
+            addr,
+            stop: Some(tx),
+            task,
+        };
+        ext.wait_ready().await;
+        ext
+    }
+
+    fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    async fn get(&self, path: &str) -> (u16, String) {
+        match reqwest::get(format!("{}{path}", self.url())).await {
+            Ok(r) => (r.status().as_u16(), r.text().await.unwrap_or_default()),
+            Err(e) => (0, e.to_string()),
+        }
+    }
+
+    async fn wait_ready(&self) {
+        carbon_kube_testkit::wait_until("extender /readyz", BOUND, || async {
+            match self.get("/readyz").await {
+                (200, _) => carbon_kube_testkit::Progress::Done(()),
+                (_, body) => carbon_kube_testkit::Progress::Waiting(body),
+            }
+        })
+        .await
+        .unwrap();
+    }
+
+    /// Waits until /metrics contains `needle` (the extender has applied a
+    /// ConfigMap change).
+    async fn wait_metrics(&self, needle: &str) {
+        carbon_kube_testkit::wait_until(
+            format!("extender metrics to show {needle}"),
+            BOUND,
+            || async {
+                let (_, body) = self.get("/metrics").await;
+                if body.contains(needle) {
+                    carbon_kube_testkit::Progress::Done(())
+                } else {
+                    carbon_kube_testkit::Progress::Waiting("not yet".into())
+                }
+            },
+        )
+        .await
+        .unwrap();
+    }
+
+    async fn stop(mut self) {
+        if let Some(tx) = self.stop.take() {
+            let _ = tx.send(());
+        }
+        let _ = (&mut self.task).await;
+    }
+}
+
+impl Drop for RunningExtender {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// The shipped configuration, pointed at `url` and confined to this test's
+/// nodes. Weight, timeout, ignorable and nodeCacheCapable come from the file.
+fn scheduler_config(ns: &TestNamespace, url: &str) -> SchedulerConfig {
+    let doc: serde_json::Value = serde_saphyr::from_str(SHIPPED_CONFIG).unwrap();
+    let e = &doc["extenders"][0];
+    assert_eq!(doc["profiles"][0]["schedulerName"], keys::SCHEDULER_NAME);
+    let timeout: u64 = e["httpTimeout"]
+        .as_str()
+        .unwrap()
+        .trim_end_matches('s')
+        .parse()
+        .unwrap();
+    SchedulerConfig::from_yaml(SHIPPED_CONFIG)
+        .unwrap()
+        .with_scheduler_name(ns.scheduler_name())
+        .restricted_to_node_pool(ns.node_pool())
+        .without_extenders()
+        .with_extender(
+            Extender::at(url)
+                .filter_verb(e["filterVerb"].as_str().unwrap())
+                .prioritize_verb(e["prioritizeVerb"].as_str().unwrap())
+                .weight(e["weight"].as_i64().unwrap())
+                .node_cache_capable(e["nodeCacheCapable"].as_bool().unwrap())
+                .ignorable(e["ignorable"].as_bool().unwrap())
+                .http_timeout(Duration::from_secs(timeout)),
+        )
+}
+
+fn now() -> i64 {
+    i64::try_from(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_secs(),
+    )
+    .unwrap()
+}
+
+/// A snapshot with the given intensities, measured `age` seconds ago.
+fn snapshot(values: &[(&str, f64)], age: i64) -> Snapshot {
+    let mut s = Snapshot::default();
+    for (zone, v) in values {
+        s.zones.insert(
+            ZoneId::parse(zone).unwrap(),
+            ZoneRecord::new(
+                CarbonIntensity::new(*v).unwrap(),
+                now() - age,
+                Source::new(Source::ELECTRICITY_MAPS),
+            ),
+        );
+    }
+    s
+}
+
+/// The first real 2023 hour where GB < DE < 250 < US-TEX-ERCO with GB at
+/// least 60 g/kWh cleaner than DE, as `(gb, de, tx)` g/kWh.
+fn real_hour_gb_de_tx() -> (f64, f64, f64) {
+    let de = year("DE");
+    let gb = year("GB");
+    let tx = year("US-TEX-ERCO");
+    (0..de.len())
+        .map(|i| (gb[i].1, de[i].1, tx[i].1))
+        .find(|(g, d, t)| g < d && *d < 230.0 && *t > 300.0 && d - g > 60.0)
+        .unwrap()
+}
+
+async fn put_configmap(ns: &TestNamespace, name: &str, data: BTreeMap<String, String>) {
+    let api: Api<ConfigMap> = ns.api();
+    let cm = ConfigMap {
+        metadata: ObjectMeta {
+            name: Some(name.into()),
+            ..ObjectMeta::default()
+        },
+        data: Some(data),
+        ..ConfigMap::default()
+    };
+    match api.get_opt(name).await.unwrap() {
+        Some(old) => {
+            let mut cm = cm;
+            cm.metadata.resource_version = old.metadata.resource_version;
+            api.replace(name, &PostParams::default(), &cm)
+                .await
+                .unwrap();
+        }
+        None => {
+            api.create(&PostParams::default(), &cm).await.unwrap();
+        }
+    }
+}
+
+async fn put_snapshot(ns: &TestNamespace, s: &Snapshot) {
+    put_configmap(
+        ns,
+        keys::SNAPSHOT_CONFIGMAP,
+        [(keys::SNAPSHOT_KEY.to_owned(), s.to_json())].into(),
+    )
+    .await;
+}
+
+async fn put_config(ns: &TestNamespace, pairs: &[(&str, &str)]) {
+    put_configmap(
+        ns,
+        keys::CONFIG_CONFIGMAP,
+        pairs
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect(),
+    )
+    .await;
+}
+
+/// Nodes: one small GB node (fits three 600m pods), two DE, two Texas.
+async fn three_zones(ns: &TestNamespace) {
+    for (zone, region, count, cpu) in [
+        ("GB", "eu-west", 1, "2"),
+        ("DE", "eu-central", 2, "4"),
+        ("US-TEX-ERCO", "us-south", 2, "4"),
+    ] {
+        ns.create_nodes(
+            &nodes_in_zone(region, format!("{region}-a"))
+                .named(zone.to_ascii_lowercase())
+                .count(count)
+                .with_cpu(cpu)
+                .with_label(keys::LABEL_GRID_ZONE, zone),
+        )
+        .await
+        .unwrap();
+    }
+}
+
+fn zone_of(node: &str) -> &'static str {
+    if node.contains("-de-") {
+        "DE"
+    } else if node.contains("-gb-") {
+        "GB"
+    } else if node.contains("-us-tex-erco-") {
+        "US-TEX-ERCO"
+    } else {
+        panic!("unexpected node {node}")
+    }
+}
+
+async fn place(ns: &TestNamespace, pod: Pod) -> &'static str {
+    let name = pod.metadata.name.clone().unwrap();
+    ns.create_pod(&pod).await.unwrap();
+    let node = ns.wait_for_pod_bound(&name, BOUND).await.unwrap();
+    zone_of(&node)
+}
+
+async fn start(
+    ns: &TestNamespace,
+    extra: &[&str],
+) -> (&'static ControlPlane, RunningExtender, Scheduler) {
+    let cp = shared_control_plane().await;
+    let ext = RunningExtender::start(cp, ns, extra).await;
+    let sched = cp
+        .start_scheduler(scheduler_config(ns, &ext.url()))
+        .await
+        .unwrap();
+    (cp, ext, sched)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pods_land_in_the_greenest_zone_that_fits_then_the_next() {
+    let cp = shared_control_plane().await;
+    let ns = cp.test_namespace("greenest").await.unwrap();
+    three_zones(&ns).await;
+    let (gb, de, tx) = real_hour_gb_de_tx();
+    put_snapshot(
+        &ns,
+        &snapshot(&[("DE", de), ("GB", gb), ("US-TEX-ERCO", tx)], 60),
+    )
+    .await;
+    let (_cp, ext, sched) = start(&ns, &[]).await;
+    let mut zones = Vec::new();
+    for i in 0..4 {
+        let pod = pod_named(format!("job-{i}"))
+            .scheduled_by(ns.scheduler_name())
+            .requesting("600m", "256Mi")
+            .build();
+        zones.push(place(&ns, pod).await);
+    }
+    // The GB node fits three; the fourth goes to the next greenest, DE,
+    // though the DE nodes have more room all along; the Texas nodes (above
+    // 250 g/kWh) are filtered out.
+    assert_eq!(
+        zones,
+        ["GB", "GB", "GB", "DE"],
+        "scheduler log:\n{}",
+        sched.log_tail(30)
+    );
+
+    // The first pod has an Event saying why.
+    let events: Api<k8s_openapi::api::events::v1::Event> = ns.api();
+    carbon_kube_testkit::wait_until("a CarbonAwarePlacement Event on job-0", BOUND, || async {
+        let list = events.list(&Default::default()).await.unwrap();
+        match list.items.iter().find(|e| {
+            e.regarding.as_ref().and_then(|r| r.name.as_deref()) == Some("job-0")
+                && e.reason.as_deref() == Some("CarbonAwarePlacement")
+        }) {
+            Some(e) => {
+                let note = e.note.clone().unwrap_or_default();
+                assert!(note.starts_with("placed in GB at"), "{note}");
+                carbon_kube_testkit::Progress::Done(())
+            }
+            None => carbon_kube_testkit::Progress::Waiting(format!("{} events", list.items.len())),
+        }
+    })
+    .await
+    .unwrap();
+    let (_, metrics) = ext.get("/metrics").await;
+    assert!(
+        metrics
+            .contains(r#"carbon_kube_scheduler_decisions_total{verb="filter",outcome="applied"}"#),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains(r#"carbon_kube_scheduler_events_total{result="written"}"#),
+        "{metrics}"
+    );
+    ext.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hard_constraints_win_over_carbon() {
+    let cp = shared_control_plane().await;
+    let ns = cp.test_namespace("affinity").await.unwrap();
+    three_zones(&ns).await;
+    let (gb, de, tx) = real_hour_gb_de_tx();
+    put_snapshot(
+        &ns,
+        &snapshot(&[("DE", de), ("GB", gb), ("US-TEX-ERCO", tx)], 60),
+    )
+    .await;
+    let (_cp, ext, _sched) = start(&ns, &[]).await;
+    let mut pod = pod_named("pinned-to-texas")
+        .scheduled_by(ns.scheduler_name())
+        .requesting("100m", "64Mi")
+        .build();
+    pod.spec.as_mut().unwrap().affinity = Some(Affinity {
+        node_affinity: Some(NodeAffinity {
+            required_during_scheduling_ignored_during_execution: Some(NodeSelector {
+                node_selector_terms: vec![NodeSelectorTerm {
+                    match_expressions: Some(vec![NodeSelectorRequirement {
+                        key: keys::LABEL_GRID_ZONE.into(),
+                        operator: "In".into(),
+                        values: Some(vec!["US-TEX-ERCO".into()]),
+                    }]),
+                    ..NodeSelectorTerm::default()
+                }],
+            }),
+            ..NodeAffinity::default()
+        }),
+        ..Affinity::default()
+    });
+    assert_eq!(place(&ns, pod).await, "US-TEX-ERCO");
+    let (_, metrics) = ext.get("/metrics").await;
+    assert!(
+        metrics.contains(r#"{verb="filter",outcome="failed_open"} 1"#),
+        "{metrics}"
+    );
+    ext.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_new_snapshot_moves_the_next_pods() {
+    let cp = shared_control_plane().await;
+    let ns = cp.test_namespace("flip").await.unwrap();
+    three_zones(&ns).await;
+    put_snapshot(
+        &ns,
+        &snapshot(&[("DE", 120.0), ("GB", 200.0), ("US-TEX-ERCO", 410.0)], 60),
+    )
+    .await;
+    let (_cp, ext, _sched) = start(&ns, &[]).await;
+    let pod = |n: &str| {
+        pod_named(n)
+            .scheduled_by(ns.scheduler_name())
+            .requesting("100m", "64Mi")
+            .build()
+    };
+    assert_eq!(place(&ns, pod("before")).await, "DE");
+    // Texas turns green, Germany dirty.
+    put_snapshot(
+        &ns,
+        &snapshot(&[("DE", 420.0), ("GB", 200.0), ("US-TEX-ERCO", 90.0)], 60),
+    )
+    .await;
+    ext.wait_metrics(r#"carbon_kube_carbon_intensity_current{zone="US-TEX-ERCO",source="electricity_maps"} 90.0"#)
+        .await;
+    assert_eq!(place(&ns, pod("after")).await, "US-TEX-ERCO");
+    ext.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn threshold_override_opt_out_and_fail_open() {
+    let cp = shared_control_plane().await;
+    let ns = cp.test_namespace("threshold").await.unwrap();
+    three_zones(&ns).await;
+    // Every zone above 250 g/kWh; reject mode first.
+    put_snapshot(
+        &ns,
+        &snapshot(&[("DE", 300.0), ("GB", 330.0), ("US-TEX-ERCO", 410.0)], 60),
+    )
+    .await;
+    put_config(&ns, &[("onNoGreenNode", "reject")]).await;
+    let (_cp, ext, _sched) = start(&ns, &[]).await;
+    let base = |n: &str| {
+        pod_named(n)
+            .scheduled_by(ns.scheduler_name())
+            .requesting("100m", "64Mi")
+    };
+    // Rejected: stays pending, and the scheduler says why.
+    ns.create_pod(&base("rejected").build()).await.unwrap();
+    let pods: Api<Pod> = ns.api();
+    carbon_kube_testkit::wait_until(
+        "the rejected pod's FailedScheduling condition",
+        BOUND,
+        || async {
+            let p = pods.get("rejected").await.unwrap();
+            let msg = p
+                .status
+                .and_then(|s| s.conditions)
+                .unwrap_or_default()
+                .into_iter()
+                .find(|c| c.type_ == "PodScheduled")
+                .and_then(|c| c.message)
+                .unwrap_or_default();
+            if msg.contains("above the threshold of 250 g/kWh") {
+                carbon_kube_testkit::Progress::Done(())
+            } else {
+                carbon_kube_testkit::Progress::Waiting(msg)
+            }
+        },
+    )
+    .await
+    .unwrap();
+    // A pod's own threshold lets it through to the zone under it.
+    let lax = base("lax")
+        .with_annotation(keys::ANNOTATION_MAX_INTENSITY, "310")
+        .build();
+    assert_eq!(place(&ns, lax).await, "DE");
+    // An opted-out pod schedules.
+    let out = base("opted-out")
+        .with_annotation(keys::ANNOTATION_OPT_OUT, "true")
+        .build();
+    place(&ns, out).await;
+    // Fail open (the default): pods schedule although every zone is dirty.
+    put_config(&ns, &[("onNoGreenNode", "failOpen")]).await;
+    ext.wait_metrics(r#"carbon_kube_scheduler_settings{setting="fail_open"} 1"#)
+        .await;
+    place(&ns, base("failed-open").build()).await;
+    ext.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stale_or_deleted_data_is_neutral_and_a_stopped_extender_is_ignored() {
+    let cp = shared_control_plane().await;
+    let ns = cp.test_namespace("neutral").await.unwrap();
+    three_zones(&ns).await;
+    // Reject mode, every zone dirty, but the data is two hours old: neutral.
+    put_snapshot(
+        &ns,
+        &snapshot(
+            &[("DE", 300.0), ("GB", 330.0), ("US-TEX-ERCO", 410.0)],
+            7200,
+        ),
+    )
+    .await;
+    put_config(&ns, &[("onNoGreenNode", "reject")]).await;
+    let (_cp, ext, _sched) = start(&ns, &[]).await;
+    let base = |n: &str| {
+        pod_named(n)
+            .scheduled_by(ns.scheduler_name())
+            .requesting("100m", "64Mi")
+            .build()
+    };
+    place(&ns, base("stale")).await;
+    // Fresh dirty data: rejected (the extender is really in the path).
+    put_snapshot(
+        &ns,
+        &snapshot(&[("DE", 301.0), ("GB", 330.0), ("US-TEX-ERCO", 410.0)], 60),
+    )
+    .await;
+    ext.wait_metrics(
+        r#"carbon_kube_carbon_intensity_current{zone="DE",source="electricity_maps"} 301.0"#,
+    )
+    .await;
+    ns.create_pod(&base("blocked")).await.unwrap();
+    let blocked = ns
+        .wait_for_pod_bound("blocked", Duration::from_secs(8))
+        .await;
+    assert!(
+        blocked.is_err(),
+        "fresh dirty data with reject must block: {blocked:?}"
+    );
+    // The snapshot is deleted: neutral, pods schedule.
+    let cms: Api<ConfigMap> = ns.api();
+    cms.delete(keys::SNAPSHOT_CONFIGMAP, &DeleteParams::default())
+        .await
+        .unwrap();
+    carbon_kube_testkit::wait_until("the deletion to reach the extender", BOUND, || async {
+        let (_, m) = ext.get("/metrics").await;
+        if m.contains("carbon_kube_carbon_intensity_current{zone=\"DE\"") {
+            carbon_kube_testkit::Progress::Waiting("DE still exported".into())
+        } else {
+            carbon_kube_testkit::Progress::Done(())
+        }
+    })
+    .await
+    .unwrap();
+    place(&ns, base("deleted")).await;
+    // The extender stops: kube-scheduler ignores it (ignorable: true).
+    put_snapshot(
+        &ns,
+        &snapshot(&[("DE", 300.0), ("GB", 330.0), ("US-TEX-ERCO", 410.0)], 60),
+    )
+    .await;
+    ext.stop().await;
+    place(&ns, base("no-extender")).await;
+}
