@@ -28,7 +28,7 @@ pub enum StoreError {
         name: String,
         /// The client error.
         #[source]
-        source: kube::Error,
+        source: Box<kube::Error>,
     },
     /// The ConfigMap holds no snapshot key.
     #[error("ConfigMap {namespace}/{name} has no key {key}")]
@@ -109,7 +109,7 @@ impl SnapshotStore {
             verb,
             namespace: self.namespace.clone(),
             name: self.name.clone(),
-            source,
+            source: Box::new(source),
         }
     }
 

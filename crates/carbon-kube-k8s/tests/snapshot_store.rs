@@ -1,5 +1,7 @@
 //! The snapshot ConfigMap store against a real kube-apiserver.
 
+#![allow(clippy::unwrap_used)] // test code: a panic is the failure report
+
 use std::collections::BTreeMap;
 
 use carbon_kube_k8s::SnapshotStore;

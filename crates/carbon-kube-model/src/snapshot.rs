@@ -112,16 +112,17 @@ impl Snapshot {
                 }
             };
             match parse_record(&zone, raw) {
-                Ok(record) => {
-                    if zones.contains_key(&zone) {
+                Ok(record) => match zones.entry(zone) {
+                    std::collections::btree_map::Entry::Occupied(e) => {
                         errors.push(SnapshotError::DuplicateZone {
-                            zone: zone.to_string(),
+                            zone: e.key().to_string(),
                             key,
                         });
-                    } else {
-                        zones.insert(zone, record);
                     }
-                }
+                    std::collections::btree_map::Entry::Vacant(e) => {
+                        e.insert(record);
+                    }
+                },
                 Err(e) => errors.push(e),
             }
         }

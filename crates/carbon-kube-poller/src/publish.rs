@@ -10,7 +10,8 @@ use carbon_kube_signals::ZoneFetch;
 use crate::args::{Output, Settings};
 use crate::cycle::{self, PollReport};
 
-/// A publishing target.
+/// A publishing target. One per process, so its size does not matter.
+#[allow(clippy::large_enum_variant)]
 pub enum Sink {
     /// The snapshot ConfigMap.
     ConfigMap {

@@ -1,6 +1,8 @@
 //! The poller end to end: recorded UK Carbon Intensity bodies served by a
 //! local mock server, published to a real kube-apiserver's ConfigMap or to a file.
 
+#![allow(clippy::unwrap_used)] // test code: a panic is the failure report
+
 use std::path::PathBuf;
 
 use carbon_kube_k8s::SnapshotStore;

@@ -1,5 +1,7 @@
 //! The `carbon-kube` binary as a user runs it: help, exit codes, secrets.
 
+#![allow(clippy::unwrap_used)] // test code: a panic is the failure report
+
 use std::process::{Command, Output};
 
 use wiremock::matchers::any;
