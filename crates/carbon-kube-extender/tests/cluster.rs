@@ -543,3 +543,96 @@ async fn stale_or_deleted_data_is_neutral_and_a_stopped_extender_is_ignored() {
     ext.stop().await;
     place(&ns, base("no-extender")).await;
 }
+
+/// A stand-in extender that records what the real kube-scheduler sends and
+/// answers with the real handlers. With `CARBON_KUBE_RECORD_FIXTURES=1` the
+/// requests are written to `tests/fixtures/recorded-*.json`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_real_kube_schedulers_requests_parse() {
+    use std::sync::{Arc, Mutex};
+
+    use axum::body::Bytes;
+    use axum::extract::State;
+    use axum::routing::post;
+
+    type Seen = Arc<Mutex<Vec<(String, Vec<u8>)>>>;
+    let cp = shared_control_plane().await;
+    let ns = cp.test_namespace("record").await.unwrap();
+    three_zones(&ns).await;
+    let (gb, de, tx) = real_hour_gb_de_tx();
+    let snap = snapshot(&[("DE", de), ("GB", gb), ("US-TEX-ERCO", tx)], 60);
+    for cache_capable in [true, false] {
+        let (state, _registry) = support::shared(snap.clone(), now(), Vec::new());
+        let seen: Seen = Arc::default();
+        async fn record(
+            State((state, seen, verb)): State<(Arc<carbon_kube_extender::state::Shared>, Seen, &'static str)>,
+            body: Bytes,
+        ) -> Vec<u8> {
+            seen.lock().unwrap().push((verb.to_owned(), body.to_vec()));
+            let (out, _) = if verb == "filter" {
+                carbon_kube_extender::service::filter(&state, &body)
+            } else {
+                carbon_kube_extender::service::prioritize(&state, &body)
+            }
+            .unwrap();
+            out
+        }
+        let app = axum::Router::new()
+            .route(
+                "/filter",
+                post(record).with_state((state.clone(), seen.clone(), "filter")),
+            )
+            .route(
+                "/prioritize",
+                post(record).with_state((state.clone(), seen.clone(), "prioritize")),
+            );
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        let server = tokio::spawn(async move { axum::serve(listener, app).await });
+        let config = scheduler_config(&ns, &url);
+        let doc = serde_json::to_string(&config.to_document(std::path::Path::new("/x"))).unwrap();
+        let config = SchedulerConfig::from_yaml(&doc.replace(
+            "\"nodeCacheCapable\":true",
+            &format!("\"nodeCacheCapable\":{cache_capable}"),
+        ))
+        .unwrap();
+        let sched = cp.start_scheduler(config).await.unwrap();
+        let name = format!("recorded-{cache_capable}");
+        let pod = pod_named(&name)
+            .scheduled_by(ns.scheduler_name())
+            .requesting("250m", "128Mi")
+            .with_annotation(keys::ANNOTATION_MAX_INTENSITY, "300")
+            .build();
+        ns.create_pod(&pod).await.unwrap();
+        ns.wait_for_pod_bound(&name, BOUND).await.unwrap();
+        drop(sched);
+        server.abort();
+        let seen = seen.lock().unwrap().clone();
+        for verb in ["filter", "prioritize"] {
+            let (_, body) = seen
+                .iter()
+                .find(|(v, _)| v == verb)
+                .unwrap_or_else(|| panic!("no {verb} request recorded"));
+            let v: serde_json::Value = serde_json::from_slice(body).unwrap();
+            let keys: Vec<&str> = v.as_object().unwrap().keys().map(String::as_str).collect();
+            assert_eq!(keys, ["NodeNames", "Nodes", "Pod"], "PascalCase top-level keys (sorted)");
+            assert!(v["Pod"].get("apiVersion").is_none() && v["Pod"].get("kind").is_none());
+            assert_eq!(v["Pod"]["spec"]["schedulerName"], ns.scheduler_name());
+            if cache_capable {
+                assert!(v["Nodes"].is_null());
+                assert_eq!(v["NodeNames"].as_array().unwrap().len(), 5);
+            } else {
+                assert!(v["NodeNames"].is_null());
+                assert_eq!(v["Nodes"]["items"].as_array().unwrap().len(), if verb == "filter" { 5 } else { 3 });
+            }
+            if std::env::var_os("CARBON_KUBE_RECORD_FIXTURES").is_some() {
+                let path = format!(
+                    "{}/tests/fixtures/recorded-{verb}-{}.json",
+                    env!("CARGO_MANIFEST_DIR"),
+                    if cache_capable { "names" } else { "nodes" }
+                );
+                std::fs::write(&path, body).unwrap();
+            }
+        }
+    }
+}

@@ -332,3 +332,46 @@ async fn runtime_overrides_change_decisions_and_bad_ones_are_rejected() {
         "{m}"
     );
 }
+
+/// Requests recorded from the real kube-scheduler v1.37.2 (see
+/// `cluster.rs`, `the_real_kube_schedulers_requests_parse`), in both modes.
+#[tokio::test]
+async fn recorded_kube_scheduler_requests_are_answered() {
+    let (snap, now, _, _) = green_de_dirty_texas();
+    let names_req: Value = serde_json::from_str(&fixture("recorded-filter-names.json")).unwrap();
+    let nodes: Vec<_> = names_req["NodeNames"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|n| {
+            let n = n.as_str().unwrap();
+            let zone = if n.contains("-us-tex-erco-") {
+                "US-TEX-ERCO"
+            } else {
+                "DE"
+            };
+            node(n, zone)
+        })
+        .collect();
+    let (shared, registry) = shared(snap, now, nodes);
+    let router = app(shared, registry);
+    for (verb, file) in [
+        ("/filter", "recorded-filter-names.json"),
+        ("/filter", "recorded-filter-nodes.json"),
+        ("/prioritize", "recorded-prioritize-names.json"),
+        ("/prioritize", "recorded-prioritize-nodes.json"),
+    ] {
+        let (status, body) = call(&router, "POST", verb, &fixture(file)).await;
+        assert_eq!(status, StatusCode::OK, "{file}: {body}");
+        let v: Value = serde_json::from_str(&body).unwrap();
+        if verb == "/filter" {
+            // The pod's own threshold (300) filters Texas out in both modes.
+            let failed = v["FailedAndUnresolvableNodes"].as_object().unwrap();
+            assert_eq!(failed.len(), 2, "{file}: {body}");
+            assert!(failed.keys().all(|k| k.contains("-us-tex-erco-")));
+            assert!(failed.values().all(|m| m.as_str().unwrap().contains("set by the pod's")));
+        } else {
+            assert!(v.as_array().unwrap().iter().all(|h| h["Score"].is_i64()));
+        }
+    }
+}
