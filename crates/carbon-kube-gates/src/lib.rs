@@ -18,7 +18,10 @@
 //! reason. Nothing here decides *when* a pod is greenest: that is the policy
 //! crate's job.
 
+pub mod actuator;
 pub mod admission;
+pub mod args;
+pub mod controller;
 pub mod spec;
 
 #[cfg(test)]
@@ -26,10 +29,67 @@ mod fixtures;
 
 use std::sync::Arc;
 
+use anyhow::Context as _;
+use carbon_kube_k8s::{Readiness, health_router, serve_until};
 use carbon_kube_model::UnixSeconds;
+use prometheus_client::registry::Registry;
+
+pub use args::ControllerArgs;
+pub use webhook::WebhookArgs;
+
+/// `carbon-kube gates …`: the two deferral components.
+#[derive(clap::Subcommand, Debug, Clone)]
+pub enum GatesCommand {
+    /// Serve the mutating admission webhook that puts opted-in pods behind
+    /// the carbon-kube.io/green-window scheduling gate (HTTPS).
+    Webhook(WebhookArgs),
+    /// Run the leader-elected controller that releases gated pods in green
+    /// windows, by their deadline at the latest.
+    Controller(ControllerArgs),
+}
+
+/// Runs a gates subcommand until SIGTERM or Ctrl-C.
+pub async fn run(cmd: GatesCommand) -> anyhow::Result<()> {
+    match cmd {
+        GatesCommand::Webhook(args) => webhook::run(args).await,
+        GatesCommand::Controller(args) => run_controller(args).await,
+    }
+}
+
+async fn run_controller(args: ControllerArgs) -> anyhow::Result<()> {
+    let settings = args.settings()?;
+    tracing::info!(
+        dry_run = settings.dry_run,
+        affinity = ?settings.affinity,
+        pacing = ?settings.pacing,
+        planner = ?settings.reconcile.deferral,
+        "starting the gates controller"
+    );
+    let client = kube::Client::try_default()
+        .await
+        .context("connecting to Kubernetes")?;
+    let mut registry = Registry::default();
+    let metrics = metrics::ControllerMetrics::register(&mut registry);
+    let readiness = Readiness::default();
+    let health = health_router(Arc::new(registry), readiness.clone());
+    let health_task = tokio::spawn(serve_until(args.health_listen, health, shutdown_signal()));
+    let result = controller::run_controller(
+        client,
+        settings,
+        metrics,
+        readiness,
+        system_clock(),
+        shutdown_signal(),
+    )
+    .await;
+    health_task.abort();
+    result
+}
 
 pub mod metrics;
+pub mod reconcile;
 pub mod webhook;
+pub mod zones;
 
 /// The current time as unix seconds; injected so tests control it.
 pub type Clock = Arc<dyn Fn() -> UnixSeconds + Send + Sync>;

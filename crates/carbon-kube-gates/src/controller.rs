@@ -1,0 +1,677 @@
+//! The gate controller: caches, leader election and the pass loop.
+//!
+//! Every replica keeps three caches (reflectors): unscheduled pods
+//! (`spec.nodeName=`), nodes, and the `carbon-intensity-data` ConfigMap. Only
+//! the replica holding the `Lease` acts. A pass, at most every `--tick` and
+//! whenever a cache changes, reads the gated pods, asks
+//! [`crate::reconcile::reconcile`] what to do, then
+//!
+//! - releases (most urgent first) through the [`Actuator`], paced, with an
+//!   Event, metrics and the affinity for the planned zone;
+//! - stores new or revised plans on the pods (annotations) with an Event.
+//!
+//! The only state that matters lives on the pods; in memory there is just an
+//! overlay of the controller's own recent writes until the cache catches up.
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::sync::{Arc, RwLock};
+use std::time::{Duration, Instant};
+
+use anyhow::Context as _;
+use carbon_kube_k8s::{Readiness, snapshot_from_configmap};
+use carbon_kube_model::Snapshot;
+use carbon_kube_policy::deferral::ReleaseReason;
+use carbon_kube_policy::zone_map::RegionZoneMap;
+use futures::StreamExt as _;
+use k8s_openapi::api::core::v1::{ConfigMap, Node, Pod};
+use kube::api::{Api, Patch};
+use kube::runtime::events::EventType;
+use kube::runtime::reflector::{self, Store};
+use kube::runtime::{WatchStreamExt as _, watcher};
+use kube_lease_manager::LeaseManagerBuilder;
+use serde_json::json;
+use tokio::sync::{Notify, watch};
+
+use crate::Clock;
+use crate::actuator::{
+    Actuator, Events, Pace, PacingConfig, ReleaseRequest, Released, patch_params,
+    release_annotations,
+};
+use crate::admission::has_gate;
+use crate::metrics::ControllerMetrics;
+use crate::reconcile::{Action, GatedPod, ReconcileConfig, ReleaseCause, StoredPlan, reconcile};
+use crate::zones::{AffinityMode, NodeEntry, affinity_for_zone, node_entry, zone_terms};
+
+/// Leader election settings.
+#[derive(Clone, Debug)]
+pub struct LeaderSettings {
+    /// Name of the `Lease`.
+    pub lease_name: String,
+    /// Its namespace.
+    pub namespace: String,
+    /// This replica's identity.
+    pub identity: String,
+    /// Lease validity after the last renewal, seconds.
+    pub duration_seconds: u64,
+    /// Renew this long before expiry, seconds.
+    pub grace_seconds: u64,
+}
+
+/// Everything the controller needs besides a client.
+#[derive(Clone, Debug)]
+pub struct ControllerSettings {
+    /// Planner and annotation settings.
+    pub reconcile: ReconcileConfig,
+    /// How released pods are steered to the planned zone.
+    pub affinity: AffinityMode,
+    /// Release pacing.
+    pub pacing: PacingConfig,
+    /// Longest wait between passes.
+    pub tick: Duration,
+    /// Shortest wait between passes.
+    pub min_pass_interval: Duration,
+    /// Standing plans are revisited at least this often (and whenever the
+    /// snapshot changes).
+    pub replan_every: Duration,
+    /// Longest a pass waits on pacing before re-reading the caches.
+    pub max_pass: Duration,
+    /// Watts per requested vCPU, for the savings estimate.
+    pub watts_per_cpu: f64,
+    /// Namespace of the snapshot ConfigMap.
+    pub snapshot_namespace: String,
+    /// Name of the snapshot ConfigMap.
+    pub snapshot_name: String,
+    /// The operator's region → zone map.
+    pub region_map: RegionZoneMap,
+    /// Log instead of writing.
+    pub dry_run: bool,
+    /// Write Events on pods.
+    pub events: bool,
+    /// Leader election; `None` acts at once (single replica, tests).
+    pub leader: Option<LeaderSettings>,
+}
+
+impl Default for ControllerSettings {
+    fn default() -> Self {
+        Self {
+            reconcile: ReconcileConfig::default(),
+            affinity: AffinityMode::default(),
+            pacing: PacingConfig::default(),
+            tick: Duration::from_secs(1),
+            min_pass_interval: Duration::from_millis(200),
+            replan_every: Duration::from_secs(300),
+            max_pass: Duration::from_secs(2),
+            watts_per_cpu: 2.12,
+            snapshot_namespace: carbon_kube_model::keys::DEFAULT_NAMESPACE.to_owned(),
+            snapshot_name: carbon_kube_model::keys::SNAPSHOT_CONFIGMAP.to_owned(),
+            region_map: RegionZoneMap::default(),
+            dry_run: false,
+            events: true,
+            leader: None,
+        }
+    }
+}
+
+#[derive(Default)]
+struct SnapshotState {
+    snapshot: Arc<Snapshot>,
+    generation: u64,
+}
+
+/// The controller's caches, filled by background watches.
+struct Caches {
+    pods: Store<Pod>,
+    nodes: Store<Node>,
+    snapshot: Arc<RwLock<SnapshotState>>,
+    changed: Arc<Notify>,
+}
+
+enum Overlay {
+    Released,
+    Updated(Arc<Pod>),
+}
+
+/// Expected grams saved by a green-window release: intensity difference
+/// (planned-at-creation vs the window) × energy of the expected run.
+pub fn expected_savings_grams(plan: &StoredPlan, watts_per_cpu: f64) -> f64 {
+    if plan.plan.reason != ReleaseReason::GreenWindow {
+        return 0.0;
+    }
+    let (Some(now), Some(window)) = (plan.plan.now_g_per_kwh, plan.plan.expected_g_per_kwh) else {
+        return 0.0;
+    };
+    let cores = plan.cpu_millis.max(100) as f64 / 1000.0;
+    let kwh = cores * watts_per_cpu * plan.duration_seconds as f64 / 3600.0 / 1000.0;
+    ((now - window) * kwh).max(0.0)
+}
+
+fn uid(p: &Pod) -> String {
+    p.metadata.uid.clone().unwrap_or_default()
+}
+
+fn rv(p: &Pod) -> String {
+    p.metadata.resource_version.clone().unwrap_or_default()
+}
+
+async fn reflect<K>(
+    api: Api<K>,
+    cfg: watcher::Config,
+    writer: reflector::store::Writer<K>,
+    readiness: Readiness,
+    name: &'static str,
+    changed: Arc<Notify>,
+) where
+    K: kube::Resource<DynamicType = ()>
+        + Clone
+        + std::fmt::Debug
+        + serde::de::DeserializeOwned
+        + Send
+        + Sync
+        + 'static,
+{
+    let stream = reflector::reflector(writer, watcher(api, cfg)).default_backoff();
+    futures::pin_mut!(stream);
+    while let Some(ev) = stream.next().await {
+        match ev {
+            Ok(watcher::Event::InitDone) => readiness.set(name, true),
+            Ok(_) => {}
+            Err(e) => tracing::warn!(cache = name, error = %e, "watch failed; retrying"),
+        }
+        changed.notify_one();
+    }
+}
+
+/// Keeps the latest good snapshot. A malformed or deleted ConfigMap keeps
+/// the last good one: its records go stale by age, and the planner then
+/// fails open.
+async fn watch_snapshot(
+    client: kube::Client,
+    namespace: String,
+    name: String,
+    state: Arc<RwLock<SnapshotState>>,
+    readiness: Readiness,
+    changed: Arc<Notify>,
+) {
+    let api: Api<ConfigMap> = Api::namespaced(client, &namespace);
+    let cfg = watcher::Config::default().fields(&format!("metadata.name={name}"));
+    let stream = watcher(api, cfg).default_backoff();
+    futures::pin_mut!(stream);
+    let set = |s: Snapshot| {
+        let mut st = state.write().unwrap_or_else(|e| e.into_inner());
+        st.snapshot = Arc::new(s);
+        st.generation += 1;
+    };
+    while let Some(ev) = stream.next().await {
+        match ev {
+            Ok(watcher::Event::Apply(cm) | watcher::Event::InitApply(cm)) => {
+                match snapshot_from_configmap(&cm) {
+                    Ok((s, errors)) => {
+                        for e in errors {
+                            tracing::warn!(error = %e, "ignoring a bad zone in the snapshot");
+                        }
+                        set(s);
+                    }
+                    Err(e) => {
+                        tracing::warn!(error = %e, "snapshot unreadable; keeping the last good one")
+                    }
+                }
+            }
+            Ok(watcher::Event::Delete(_)) => {
+                tracing::warn!(%namespace, %name, "snapshot ConfigMap deleted; keeping the last good snapshot until it goes stale");
+            }
+            Ok(watcher::Event::Init) => {}
+            Ok(watcher::Event::InitDone) => readiness.set("snapshot", true),
+            Err(e) => tracing::warn!(error = %e, "snapshot watch failed; retrying"),
+        }
+        changed.notify_one();
+    }
+}
+
+/// The pass loop's state.
+struct Reconciler {
+    client: kube::Client,
+    settings: ControllerSettings,
+    metrics: ControllerMetrics,
+    clock: Clock,
+    caches: Caches,
+    actuator: Actuator,
+    events: Events,
+    overlay: HashMap<String, (String, Overlay)>,
+    last_generation: Option<u64>,
+    last_replan: Option<Instant>,
+}
+
+impl Reconciler {
+    fn gated_pods(&mut self) -> Vec<Arc<Pod>> {
+        let state = self.caches.pods.state();
+        let current: HashMap<String, String> = state.iter().map(|p| (uid(p), rv(p))).collect();
+        self.overlay
+            .retain(|u, (old_rv, _)| current.get(u).is_some_and(|r| r == old_rv));
+        state
+            .into_iter()
+            .filter_map(|p| match self.overlay.get(&uid(&p)) {
+                Some((_, Overlay::Released)) => None,
+                Some((_, Overlay::Updated(np))) => Some(np.clone()),
+                None => Some(p),
+            })
+            .filter(|p| p.metadata.deletion_timestamp.is_none() && has_gate(p))
+            .collect()
+    }
+
+    async fn pass(&mut self, leader: &watch::Receiver<bool>) {
+        let now = (self.clock)();
+        let nodes: Vec<NodeEntry> = self
+            .caches
+            .nodes
+            .state()
+            .iter()
+            .map(|n| node_entry(n, &self.settings.region_map))
+            .collect();
+        let pods = self.gated_pods();
+        self.metrics.deferred_pods.set(pods.len() as i64);
+        let (snapshot, generation) = {
+            let st = self
+                .caches
+                .snapshot
+                .read()
+                .unwrap_or_else(|e| e.into_inner());
+            (st.snapshot.clone(), st.generation)
+        };
+        let replan = self.last_generation != Some(generation)
+            || self
+                .last_replan
+                .is_none_or(|t| t.elapsed() >= self.settings.replan_every);
+        let facts: Vec<GatedPod> = pods
+            .iter()
+            .map(|p| GatedPod::from_pod(p, &nodes, now))
+            .collect();
+        let actions = reconcile(
+            &facts,
+            &snapshot,
+            &nodes,
+            now,
+            &self.settings.reconcile,
+            replan,
+        );
+        if replan {
+            self.last_generation = Some(generation);
+            self.last_replan = Some(Instant::now());
+        }
+        let started = Instant::now();
+        let mut plans = Vec::new();
+        let mut cluster_busy = false;
+        for action in actions {
+            match action {
+                Action::Plan { .. } => plans.push(action),
+                Action::Release { .. } if cluster_busy => {}
+                Action::Release {
+                    pod,
+                    cause,
+                    zone,
+                    plan,
+                    urgent,
+                    message,
+                    ..
+                } => {
+                    if !*leader.borrow() {
+                        return;
+                    }
+                    let p = pods[pod].clone();
+                    let outcome = self
+                        .release(
+                            &p,
+                            cause,
+                            zone.as_ref(),
+                            plan.as_ref(),
+                            urgent,
+                            &message,
+                            &nodes,
+                            started,
+                        )
+                        .await;
+                    if outcome == Some(Pace::ClusterBusy(Duration::ZERO)) {
+                        cluster_busy = true;
+                    }
+                }
+            }
+        }
+        if !plans.is_empty() && *leader.borrow() {
+            self.store_plans(&pods, plans).await;
+        }
+    }
+
+    /// Returns `Some(ClusterBusy(0))` when the pass should stop releasing.
+    #[allow(clippy::too_many_arguments)]
+    async fn release(
+        &mut self,
+        pod: &Arc<Pod>,
+        cause: ReleaseCause,
+        zone: Option<&carbon_kube_model::ZoneId>,
+        plan: Option<&StoredPlan>,
+        urgent: bool,
+        message: &str,
+        nodes: &[NodeEntry],
+        started: Instant,
+    ) -> Option<Pace> {
+        let steer = matches!(
+            cause,
+            ReleaseCause::Planned(ReleaseReason::GreenWindow | ReleaseReason::NowIsBest)
+        );
+        let current = pod.spec.as_ref().and_then(|s| s.affinity.as_ref());
+        let affinity = zone.filter(|_| steer).and_then(|z| {
+            affinity_for_zone(current, &zone_terms(z, nodes), self.settings.affinity)
+        });
+        let zone_key = zone.map_or("unknown", |z| z.as_str()).to_owned();
+        let key = format!(
+            "{}/{}",
+            pod.metadata.namespace.as_deref().unwrap_or_default(),
+            pod.metadata.name.as_deref().unwrap_or_default()
+        );
+        loop {
+            let released_at = jiff::Timestamp::now()
+                .round(jiff::Unit::Millisecond)
+                .map_or_else(|_| jiff::Timestamp::now().to_string(), |t| t.to_string());
+            let req = ReleaseRequest {
+                pod,
+                affinity: affinity.as_ref().map(|(a, _)| a),
+                annotations: release_annotations(cause.annotation_value(), &released_at),
+                zone_key: &zone_key,
+                urgent,
+            };
+            match self.actuator.release(req).await {
+                Ok(Released::Done(_)) => {
+                    self.overlay.insert(uid(pod), (rv(pod), Overlay::Released));
+                    self.metrics.release(cause.metric_label());
+                    if let Some(created) = pod.metadata.creation_timestamp.as_ref() {
+                        let waited = (self.clock)() - created.0.as_second();
+                        self.metrics.deferral_seconds.observe(waited.max(0) as f64);
+                    }
+                    if let Some(p) = plan {
+                        let g = expected_savings_grams(p, self.settings.watts_per_cpu);
+                        if g > 0.0 && cause == ReleaseCause::Planned(ReleaseReason::GreenWindow) {
+                            self.metrics.expected_savings_grams.inc_by(g);
+                        }
+                    }
+                    let (type_, reason) = match cause {
+                        ReleaseCause::Invalid => (EventType::Warning, "InvalidDeferral"),
+                        _ => (EventType::Normal, "Released"),
+                    };
+                    let steer_note = affinity.as_ref().map_or_else(String::new, |(_, mode)| {
+                        format!(
+                            " ({} node affinity for {zone_key})",
+                            match mode {
+                                AffinityMode::Required => "required",
+                                _ => "preferred",
+                            }
+                        )
+                    });
+                    tracing::info!(pod = %key, reason = cause.metric_label(), zone = %zone_key, "{message}");
+                    self.events.emit(
+                        pod,
+                        type_,
+                        reason,
+                        "Release",
+                        format!("{message}{steer_note}"),
+                    );
+                    return None;
+                }
+                Ok(Released::DryRun) => {
+                    tracing::info!(pod = %key, reason = cause.metric_label(), "dry run: {message}");
+                    self.overlay.insert(uid(pod), (rv(pod), Overlay::Released));
+                    return None;
+                }
+                Ok(Released::Paced(Pace::ClusterBusy(wait))) => {
+                    if started.elapsed() + wait > self.settings.max_pass {
+                        return Some(Pace::ClusterBusy(Duration::ZERO));
+                    }
+                    tokio::time::sleep(wait).await;
+                }
+                Ok(Released::Paced(p)) => return Some(p),
+                Ok(Released::Conflict(why)) => {
+                    tracing::debug!(pod = %key, %why, "release conflict; retrying on the next pass");
+                    return None;
+                }
+                Err(e) => {
+                    self.metrics.release_errors.inc();
+                    tracing::warn!(pod = %key, error = %e, "release failed; retrying on the next pass");
+                    return None;
+                }
+            }
+        }
+    }
+
+    async fn store_plans(&mut self, pods: &[Arc<Pod>], plans: Vec<Action>) {
+        let client = self.client.clone();
+        let dry_run = self.settings.dry_run;
+        let writes = plans.into_iter().filter_map(|a| match a {
+            Action::Plan {
+                pod,
+                stored,
+                revised,
+                message,
+            } => Some((pods[pod].clone(), stored, revised, message)),
+            Action::Release { .. } => None,
+        });
+        let results: Vec<_> = futures::stream::iter(writes)
+            .map(|(pod, stored, revised, message)| {
+                let client = client.clone();
+                async move {
+                    let annotations = stored.to_annotations();
+                    if dry_run {
+                        let mut p = (*pod).clone();
+                        p.metadata
+                            .annotations
+                            .get_or_insert_with(Default::default)
+                            .extend(annotations);
+                        return (pod, Ok(p), revised, message);
+                    }
+                    let api: Api<Pod> = Api::namespaced(
+                        client,
+                        pod.metadata.namespace.as_deref().unwrap_or_default(),
+                    );
+                    let patch = json!({ "metadata": { "annotations": annotations } });
+                    let r = api
+                        .patch(
+                            pod.metadata.name.as_deref().unwrap_or_default(),
+                            &patch_params(),
+                            &Patch::Merge(&patch),
+                        )
+                        .await;
+                    (pod, r, revised, message)
+                }
+            })
+            .buffer_unordered(8)
+            .collect()
+            .await;
+        for (pod, result, revised, message) in results {
+            match result {
+                Ok(updated) => {
+                    self.overlay
+                        .insert(uid(&pod), (rv(&pod), Overlay::Updated(Arc::new(updated))));
+                    self.metrics
+                        .plan(if revised { "revised" } else { "planned" });
+                    tracing::info!(
+                        pod = %format!("{}/{}", pod.metadata.namespace.as_deref().unwrap_or_default(), pod.metadata.name.as_deref().unwrap_or_default()),
+                        revised,
+                        "{message}"
+                    );
+                    if !dry_run {
+                        self.events.emit(
+                            &pod,
+                            EventType::Normal,
+                            if revised {
+                                "DeferralRevised"
+                            } else {
+                                "Deferred"
+                            },
+                            "Plan",
+                            message,
+                        );
+                    }
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "storing a plan failed; retrying on the next pass")
+                }
+            }
+        }
+    }
+}
+
+/// Runs the controller until `shutdown` resolves.
+pub async fn run_controller(
+    client: kube::Client,
+    settings: ControllerSettings,
+    metrics: ControllerMetrics,
+    readiness: Readiness,
+    clock: Clock,
+    shutdown: impl Future<Output = ()>,
+) -> anyhow::Result<()> {
+    for name in ["pods", "nodes", "snapshot"] {
+        readiness.register(name);
+    }
+    let changed = Arc::new(Notify::new());
+    let (pods, pod_writer) = reflector::store();
+    let (nodes, node_writer) = reflector::store();
+    let snapshot = Arc::new(RwLock::new(SnapshotState::default()));
+    let tasks = vec![
+        tokio::spawn(reflect(
+            Api::<Pod>::all(client.clone()),
+            watcher::Config::default().fields("spec.nodeName="),
+            pod_writer,
+            readiness.clone(),
+            "pods",
+            changed.clone(),
+        )),
+        tokio::spawn(reflect(
+            Api::<Node>::all(client.clone()),
+            watcher::Config::default(),
+            node_writer,
+            readiness.clone(),
+            "nodes",
+            changed.clone(),
+        )),
+        tokio::spawn(watch_snapshot(
+            client.clone(),
+            settings.snapshot_namespace.clone(),
+            settings.snapshot_name.clone(),
+            snapshot.clone(),
+            readiness.clone(),
+            changed.clone(),
+        )),
+    ];
+    let (always_tx, always_rx) = watch::channel(true);
+    let (mut leader, lease_task) = match &settings.leader {
+        Some(l) => {
+            let manager = LeaseManagerBuilder::new(client.clone(), &l.lease_name)
+                .with_namespace(&l.namespace)
+                .with_identity(&l.identity)
+                .with_duration(l.duration_seconds)
+                .with_grace(l.grace_seconds)
+                .build()
+                .await
+                .with_context(|| {
+                    format!(
+                        "setting up the leader lease {}/{}",
+                        l.namespace, l.lease_name
+                    )
+                })?;
+            let (rx, task) = manager.watch().await;
+            (rx, Some(task))
+        }
+        None => (always_rx, None),
+    };
+    let mut r = Reconciler {
+        actuator: Actuator::new(client.clone(), &settings.pacing, settings.dry_run),
+        events: Events::new((settings.events && !settings.dry_run).then(|| client.clone())),
+        client,
+        metrics,
+        clock,
+        caches: Caches {
+            pods,
+            nodes,
+            snapshot,
+            changed,
+        },
+        overlay: HashMap::new(),
+        last_generation: None,
+        last_replan: None,
+        settings,
+    };
+    tokio::pin!(shutdown);
+    let mut was_leader = false;
+    loop {
+        tokio::select! {
+            () = &mut shutdown => break,
+            () = tokio::time::sleep(r.settings.tick) => {},
+            () = r.caches.changed.notified() => {},
+            res = leader.changed() => {
+                if res.is_err() {
+                    tracing::error!("leader election stopped; exiting");
+                    break;
+                }
+            },
+        }
+        let is_leader = *leader.borrow();
+        if is_leader != was_leader {
+            tracing::info!(leader = is_leader, "leadership changed");
+            was_leader = is_leader;
+            r.overlay.clear();
+        }
+        r.metrics.leader.set(i64::from(is_leader));
+        if !is_leader || !readiness.waiting().is_empty() {
+            continue;
+        }
+        r.pass(&leader).await;
+        tokio::time::sleep(r.settings.min_pass_interval).await;
+    }
+    drop(always_tx);
+    drop(leader);
+    if let Some(task) = lease_task {
+        // Dropping the receiver makes the lease manager release the lease.
+        let _ = tokio::time::timeout(Duration::from_secs(5), task).await;
+    }
+    for t in tasks {
+        t.abort();
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use carbon_kube_model::ZoneId;
+    use carbon_kube_policy::deferral::ReleasePlan;
+
+    fn plan(reason: ReleaseReason, now: f64, window: f64) -> StoredPlan {
+        StoredPlan {
+            plan: ReleasePlan {
+                release_at: 100,
+                zone: Some(ZoneId::parse("DE").unwrap()),
+                reason,
+                latest_start: 1000,
+                deadline: 2000,
+                expected_g_per_kwh: Some(window),
+                now_g_per_kwh: Some(now),
+            },
+            planned_at: 0,
+            cpu_millis: 4000,
+            duration_seconds: 7200,
+        }
+    }
+
+    #[test]
+    fn savings_are_intensity_difference_times_estimated_energy() {
+        // 4 vCPU x 2.5 W x 2 h = 20 Wh = 0.02 kWh; 300 - 100 g/kWh -> 4 g.
+        let g = expected_savings_grams(&plan(ReleaseReason::GreenWindow, 300.0, 100.0), 2.5);
+        assert!((g - 4.0).abs() < 1e-9, "{g}");
+        assert_eq!(
+            expected_savings_grams(&plan(ReleaseReason::NowIsBest, 300.0, 100.0), 2.5),
+            0.0
+        );
+        assert_eq!(
+            expected_savings_grams(&plan(ReleaseReason::GreenWindow, 100.0, 300.0), 2.5),
+            0.0
+        );
+    }
+}

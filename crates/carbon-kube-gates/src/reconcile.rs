@@ -1,0 +1,511 @@
+//! One reconcile pass over the gated pods: for each, plan its release, keep
+//! its plan, or release it now, and say why. No IO: the controller passes
+//! the pods, nodes, snapshot and `now`, and carries out the actions.
+//!
+//! Per pod, in order of creation:
+//!
+//! 1. `carbon-kube.io/release-now` (or `carbon-kube.io/opt-out: "true"`) →
+//!    release, reason `manual`.
+//! 2. No or invalid deferral annotations → release at once, reason
+//!    `invalid`, with every problem named (never stuck).
+//! 3. The latest start (deadline − expected duration − the planner's safety
+//!    margin) has come → release, reason `deadline`, whatever the data says.
+//! 4. A stored plan (annotation `carbon-kube.io/release-plan`) that is due →
+//!    release with the plan's reason.
+//! 5. No stored plan, or a re-plan pass (the snapshot changed): plan with
+//!    `carbon_kube_policy::deferral::plan_release` over the zones the pod
+//!    may run in, against the capacity promised to the other plans; a due
+//!    plan releases now, a new plan is stored, and a standing plan is
+//!    replaced only when `should_revise` says so (hysteresis).
+//!
+//! The promised-capacity ledger is rebuilt on every pass from the plans
+//! stored on the pods, so a restarted controller sees exactly what the last
+//! one promised.
+
+use std::collections::BTreeMap;
+
+use carbon_kube_model::{Snapshot, UnixSeconds, ZoneId, keys};
+use carbon_kube_policy::deferral::{
+    DeferralConfig, DeferralRequest, PromisedCapacity, ReleasePlan, ReleaseReason, fmt_utc,
+    plan_release, should_revise,
+};
+use k8s_openapi::api::core::v1::Pod;
+use serde::{Deserialize, Serialize};
+
+use crate::spec::{DeferralSpec, SpecDefaults, SpecOutcome, describe_problems, read_spec};
+use crate::zones::{Eligibility, NodeEntry, eligible_zones, pod_cpu_millis};
+
+/// Pod annotation holding the stored plan (JSON), written by the controller.
+pub const ANNOTATION_RELEASE_PLAN: &str = "carbon-kube.io/release-plan";
+/// Pod annotation with the time the controller released the pod (RFC 3339).
+pub const ANNOTATION_RELEASED_AT: &str = "carbon-kube.io/released-at";
+
+/// A plan as stored on the pod: the planner's answer plus what is needed to
+/// rebuild the capacity ledger after a restart.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct StoredPlan {
+    /// The planner's answer.
+    #[serde(flatten)]
+    pub plan: ReleasePlan,
+    /// When the plan was made.
+    pub planned_at: UnixSeconds,
+    /// CPU promised in the window, millicores.
+    pub cpu_millis: u64,
+    /// Expected run time the plan assumed, seconds.
+    pub duration_seconds: i64,
+}
+
+impl StoredPlan {
+    /// Reads the stored plan from a pod's annotations; `None` when absent or
+    /// unreadable (the pod is then planned again).
+    pub fn from_annotations(annotations: &BTreeMap<String, String>) -> Option<Self> {
+        serde_json::from_str(annotations.get(ANNOTATION_RELEASE_PLAN)?).ok()
+    }
+
+    /// The annotations that store this plan.
+    pub fn to_annotations(&self) -> BTreeMap<String, String> {
+        BTreeMap::from([
+            (
+                ANNOTATION_RELEASE_PLAN.to_owned(),
+                serde_json::to_string(self).unwrap_or_default(),
+            ),
+            (
+                keys::ANNOTATION_PLANNED_RELEASE.to_owned(),
+                crate::spec::format_time(self.plan.release_at),
+            ),
+        ])
+    }
+
+    fn promises(&self) -> Option<&ZoneId> {
+        (self.plan.reason == ReleaseReason::GreenWindow)
+            .then_some(self.plan.zone.as_ref())
+            .flatten()
+    }
+}
+
+/// What the reconciler needs to know about one gated pod.
+#[derive(Clone, Debug, PartialEq)]
+pub struct GatedPod {
+    /// `namespace/name`.
+    pub key: String,
+    /// When it was created.
+    pub created: UnixSeconds,
+    /// Its annotations.
+    pub annotations: BTreeMap<String, String>,
+    /// CPU it requests, millicores.
+    pub cpu_millis: u64,
+    /// The zones it may run in.
+    pub eligibility: Eligibility,
+}
+
+impl GatedPod {
+    /// Reads a pod against the current nodes. A pod without a creation time
+    /// (never from the API server) counts as created at `now`.
+    pub fn from_pod(pod: &Pod, nodes: &[NodeEntry], now: UnixSeconds) -> Self {
+        Self {
+            key: format!(
+                "{}/{}",
+                pod.metadata.namespace.as_deref().unwrap_or_default(),
+                pod.metadata.name.as_deref().unwrap_or_default()
+            ),
+            created: pod
+                .metadata
+                .creation_timestamp
+                .as_ref()
+                .map_or(now, |t| t.0.as_second()),
+            annotations: pod.metadata.annotations.clone().unwrap_or_default(),
+            cpu_millis: pod_cpu_millis(pod),
+            eligibility: eligible_zones(pod, nodes),
+        }
+    }
+}
+
+/// Why a pod is released.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ReleaseCause {
+    /// The planner's reason (green window, now is best, deadline, no data).
+    Planned(ReleaseReason),
+    /// A person asked (`release-now` or `opt-out`).
+    Manual,
+    /// The annotations are missing or wrong.
+    Invalid,
+}
+
+impl ReleaseCause {
+    /// The `reason` label of `carbon_kube_gate_releases_total`.
+    pub fn metric_label(self) -> &'static str {
+        match self {
+            Self::Planned(r) => r.metric_label(),
+            Self::Manual => "manual",
+            Self::Invalid => "invalid",
+        }
+    }
+
+    /// The value written to `carbon-kube.io/release-reason`.
+    pub fn annotation_value(self) -> &'static str {
+        match self {
+            Self::Planned(r) => r.as_str(),
+            Self::Manual => "manual",
+            Self::Invalid => "invalid",
+        }
+    }
+}
+
+/// What to do with one pod.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Action {
+    /// Store a plan on the pod (new or revised) and leave it gated.
+    Plan {
+        /// Index into the pods passed to [`reconcile`].
+        pod: usize,
+        /// The plan.
+        stored: StoredPlan,
+        /// Whether it replaces a standing plan.
+        revised: bool,
+        /// One sentence for the Event.
+        message: String,
+    },
+    /// Remove the gate now.
+    Release {
+        /// Index into the pods passed to [`reconcile`].
+        pod: usize,
+        /// Why.
+        cause: ReleaseCause,
+        /// The zone to steer the pod to, if the plan chose one.
+        zone: Option<ZoneId>,
+        /// The plan the release follows, if any (for savings).
+        plan: Option<StoredPlan>,
+        /// The pod's latest start (for ordering; `i64::MIN` when unknown).
+        latest_start: UnixSeconds,
+        /// Past the hard margin before the latest start: not paced.
+        urgent: bool,
+        /// One sentence for the Event.
+        message: String,
+    },
+}
+
+impl Action {
+    /// The index of the pod the action is about.
+    pub fn pod(&self) -> usize {
+        match self {
+            Self::Plan { pod, .. } | Self::Release { pod, .. } => *pod,
+        }
+    }
+}
+
+/// Reconciler settings.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ReconcileConfig {
+    /// The planner's settings.
+    pub deferral: DeferralConfig,
+    /// Defaults for annotations.
+    pub spec: SpecDefaults,
+    /// Within this many seconds of the latest start, releases skip pacing.
+    pub hard_deadline_margin_seconds: i64,
+}
+
+impl Default for ReconcileConfig {
+    fn default() -> Self {
+        Self {
+            deferral: DeferralConfig::default(),
+            spec: SpecDefaults::default(),
+            hard_deadline_margin_seconds: 60,
+        }
+    }
+}
+
+/// The planning grid: the finest forecast step in the snapshot (1 s to 1 h),
+/// one hour without forecasts.
+pub fn slot_seconds(snapshot: &Snapshot) -> i64 {
+    snapshot
+        .zones
+        .values()
+        .filter_map(|r| r.forecast.as_ref())
+        .map(|f| i64::from(f.step_seconds))
+        .filter(|s| *s > 0)
+        .min()
+        .unwrap_or(3600)
+        .clamp(1, 3600)
+}
+
+/// The capacity ledger promised by the stored plans, with each zone's
+/// capacity set from its schedulable nodes' allocatable CPU.
+pub fn ledger(
+    pods: &[GatedPod],
+    nodes: &[NodeEntry],
+    slot: i64,
+    now: UnixSeconds,
+) -> PromisedCapacity {
+    let mut l = PromisedCapacity::new(slot);
+    let mut cap: BTreeMap<&ZoneId, u64> = BTreeMap::new();
+    for n in nodes.iter().filter(|n| !n.unschedulable) {
+        if let Some(z) = &n.zone {
+            *cap.entry(z).or_default() += n.cpu_millis;
+        }
+    }
+    for (z, c) in cap {
+        l.set_capacity(z.clone(), c);
+    }
+    for p in pods {
+        if let Some(s) = StoredPlan::from_annotations(&p.annotations)
+            && s.plan.release_at > now
+            && let Some(z) = s.promises()
+        {
+            l.promise(z, s.plan.release_at, s.duration_seconds, s.cpu_millis);
+        }
+    }
+    l.forget_before(now);
+    l
+}
+
+fn truthy(v: Option<&String>) -> bool {
+    v.is_some_and(|v| {
+        let v = v.trim();
+        !v.eq_ignore_ascii_case("false") && v != "0"
+    })
+}
+
+/// Plans or releases every gated pod. `replan`: revisit standing plans (the
+/// snapshot changed). Releases come first in the result, most urgent first.
+pub fn reconcile(
+    pods: &[GatedPod],
+    snapshot: &Snapshot,
+    nodes: &[NodeEntry],
+    now: UnixSeconds,
+    cfg: &ReconcileConfig,
+    replan: bool,
+) -> Vec<Action> {
+    let slot = slot_seconds(snapshot);
+    let mut ledger = ledger(pods, nodes, slot, now);
+    let mut order: Vec<usize> = (0..pods.len()).collect();
+    order.sort_by(|a, b| (pods[*a].created, &pods[*a].key).cmp(&(pods[*b].created, &pods[*b].key)));
+    let mut actions = Vec::new();
+    for i in order {
+        if let Some(a) = reconcile_one(i, &pods[i], snapshot, now, cfg, replan, &mut ledger) {
+            actions.push(a);
+        }
+    }
+    actions.sort_by_key(|a| match a {
+        Action::Release {
+            urgent,
+            latest_start,
+            ..
+        } => (0, !*urgent, *latest_start),
+        Action::Plan { .. } => (1, true, 0),
+    });
+    actions
+}
+
+fn release(
+    pod: usize,
+    cause: ReleaseCause,
+    plan: Option<StoredPlan>,
+    latest_start: UnixSeconds,
+    urgent: bool,
+    message: String,
+) -> Action {
+    Action::Release {
+        pod,
+        cause,
+        zone: plan.as_ref().and_then(|p| p.plan.zone.clone()),
+        plan,
+        latest_start,
+        urgent,
+        message,
+    }
+}
+
+fn reconcile_one(
+    i: usize,
+    pod: &GatedPod,
+    snapshot: &Snapshot,
+    now: UnixSeconds,
+    cfg: &ReconcileConfig,
+    replan: bool,
+    ledger: &mut PromisedCapacity,
+) -> Option<Action> {
+    let a = &pod.annotations;
+    if truthy(a.get(keys::ANNOTATION_RELEASE_NOW)) {
+        return Some(release(
+            i,
+            ReleaseCause::Manual,
+            None,
+            i64::MIN,
+            false,
+            format!("released by hand ({})", keys::ANNOTATION_RELEASE_NOW),
+        ));
+    }
+    if a.get(keys::ANNOTATION_OPT_OUT)
+        .is_some_and(|v| v.trim().eq_ignore_ascii_case("true"))
+    {
+        return Some(release(
+            i,
+            ReleaseCause::Manual,
+            None,
+            i64::MIN,
+            false,
+            format!(
+                "released: the pod opted out ({}=true)",
+                keys::ANNOTATION_OPT_OUT
+            ),
+        ));
+    }
+    let spec = match read_spec(a, pod.created, &cfg.spec) {
+        SpecOutcome::Valid(s) => s,
+        SpecOutcome::NotRequested => {
+            return Some(release(
+                i,
+                ReleaseCause::Invalid,
+                None,
+                i64::MIN,
+                false,
+                format!(
+                    "released at once: the pod carries the {} gate but neither {} nor {}, so there is no deadline to plan against",
+                    keys::SCHEDULING_GATE,
+                    keys::ANNOTATION_DEADLINE,
+                    keys::ANNOTATION_MAX_DELAY
+                ),
+            ));
+        }
+        SpecOutcome::Invalid(problems) => {
+            return Some(release(
+                i,
+                ReleaseCause::Invalid,
+                None,
+                i64::MIN,
+                false,
+                format!(
+                    "released at once: invalid deferral annotations: {}",
+                    describe_problems(&problems)
+                ),
+            ));
+        }
+    };
+    let latest = spec.latest_start();
+    let urgent = now >= latest - cfg.hard_deadline_margin_seconds.max(0);
+    let stored = StoredPlan::from_annotations(a).filter(|s| s.plan.deadline == spec.deadline);
+    let duration = spec.expected_duration_seconds;
+    if now >= latest - cfg.deferral.start_safety_seconds.max(0) {
+        return Some(release(
+            i,
+            ReleaseCause::Planned(ReleaseReason::Deadline),
+            stored,
+            latest,
+            urgent,
+            deadline_message(&spec),
+        ));
+    }
+    if let Some(s) = &stored
+        && s.plan.is_due(now)
+    {
+        return Some(release(
+            i,
+            ReleaseCause::Planned(s.plan.reason),
+            Some(s.clone()),
+            latest,
+            urgent,
+            due_message(s),
+        ));
+    }
+    if stored.is_some() && !replan {
+        return None;
+    }
+    if pod.eligibility.zones.is_empty() {
+        return Some(release(
+            i,
+            ReleaseCause::Planned(ReleaseReason::NoData),
+            None,
+            latest,
+            urgent,
+            format!(
+                "released now: none of the {} nodes this pod may run on has a known grid zone (fail open)",
+                pod.eligibility.matching_nodes
+            ),
+        ));
+    }
+    if let Some(s) = &stored
+        && let Some(z) = s.promises()
+    {
+        ledger.withdraw(z, s.plan.release_at, s.duration_seconds, s.cpu_millis);
+    }
+    let req = DeferralRequest {
+        now,
+        deadline: spec.deadline,
+        expected_duration_seconds: duration,
+        zones: &pod.eligibility.zones,
+        cpu_millis: pod.cpu_millis,
+    };
+    let fresh = plan_release(&req, snapshot, ledger, &cfg.deferral);
+    let fresh = StoredPlan {
+        plan: fresh,
+        planned_at: now,
+        cpu_millis: pod.cpu_millis,
+        duration_seconds: duration,
+    };
+    if fresh.plan.is_due(now) {
+        let message = fresh.plan.explain();
+        return Some(release(
+            i,
+            ReleaseCause::Planned(fresh.plan.reason),
+            Some(fresh),
+            latest,
+            urgent,
+            message,
+        ));
+    }
+    let keep = match &stored {
+        Some(s) if !should_revise(&s.plan, &fresh.plan, &cfg.deferral) => Some(s.clone()),
+        _ => None,
+    };
+    if let Some(s) = keep {
+        if let Some(z) = s.promises() {
+            ledger.promise(z, s.plan.release_at, s.duration_seconds, s.cpu_millis);
+        }
+        return None;
+    }
+    if let Some(z) = fresh.promises() {
+        ledger.promise(z, fresh.plan.release_at, duration, pod.cpu_millis);
+    }
+    let mut message = fresh.plan.explain();
+    if spec.capped {
+        message.push_str(" (deadline capped by the controller's --max-deferral)");
+    }
+    Some(Action::Plan {
+        pod: i,
+        revised: stored.is_some(),
+        stored: fresh,
+        message,
+    })
+}
+
+fn deadline_message(spec: &DeferralSpec) -> String {
+    format!(
+        "released for its deadline {}: latest start {} (expected run {} s) reached",
+        fmt_utc(spec.deadline),
+        fmt_utc(spec.latest_start()),
+        spec.expected_duration_seconds
+    )
+}
+
+fn due_message(s: &StoredPlan) -> String {
+    let fig = |v: Option<f64>| v.map_or_else(|| "?".to_owned(), |v| format!("{v:.0}"));
+    let zone = s
+        .plan
+        .zone
+        .as_ref()
+        .map_or_else(String::new, |z| format!(" in {z}"));
+    match s.plan.reason {
+        ReleaseReason::GreenWindow => format!(
+            "released in its green window{zone}: forecast {} g/kWh vs {} when planned at {}; deadline {}",
+            fig(s.plan.expected_g_per_kwh),
+            fig(s.plan.now_g_per_kwh),
+            fmt_utc(s.planned_at),
+            fmt_utc(s.plan.deadline)
+        ),
+        _ => s.plan.explain(),
+    }
+}
+
+#[cfg(test)]
+mod tests;
