@@ -31,6 +31,10 @@ enum Command {
     /// Replay real (or modelled) carbon traces and a workload through
     /// Carbon-Kube's policies, a baseline, peer strategies and an oracle.
     Simulate(carbon_kube_sim::Args),
+    /// Temporal shifting: the admission webhook that gates deferrable pods
+    /// and the controller that releases them in green windows.
+    #[command(subcommand)]
+    Gates(carbon_kube_gates::GatesCommand),
 }
 
 fn main() -> ExitCode {
@@ -56,6 +60,9 @@ fn main() -> ExitCode {
                 .await
                 .map(|()| ExitCode::SUCCESS),
             Command::Simulate(args) => carbon_kube_sim::run(args).map(|_| ExitCode::SUCCESS),
+            Command::Gates(cmd) => carbon_kube_gates::run(cmd)
+                .await
+                .map(|()| ExitCode::SUCCESS),
         }
     });
     match result {
