@@ -122,6 +122,10 @@ pub struct ControllerArgs {
     #[arg(long)]
     pub no_leader_elect: bool,
 
+    /// Only release pods in this namespace (default: every namespace).
+    #[arg(long)]
+    pub watch_namespace: Option<String>,
+
     /// Name of the leader Lease.
     #[arg(long, default_value = "carbon-kube-gates")]
     pub lease_name: String,
@@ -211,6 +215,7 @@ impl ControllerArgs {
                 duration_seconds: lease_duration,
                 grace_seconds: (lease_duration / 3).max(1),
             }),
+            pod_namespace: self.watch_namespace.clone(),
             ..ControllerSettings::default()
         })
     }

@@ -90,6 +90,8 @@ pub struct ControllerSettings {
     pub events: bool,
     /// Leader election; `None` acts at once (single replica, tests).
     pub leader: Option<LeaderSettings>,
+    /// Only pods in this namespace (default: every namespace).
+    pub pod_namespace: Option<String>,
 }
 
 impl Default for ControllerSettings {
@@ -109,6 +111,7 @@ impl Default for ControllerSettings {
             dry_run: false,
             events: true,
             leader: None,
+            pod_namespace: None,
         }
     }
 }
@@ -536,7 +539,10 @@ pub async fn run_controller(
     let snapshot = Arc::new(RwLock::new(SnapshotState::default()));
     let tasks = vec![
         tokio::spawn(reflect(
-            Api::<Pod>::all(client.clone()),
+            match &settings.pod_namespace {
+                Some(ns) => Api::<Pod>::namespaced(client.clone(), ns),
+                None => Api::<Pod>::all(client.clone()),
+            },
             watcher::Config::default().fields("spec.nodeName="),
             pod_writer,
             readiness.clone(),
