@@ -776,7 +776,7 @@ async fn assert_access(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn each_service_account_has_exactly_the_access_it_needs() {
     let ns = restricted_namespace("chart-rbac").await;
-    let objects = install(&ns, "default", &[]).await;
+    let objects = install(&ns, "default", &["gates.enabled=true"]).await;
     let client = ns.client();
     let n = ns.name();
     let sa = |component: &str| format!("system:serviceaccount:{n}:{n}-carbon-kube-{component}");
@@ -791,9 +791,15 @@ async fn each_service_account_has_exactly_the_access_it_needs() {
         .collect();
     assert_eq!(
         accounts,
-        BTreeSet::from([sa("scheduler"), sa("poller")]),
+        BTreeSet::from([
+            sa("scheduler"),
+            sa("poller"),
+            sa("gates-webhook"),
+            sa("gates-controller")
+        ]),
         "one ServiceAccount per component"
     );
+    let gates_lease = format!("{n}-carbon-kube-gates-controller");
     let scheduler_lease = format!("{n}-carbon-kube-scheduler");
 
     // Dangerous for everyone.
@@ -913,17 +919,653 @@ async fn each_service_account_has_exactly_the_access_it_needs() {
     )
     .await;
 
+    // The gate webhook: reads namespaces, nothing else.
+    assert_access(
+        &client,
+        &sa("gates-webhook"),
+        &[
+            access("list", "", "namespaces"),
+            access("watch", "", "namespaces"),
+        ],
+        &[
+            &dangerous[..],
+            &[
+                access("list", "", "pods"),
+                access("patch", "", "pods").ns("default").named("p"),
+                access("update", "", "namespaces").named("default"),
+                access("get", "", "configmaps")
+                    .ns(n)
+                    .named("carbon-intensity-data"),
+                access("create", "coordination.k8s.io", "leases").ns(n),
+            ],
+        ]
+        .concat(),
+    )
+    .await;
+
+    // The gate controller: reads and patches pods (removing the gate), reads
+    // nodes and the snapshot, writes Events, holds its Lease.
+    assert_access(
+        &client,
+        &sa("gates-controller"),
+        &[
+            access("list", "", "pods"),
+            access("watch", "", "pods"),
+            access("patch", "", "pods").ns("default").named("p"),
+            access("list", "", "nodes"),
+            access("watch", "", "nodes"),
+            access("get", "", "configmaps")
+                .ns(n)
+                .named("carbon-intensity-data"),
+            access("watch", "", "configmaps")
+                .ns(n)
+                .named("carbon-intensity-data"),
+            access("create", "events.k8s.io", "events").ns("default"),
+            access("create", "coordination.k8s.io", "leases").ns(n),
+            access("get", "coordination.k8s.io", "leases")
+                .ns(n)
+                .named(&gates_lease),
+            access("update", "coordination.k8s.io", "leases")
+                .ns(n)
+                .named(&gates_lease),
+        ],
+        &[
+            &dangerous[..],
+            &[
+                access("delete", "", "pods").ns("default").named("p"),
+                access("create", "", "pods").ns("default"),
+                access("create", "", "pods")
+                    .ns("default")
+                    .named("p")
+                    .sub("binding"),
+                access("create", "", "pods")
+                    .ns("default")
+                    .named("p")
+                    .sub("eviction"),
+                access("update", "", "configmaps")
+                    .ns(n)
+                    .named("carbon-intensity-data"),
+                access("update", "coordination.k8s.io", "leases")
+                    .ns(n)
+                    .named(&scheduler_lease),
+                access("update", "coordination.k8s.io", "leases")
+                    .ns("kube-system")
+                    .named("kube-scheduler"),
+            ],
+        ]
+        .concat(),
+    )
+    .await;
+
     // Nothing cluster-wide that a namespaced Role could do: every ClusterRole
     // rule names cluster-scoped resources or ones needed in every namespace.
     for role in of_kind(&objects, "ClusterRole") {
         for rule in role["rules"].as_array().unwrap() {
             for resource in rule["resources"].as_array().unwrap() {
                 assert!(
-                    ["nodes", "pods", "events"].contains(&resource.as_str().unwrap()),
+                    ["nodes", "pods", "events", "namespaces"].contains(&resource.as_str().unwrap()),
                     "{}: {resource} could be namespaced",
                     kind_name(role)
                 );
             }
         }
     }
+}
+
+// ---------------------------------------------------------------------------
+// Alert rules and dashboards
+
+#[test]
+fn alert_rules_pass_promtool_check_and_their_unit_tests() {
+    let promtool = tool("promtool");
+    let chart = chart_dir();
+    let rules = chart.join("rules/carbon-kube.rules.yaml");
+    let out = run(&promtool, &["check", "rules", rules.to_str().unwrap()]);
+    assert!(
+        out.status.success(),
+        "promtool check rules:\n{}",
+        text(&out)
+    );
+    assert!(text(&out).contains("SUCCESS"), "{}", text(&out));
+    // Every unit-test file under tests/, and every alert tested in one.
+    let mut tested = BTreeSet::new();
+    let mut files = 0;
+    for entry in std::fs::read_dir(chart.join("tests")).unwrap() {
+        let path = entry.unwrap().path();
+        if !path.to_string_lossy().ends_with(".test.yaml") {
+            continue;
+        }
+        files += 1;
+        let out = run(&promtool, &["test", "rules", path.to_str().unwrap()]);
+        assert!(
+            out.status.success(),
+            "promtool test rules {}:\n{}",
+            path.display(),
+            text(&out)
+        );
+        let cases: Value =
+            serde_saphyr::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+        for case in cases["tests"].as_array().unwrap() {
+            for t in case["alert_rule_test"].as_array().into_iter().flatten() {
+                if t["exp_alerts"].as_array().is_some_and(|a| !a.is_empty()) {
+                    tested.insert(t["alertname"].as_str().unwrap().to_owned());
+                }
+            }
+        }
+    }
+    assert!(
+        files > 0,
+        "no promtool unit tests in {}",
+        chart.join("tests").display()
+    );
+    let alerts: BTreeSet<String> = rule_groups()
+        .iter()
+        .flat_map(|g| g["rules"].as_array().unwrap().iter())
+        .filter_map(|r| r["alert"].as_str().map(str::to_owned))
+        .collect();
+    let untested: Vec<_> = alerts.difference(&tested).collect();
+    assert!(
+        untested.is_empty(),
+        "alerts no unit test sees firing: {untested:?}"
+    );
+}
+
+/// The groups of every rule file in rules/.
+fn rule_groups() -> Vec<Value> {
+    let mut groups = Vec::new();
+    for entry in std::fs::read_dir(chart_dir().join("rules")).unwrap() {
+        let path = entry.unwrap().path();
+        let file: Value = serde_saphyr::from_str(&std::fs::read_to_string(&path).unwrap())
+            .unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+        groups.extend(file["groups"].as_array().unwrap().iter().cloned());
+    }
+    groups
+}
+
+/// The dashboards in dashboards/, by file stem.
+fn dashboards() -> BTreeMap<String, (String, Value)> {
+    std::fs::read_dir(chart_dir().join("dashboards"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|x| x == "json"))
+        .map(|p| {
+            let text = std::fs::read_to_string(&p).unwrap();
+            let json: Value =
+                serde_json::from_str(&text).unwrap_or_else(|e| panic!("{}: {e}", p.display()));
+            let stem = p.file_stem().unwrap().to_string_lossy().into_owned();
+            (stem, (text, json))
+        })
+        .collect()
+}
+
+#[test]
+fn the_chart_ships_the_tested_rules_and_the_dashboards_for_the_grafana_sidecar() {
+    let objects = render("carbon-kube", "carbon-kube", "ha", &[]);
+    let rules = of_kind(&objects, "PrometheusRule");
+    assert_eq!(rules.len(), 1);
+    // The ha scenario enables the gates: both rule files, in order.
+    let mut groups = Vec::new();
+    for file in ["carbon-kube.rules.yaml", "carbon-kube-gates.rules.yaml"] {
+        let rule_file: Value = serde_saphyr::from_str(
+            &std::fs::read_to_string(chart_dir().join("rules").join(file)).unwrap(),
+        )
+        .unwrap();
+        groups.extend(rule_file["groups"].as_array().unwrap().iter().cloned());
+    }
+    assert_eq!(rules[0]["spec"]["groups"], Value::Array(groups));
+    let without_gates = render("carbon-kube", "carbon-kube", "ha", &["gates.enabled=false"]);
+    let text = serde_json::to_string(&of_kind(&without_gates, "PrometheusRule")[0]).unwrap();
+    assert!(
+        !text.contains("CarbonKubeGate"),
+        "gate alerts without the gates"
+    );
+
+    let dashboards = dashboards();
+    let titles: BTreeSet<&str> = dashboards
+        .values()
+        .map(|(_, d)| d["title"].as_str().unwrap())
+        .collect();
+    for wanted in ["Carbon-Kube Overview", "Carbon-Kube Scheduler Performance"] {
+        assert!(
+            titles.contains(wanted),
+            "no dashboard {wanted:?}: {titles:?}"
+        );
+    }
+    let uids: BTreeSet<&str> = dashboards
+        .values()
+        .map(|(_, d)| d["uid"].as_str().unwrap())
+        .collect();
+    assert_eq!(uids.len(), dashboards.len(), "dashboard uids are unique");
+    let maps = of_kind(&objects, "ConfigMap");
+    for (stem, (text, _)) in &dashboards {
+        // Pretty-printed: reviewable one field per line.
+        assert!(
+            text.lines().count() > 50 && text.lines().all(|l| l.len() < 400),
+            "{stem}.json is not pretty-printed"
+        );
+        let cm = maps
+            .iter()
+            .find(|c| c["metadata"]["name"] == format!("carbon-kube-dashboard-{stem}"))
+            .unwrap_or_else(|| panic!("no ConfigMap for {stem}"));
+        assert_eq!(cm["metadata"]["labels"]["grafana_dashboard"], "1");
+        assert_eq!(
+            cm["metadata"]["annotations"]["grafana_folder"],
+            "Carbon-Kube"
+        );
+        let shipped = cm["data"][format!("carbon-kube-{stem}.json")]
+            .as_str()
+            .unwrap();
+        assert_eq!(shipped.trim_end(), text.trim_end(), "{stem}");
+    }
+    // Off by default: no monitoring objects without the CRDs or Grafana.
+    let defaults = render("carbon-kube", "carbon-kube", "default", &[]);
+    for kind in ["PrometheusRule", "ServiceMonitor"] {
+        assert!(
+            of_kind(&defaults, kind).is_empty(),
+            "{kind} rendered by default"
+        );
+    }
+}
+
+/// kube-scheduler's metrics the dashboards may use, as defined in
+/// k8s.io/kubernetes v1.37.2 pkg/scheduler/metrics/metrics.go and listed in
+/// <https://kubernetes.io/docs/reference/instrumentation/metrics/> (name,
+/// type). Only stable and beta metrics.
+const KUBE_SCHEDULER_METRICS: &[(&str, &str)] = &[
+    ("scheduler_schedule_attempts_total", "counter"),
+    ("scheduler_scheduling_attempt_duration_seconds", "histogram"),
+    ("scheduler_pending_pods", "gauge"),
+    ("scheduler_preemption_attempts_total", "counter"),
+    ("scheduler_pod_scheduling_sli_duration_seconds", "histogram"),
+    (
+        "scheduler_framework_extension_point_duration_seconds",
+        "histogram",
+    ),
+];
+
+/// Series names an exposition declares: counters as `<name>_total`,
+/// histograms as `_bucket`, `_sum`, `_count`, everything else as is.
+fn series_names(exposition: &str) -> BTreeSet<String> {
+    let mut names = BTreeSet::new();
+    for line in exposition.lines() {
+        if let Some(rest) = line.strip_prefix("# TYPE ") {
+            let mut parts = rest.split_whitespace();
+            let (Some(name), Some(kind)) = (parts.next(), parts.next()) else {
+                continue;
+            };
+            names.extend(expand(name, kind));
+        } else if !line.starts_with('#') && !line.trim().is_empty() {
+            let name = line.split(['{', ' ']).next().unwrap();
+            names.insert(name.to_owned());
+        }
+    }
+    names
+}
+
+fn expand(name: &str, kind: &str) -> Vec<String> {
+    match kind {
+        "counter" => vec![format!("{}_total", name.trim_end_matches("_total"))],
+        "histogram" => ["_bucket", "_sum", "_count"]
+            .iter()
+            .map(|s| format!("{name}{s}"))
+            .collect(),
+        _ => vec![name.to_owned()],
+    }
+}
+
+/// A `carbon-kube` child process, killed (by its id) when dropped.
+struct Running(std::process::Child);
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+fn spawn(args: &[&str], kubeconfig: Option<&Path>, log: &Path) -> Running {
+    let log_file = std::fs::File::create(log).unwrap();
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_carbon-kube"));
+    match kubeconfig {
+        Some(path) => cmd.env("KUBECONFIG", path),
+        None => cmd.env_remove("KUBECONFIG"),
+    };
+    let child = cmd
+        .args(args)
+        .env_remove("ELECTRICITY_MAPS_API_KEY")
+        .env("CARBON_KUBE_LOG_FORMAT", "text")
+        .stdout(log_file.try_clone().unwrap())
+        .stderr(log_file)
+        .spawn()
+        .unwrap();
+    Running(child)
+}
+
+/// Waits for `url` to answer 200 and returns its body.
+async fn get_ok(http: &reqwest::Client, url: &str, log: &Path) -> String {
+    let found = wait_until(
+        format!("{url} to answer 200"),
+        Duration::from_secs(60),
+        || async {
+            match http.get(url).send().await {
+                Ok(r) if r.status().is_success() => match r.text().await {
+                    Ok(body) => Progress::Done(body),
+                    Err(e) => Progress::Waiting(e.to_string()),
+                },
+                Ok(r) => Progress::Waiting(r.status().to_string()),
+                Err(e) => Progress::Waiting(e.to_string()),
+            }
+        },
+    )
+    .await;
+    found.unwrap_or_else(|e| {
+        panic!(
+            "{e}\nlog:\n{}",
+            std::fs::read_to_string(log).unwrap_or_default()
+        )
+    })
+}
+
+/// Metric names the running binaries export: the poller (static provider,
+/// to a file, no cluster) and the extender (standalone, reading that file,
+/// with the chart's rendered settings), each scraped on /metrics.
+async fn exported_metrics() -> BTreeSet<String> {
+    carbon_kube_testkit::ensure_crypto_provider();
+    let dir = tempfile::tempdir().unwrap();
+    let snapshot = dir.path().join("snapshot.json");
+    let http = reqwest::Client::new();
+
+    let poller_port = free_port().to_string();
+    let poller_log = dir.path().join("poller.log");
+    let _poller = spawn(
+        &[
+            "poller",
+            "--interval",
+            "10s",
+            "--zones",
+            "DE,FR",
+            "--chain",
+            "default=static",
+            "--output",
+            snapshot.to_str().unwrap(),
+            "--listen",
+            &format!("127.0.0.1:{poller_port}"),
+        ],
+        None,
+        &poller_log,
+    );
+    let base = format!("http://127.0.0.1:{poller_port}");
+    get_ok(&http, &format!("{base}/readyz"), &poller_log).await;
+    let mut names = series_names(&get_ok(&http, &format!("{base}/metrics"), &poller_log).await);
+
+    // The extender with the settings file the chart renders.
+    let objects = render("carbon-kube", "carbon-kube", "ha", &[]);
+    let cm = of_kind(&objects, "ConfigMap")
+        .into_iter()
+        .find(|c| c["metadata"]["name"] == "carbon-kube-scheduler")
+        .unwrap();
+    let settings = dir.path().join("extender.yaml");
+    std::fs::write(&settings, cm["data"]["extender.yaml"].as_str().unwrap()).unwrap();
+    let extender_port = free_port().to_string();
+    let extender_log = dir.path().join("extender.log");
+    let _extender = spawn(
+        &[
+            "extender",
+            "--standalone",
+            "--snapshot-file",
+            snapshot.to_str().unwrap(),
+            "--config",
+            settings.to_str().unwrap(),
+            "--listen",
+            &format!("127.0.0.1:{extender_port}"),
+        ],
+        None,
+        &extender_log,
+    );
+    let base = format!("http://127.0.0.1:{extender_port}");
+    get_ok(&http, &format!("{base}/readyz"), &extender_log).await;
+    // Requests recorded from a real kube-scheduler (the extender's fixtures),
+    // so the per-request families (decisions, latency) have series.
+    let fixtures =
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../carbon-kube-extender/tests/fixtures");
+    for verb in ["filter", "prioritize"] {
+        let body = std::fs::read(fixtures.join(format!("recorded-{verb}-nodes.json"))).unwrap();
+        let answer = http
+            .post(format!("{base}/{verb}"))
+            .header("content-type", "application/json")
+            .body(body)
+            .send()
+            .await
+            .unwrap();
+        assert!(answer.status().is_success(), "{verb}: {}", answer.status());
+    }
+    names.extend(series_names(
+        &get_ok(&http, &format!("{base}/metrics"), &extender_log).await,
+    ));
+
+    // The gate controller and webhook need Kubernetes: the test control plane.
+    let cp = shared().await;
+    let ns = cp.test_namespace("chart-gates").await.unwrap();
+    let controller_port = free_port().to_string();
+    let controller_log = dir.path().join("gates-controller.log");
+    let _controller = spawn(
+        &[
+            "gates",
+            "controller",
+            "--namespace",
+            ns.name(),
+            "--watch-namespace",
+            ns.name(),
+            "--no-leader-elect",
+            "--health-listen",
+            &format!("127.0.0.1:{controller_port}"),
+        ],
+        Some(cp.kubeconfig_path()),
+        &controller_log,
+    );
+    // A gated pod with no deadline at all: released at once (fail open), so
+    // the per-reason release family has a series.
+    let mut pod = carbon_kube_testkit::pod_named("gated").build();
+    pod.spec.as_mut().unwrap().scheduling_gates =
+        Some(vec![k8s_openapi::api::core::v1::PodSchedulingGate {
+            name: "carbon-kube.io/green-window".to_owned(),
+        }]);
+    ns.create_pod(&pod).await.unwrap();
+    let base = format!("http://127.0.0.1:{controller_port}");
+    get_ok(&http, &format!("{base}/readyz"), &controller_log).await;
+    let metrics = wait_until(
+        "the gate controller to count a release",
+        Duration::from_secs(60),
+        || async {
+            match http.get(format!("{base}/metrics")).send().await {
+                Ok(r) => match r.text().await {
+                    Ok(body) if body.contains("carbon_kube_gate_releases_total{") => {
+                        Progress::Done(body)
+                    }
+                    Ok(_) => Progress::Waiting("no release counted".into()),
+                    Err(e) => Progress::Waiting(e.to_string()),
+                },
+                Err(e) => Progress::Waiting(e.to_string()),
+            }
+        },
+    )
+    .await
+    .unwrap_or_else(|e| {
+        panic!(
+            "{e}\nlog:\n{}",
+            std::fs::read_to_string(&controller_log).unwrap_or_default()
+        )
+    });
+    names.extend(series_names(&metrics));
+
+    let (cert, key) = cp.issue_serving_certificate(&["127.0.0.1"]).unwrap();
+    let (cert_path, key_path) = (dir.path().join("tls.crt"), dir.path().join("tls.key"));
+    std::fs::write(&cert_path, cert).unwrap();
+    std::fs::write(&key_path, key).unwrap();
+    let webhook_health = free_port().to_string();
+    let webhook_log = dir.path().join("gates-webhook.log");
+    let _webhook = spawn(
+        &[
+            "gates",
+            "webhook",
+            "--listen",
+            &format!("127.0.0.1:{}", free_port()),
+            "--health-listen",
+            &format!("127.0.0.1:{webhook_health}"),
+            "--tls-cert",
+            cert_path.to_str().unwrap(),
+            "--tls-key",
+            key_path.to_str().unwrap(),
+        ],
+        Some(cp.kubeconfig_path()),
+        &webhook_log,
+    );
+    let base = format!("http://127.0.0.1:{webhook_health}");
+    get_ok(&http, &format!("{base}/readyz"), &webhook_log).await;
+    names.extend(series_names(
+        &get_ok(&http, &format!("{base}/metrics"), &webhook_log).await,
+    ));
+    names
+}
+
+/// PromQL expressions with the Grafana variables they use replaced by values
+/// (`$__rate_interval` → `5m`, ...; `$namespace` only ever appears inside
+/// label matcher strings).
+fn grafana_to_promql(expr: &str) -> String {
+    expr.replace("$__rate_interval", "5m")
+        .replace("$__range", "1h")
+        .replace("$__interval", "1m")
+}
+
+/// Every (where, expression) of the dashboards and the alert rules.
+fn all_expressions() -> Vec<(String, String)> {
+    let mut out = Vec::new();
+    for (stem, (_, dashboard)) in dashboards() {
+        let mut panels: Vec<&Value> = Vec::new();
+        for p in dashboard["panels"].as_array().unwrap() {
+            panels.push(p);
+            panels.extend(p["panels"].as_array().into_iter().flatten());
+        }
+        for p in panels {
+            for t in p["targets"].as_array().into_iter().flatten() {
+                let expr = t["expr"].as_str().unwrap_or_default();
+                assert!(
+                    !expr.is_empty(),
+                    "{stem}: panel {} has an empty query",
+                    p["title"]
+                );
+                out.push((format!("{stem}: {}", p["title"]), grafana_to_promql(expr)));
+            }
+        }
+        for v in dashboard["templating"]["list"].as_array().unwrap() {
+            let Some(query) = v["query"]["query"].as_str() else {
+                continue;
+            };
+            // label_values(EXPR, label): EXPR is PromQL.
+            let inner = query
+                .strip_prefix("label_values(")
+                .and_then(|q| q.strip_suffix(')'))
+                .and_then(|q| q.rsplit_once(','))
+                .map(|(e, _)| e.trim())
+                .unwrap_or_else(|| {
+                    panic!("{stem}: variable query {query:?} is not label_values(EXPR, label)")
+                });
+            out.push((format!("{stem}: variable {}", v["name"]), inner.to_owned()));
+        }
+    }
+    for group in rule_groups() {
+        for rule in group["rules"].as_array().unwrap() {
+            let name = rule["alert"].as_str().or(rule["record"].as_str()).unwrap();
+            out.push((
+                format!("rule {name}"),
+                rule["expr"].as_str().unwrap().to_owned(),
+            ));
+        }
+    }
+    out
+}
+
+struct MetricNames(BTreeSet<String>);
+
+impl promql_parser::util::ExprVisitor for MetricNames {
+    type Error = String;
+
+    fn pre_visit(&mut self, expr: &promql_parser::parser::Expr) -> Result<bool, String> {
+        use promql_parser::parser::Expr;
+        let selector = match expr {
+            Expr::VectorSelector(vs) => vs,
+            Expr::MatrixSelector(ms) => &ms.vs,
+            _ => return Ok(true),
+        };
+        let name = selector
+            .name
+            .clone()
+            .ok_or_else(|| format!("selector without a metric name: {selector}"))?;
+        self.0.insert(name);
+        Ok(true)
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_promql_expression_names_only_exported_metrics() {
+    let exported = exported_metrics().await;
+    let kube_scheduler: BTreeSet<String> = KUBE_SCHEDULER_METRICS
+        .iter()
+        .flat_map(|(name, kind)| expand(name, kind))
+        .collect();
+    // The metrics the design names are really exported.
+    for name in [
+        "carbon_kube_scheduler_decisions_total",
+        "carbon_kube_scheduler_latency_seconds_bucket",
+        "carbon_kube_carbon_intensity_current",
+        "carbon_kube_carbon_data_age_seconds",
+        "carbon_kube_poller_requests_total",
+        "carbon_kube_poller_last_success_timestamp_seconds",
+        "carbon_kube_deferred_pods",
+        "carbon_kube_deferral_expected_savings_grams_total",
+        "carbon_kube_gate_releases_total",
+        "carbon_kube_gates_webhook_errors_total",
+    ] {
+        assert!(exported.contains(name), "{name} not exported: {exported:?}");
+    }
+    let expressions = all_expressions();
+    assert!(
+        expressions.len() > 30,
+        "only {} expressions",
+        expressions.len()
+    );
+    let mut problems = Vec::new();
+    let mut used = BTreeSet::new();
+    for (place, expr) in &expressions {
+        let ast = match promql_parser::parser::parse(expr) {
+            Ok(ast) => ast,
+            Err(e) => {
+                problems.push(format!("{place}: does not parse: {e}\n  {expr}"));
+                continue;
+            }
+        };
+        let mut names = MetricNames(BTreeSet::new());
+        if let Err(e) = promql_parser::util::walk_expr(&mut names, &ast) {
+            problems.push(format!("{place}: {e}"));
+        }
+        for name in names.0 {
+            if !exported.contains(&name) && !kube_scheduler.contains(&name) {
+                problems.push(format!(
+                    "{place}: {name} is exported by no binary nor kube-scheduler"
+                ));
+            }
+            used.insert(name);
+        }
+    }
+    assert!(problems.is_empty(), "{}", problems.join("\n"));
+    // The dashboards show kube-scheduler's own metrics too.
+    assert!(used.iter().any(|n| n.starts_with("scheduler_")), "{used:?}");
 }
