@@ -331,6 +331,102 @@ fn the_scheduler_runs_the_cluster_version_of_kube_scheduler() {
     );
 }
 
+/// The chart renders the scheduler configuration and extender settings that
+/// deploy/ ships (and the extender's own tests run against).
+#[test]
+fn the_scheduler_configuration_is_the_one_in_deploy() {
+    let objects = render("carbon-kube", "carbon-kube", "default", &[]);
+    let cm = of_kind(&objects, "ConfigMap")
+        .into_iter()
+        .find(|c| c["metadata"]["name"] == "carbon-kube-scheduler")
+        .expect("scheduler ConfigMap");
+    let rendered: Value =
+        serde_saphyr::from_str(cm["data"]["scheduler-config.yaml"].as_str().unwrap()).unwrap();
+    let shipped: Value = serde_saphyr::from_str(
+        &std::fs::read_to_string(
+            Path::new(env!("CARGO_MANIFEST_DIR"))
+                .join("../../deploy/scheduler/kube-scheduler-config.yaml"),
+        )
+        .unwrap(),
+    )
+    .unwrap();
+    assert_eq!(rendered, shipped);
+    // And the extender settings match deploy/examples/extender-config.yaml
+    // but for the example's region map.
+    let mut settings: Value =
+        serde_saphyr::from_str(cm["data"]["extender.yaml"].as_str().unwrap()).unwrap();
+    let mut example: Value = serde_saphyr::from_str(
+        &std::fs::read_to_string(
+            Path::new(env!("CARGO_MANIFEST_DIR"))
+                .join("../../deploy/examples/extender-config.yaml"),
+        )
+        .unwrap(),
+    )
+    .unwrap();
+    settings["regionZones"] = json!({});
+    example["regionZones"] = json!({});
+    assert_eq!(settings, example);
+}
+
+/// Every carbon-kube container's rendered arguments are accepted by the real
+/// binary: run with no cluster, each gets past argument parsing and settings
+/// validation and stops where it needs Kubernetes or its mounted files.
+#[test]
+fn rendered_arguments_are_accepted_by_the_binary() {
+    let mut checked = BTreeSet::new();
+    for scenario in ["default", "ha", "cert-manager"] {
+        let objects = render("carbon-kube", "carbon-kube", scenario, &[]);
+        for (workload, spec) in pod_specs(&objects) {
+            for c in spec["containers"].as_array().unwrap() {
+                if !c["image"].as_str().unwrap().contains("/carbon-kube:") {
+                    continue;
+                }
+                let args: Vec<&str> = c["args"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .map(|a| a.as_str().unwrap())
+                    .collect();
+                let out = Command::new(env!("CARGO_BIN_EXE_carbon-kube"))
+                    .args(&args)
+                    .env("KUBECONFIG", "/nonexistent/kubeconfig")
+                    .env_remove("KUBERNETES_SERVICE_HOST")
+                    .env_remove("ELECTRICITY_MAPS_API_KEY")
+                    .output()
+                    .unwrap();
+                let stderr = String::from_utf8_lossy(&out.stderr);
+                let what = format!("{scenario}: {workload} {args:?}");
+                assert!(!out.status.success(), "{what}: ran without a cluster?");
+                assert!(
+                    !stderr.contains("Usage:") && !stderr.contains("invalid"),
+                    "{what}: arguments refused:\n{stderr}"
+                );
+                assert!(
+                    stderr.contains("Kubernetes")
+                        || stderr.contains("kubeconfig")
+                        || stderr.contains("/etc/carbon-kube/"),
+                    "{what}: stopped for another reason:\n{stderr}"
+                );
+                // The command and, for the poller, its mode.
+                let key = match args[0] {
+                    "gates" => format!("gates {}", args[1]),
+                    "poller" => format!("poller {}", args[1].split('=').next().unwrap()),
+                    other => other.to_owned(),
+                };
+                checked.insert(key);
+            }
+        }
+    }
+    let expected = [
+        "extender",
+        "gates controller",
+        "gates webhook",
+        "poller --interval",
+        "poller --once",
+    ];
+    assert_eq!(checked, expected.iter().map(ToString::to_string).collect());
+}
+
 #[test]
 fn a_values_typo_is_rejected_by_the_schema() {
     for (set, names) in [
