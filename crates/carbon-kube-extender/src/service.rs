@@ -171,38 +171,23 @@ fn full_nodes(
         .collect()
 }
 
-/// Candidates for node names, from the cache. Names the cache has not seen
-/// yet are neutral.
-fn cached_candidates<'c>(
-    names: &[crate::wire::Name<'_>],
-    cluster: &'c Cluster,
-    unseen: &'c [(NodeView, ZoneResolution)],
-) -> Vec<Candidate<'c>> {
-    let mut next_unseen = 0;
-    names
-        .iter()
-        .map(|n| match cluster.nodes.get(n.0.as_ref()) {
-            Some(c) => Candidate {
-                node: &c.view,
-                zone: &c.zone,
-            },
-            None => {
-                let (node, zone) = &unseen[next_unseen];
-                next_unseen += 1;
-                Candidate { node, zone }
-            }
-        })
-        .collect()
+/// The cached nodes named in a request, looked up once each.
+fn lookup<'c>(names: &[crate::wire::Name<'_>], cluster: &'c Cluster) -> Vec<Option<&'c crate::state::CachedNode>> {
+    names.iter().map(|n| cluster.nodes.get(n.0.as_ref())).collect()
 }
 
+/// Names the cache has not seen yet: neutral, with the requests of pods
+/// already bound to them.
 fn unseen_nodes(
     names: &[crate::wire::Name<'_>],
+    found: &[Option<&crate::state::CachedNode>],
     cluster: &Cluster,
 ) -> Vec<(NodeView, ZoneResolution)> {
     names
         .iter()
-        .filter(|n| !cluster.nodes.contains_key(n.0.as_ref()))
-        .map(|n| {
+        .zip(found)
+        .filter(|(_, f)| f.is_none())
+        .map(|(n, _)| {
             (
                 NodeView {
                     name: n.0.clone().into_owned(),
@@ -211,6 +196,25 @@ fn unseen_nodes(
                 },
                 ZoneResolution::unknown(UnknownZone::NotSeen),
             )
+        })
+        .collect()
+}
+
+/// Candidates for node names: cached nodes, and neutral stand-ins for the
+/// ones not seen yet.
+fn cached_candidates<'c>(
+    found: &[Option<&'c crate::state::CachedNode>],
+    unseen: &'c [(NodeView, ZoneResolution)],
+) -> Vec<Candidate<'c>> {
+    let mut next_unseen = unseen.iter();
+    found
+        .iter()
+        .filter_map(|f| match f {
+            Some(c) => Some(Candidate {
+                node: &c.view,
+                zone: &c.zone,
+            }),
+            None => next_unseen.next().map(|(node, zone)| Candidate { node, zone }),
         })
         .collect()
 }
@@ -265,8 +269,9 @@ pub fn filter(shared: &Shared, body: &[u8]) -> Result<(Vec<u8>, &'static str), A
     let cluster = shared.cluster();
     let (out, label, decision): (Vec<u8>, &'static str, _);
     if let Some(names) = &args.node_names {
-        let unseen = unseen_nodes(names, &cluster);
-        let candidates = cached_candidates(names, &cluster, &unseen);
+        let found = lookup(names, &cluster);
+        let unseen = unseen_nodes(names, &found, &cluster);
+        let candidates = cached_candidates(&found, &unseen);
         let outcome = filter_nodes(&pod, &candidates, &snapshot, &cfg, now);
         let messages: Vec<String> = (0..outcome.zones.len())
             .map(|z| outcome.zone_failure_message(z))
@@ -384,9 +389,10 @@ pub fn prioritize(shared: &Shared, body: &[u8]) -> Result<(Vec<u8>, &'static str
     let unseen;
     let (candidates, names): (Vec<Candidate<'_>>, Vec<&str>) = if let Some(names) = &args.node_names
     {
-        unseen = unseen_nodes(names, &cluster);
+        let found = lookup(names, &cluster);
+        unseen = unseen_nodes(names, &found, &cluster);
         (
-            cached_candidates(names, &cluster, &unseen),
+            cached_candidates(&found, &unseen),
             names.iter().map(|n| n.0.as_ref()).collect(),
         )
     } else if let Some(items) = args.nodes.as_ref().and_then(|n| n.items.as_ref()) {

@@ -3,7 +3,7 @@
 //! snapshot and the placement settings. Background tasks write them; request
 //! handlers only read.
 
-use std::collections::HashMap;
+use rustc_hash::FxHashMap as HashMap;
 use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
 use carbon_kube_k8s::Readiness;
@@ -34,7 +34,7 @@ pub struct BoundPod {
 /// Nodes and the pods bound to them.
 #[derive(Debug, Default)]
 pub struct Cluster {
-    /// Nodes by name.
+    /// Nodes by name (Fx hash: the request path looks up every candidate).
     pub nodes: HashMap<String, CachedNode>,
     /// Bound pods by UID.
     pods: HashMap<String, BoundPod>,
