@@ -774,6 +774,80 @@ async fn every_scenario_is_accepted_by_the_api_server_and_its_pods_are_admitted(
     }
 }
 
+/// The install command of the design, run for real by helm against the test
+/// API server: it installs, prints NOTES that say how to verify it and how to
+/// schedule a first pod, and an upgrade keeps the webhook's certificate.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn helm_install_and_upgrade_work_against_the_api_server() {
+    let cp = shared().await;
+    let kubeconfig = cp.kubeconfig_path().display().to_string();
+    let chart = chart_dir().display().to_string();
+    let namespace = format!("carbon-kube-{}", std::process::id());
+    let helm = |extra: &[&str]| {
+        let mut args = vec![
+            "upgrade",
+            "--install",
+            "carbon-kube",
+            &chart,
+            "--namespace",
+            &namespace,
+            "--create-namespace",
+            "--kubeconfig",
+            &kubeconfig,
+            "--set",
+            "electricityMaps.apiKey=em-test-key",
+            "--set",
+            "noaa.apiKey=noaa-test-key",
+            "--set",
+            "gates.enabled=true",
+        ];
+        args.extend_from_slice(extra);
+        let out = run(&tool("helm"), &args);
+        assert!(out.status.success(), "helm {args:?}:\n{}", text(&out));
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let notes = helm(&[]);
+    for wanted in [
+        "STATUS: deployed",
+        &format!("kubectl get pods -n {namespace}"),
+        "kubectl logs",
+        "carbon-intensity-data",
+        "schedulerName",
+        "carbon-kube.io/max-delay",
+    ] {
+        assert!(notes.contains(wanted), "NOTES lack {wanted:?}:\n{notes}");
+    }
+    assert!(
+        !notes.contains("em-test-key"),
+        "the key is printed:\n{notes}"
+    );
+
+    let client = cp.client().await.unwrap();
+    let secrets: Api<k8s_openapi::api::core::v1::Secret> = Api::namespaced(client, &namespace);
+    let tls_name = "carbon-kube-gates-webhook-tls";
+    let before = secrets.get(tls_name).await.unwrap().data.unwrap();
+    let notes = helm(&["--set", "scheduler.replicas=3"]);
+    assert!(notes.contains("REVISION: 2"), "{notes}");
+    let after = secrets.get(tls_name).await.unwrap().data.unwrap();
+    assert_eq!(
+        before, after,
+        "the upgrade replaced the webhook certificate"
+    );
+
+    let out = run(
+        &tool("helm"),
+        &[
+            "uninstall",
+            "carbon-kube",
+            "--namespace",
+            &namespace,
+            "--kubeconfig",
+            &kubeconfig,
+        ],
+    );
+    assert!(out.status.success(), "helm uninstall:\n{}", text(&out));
+}
+
 // ---------------------------------------------------------------------------
 // Least privilege
 
