@@ -427,6 +427,27 @@ fn rendered_arguments_are_accepted_by_the_binary() {
     assert_eq!(checked, expected.iter().map(ToString::to_string).collect());
 }
 
+/// The image the chart runs matches the Dockerfile: the user the pods run as
+/// is the image's, and every container's arguments start with a subcommand of
+/// the image's one entrypoint.
+#[test]
+fn the_chart_runs_the_image_as_the_dockerfile_builds_it() {
+    let dockerfile =
+        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("../../Dockerfile"))
+            .unwrap();
+    let last_stage = dockerfile.rsplit("\nFROM ").next().unwrap();
+    assert!(last_stage.contains("USER 65532:65532"), "{last_stage}");
+    assert!(
+        last_stage.contains(r#"ENTRYPOINT ["/usr/local/bin/carbon-kube"]"#),
+        "{last_stage}"
+    );
+    let values: Value =
+        serde_saphyr::from_str(&std::fs::read_to_string(chart_dir().join("values.yaml")).unwrap())
+            .unwrap();
+    assert_eq!(values["podSecurityContext"]["runAsUser"], 65532);
+    assert_eq!(values["podSecurityContext"]["runAsGroup"], 65532);
+}
+
 #[test]
 fn a_values_typo_is_rejected_by_the_schema() {
     for (set, names) in [
