@@ -427,9 +427,10 @@ fn rendered_arguments_are_accepted_by_the_binary() {
     assert_eq!(checked, expected.iter().map(ToString::to_string).collect());
 }
 
-/// The image the chart runs matches the Dockerfile: the user the pods run as
-/// is the image's, and every container's arguments start with a subcommand of
-/// the image's one entrypoint.
+/// The image the chart runs matches the Dockerfile: the pods run as the
+/// image's user, and the image's one entrypoint is the `carbon-kube` binary
+/// (whose subcommands the containers' arguments start with, see
+/// `rendered_arguments_are_accepted_by_the_binary`).
 #[test]
 fn the_chart_runs_the_image_as_the_dockerfile_builds_it() {
     let dockerfile =
