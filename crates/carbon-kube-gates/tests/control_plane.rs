@@ -429,8 +429,8 @@ async fn the_webhook_gates_opted_in_pods_jobs_included_and_fails_open_when_down(
 // ---------------------------------------------------------------------------
 // The controller
 
-/// DE dips to 50 g/kWh from 40 s to 5 min from now; FR falls slowly from
-/// 300 to 50 over 8 minutes. A pod that may use both is held for the DE dip,
+/// DE dips to 50 g/kWh 20-30 s from now for 4 minutes; FR falls from
+/// 300 to 50 over 4 minutes. A pod that may use both is held for the DE dip,
 /// released in it with a required affinity for DE, and the real scheduler
 /// binds it there. A pod restricted to FR, whose best window lies after its
 /// deadline, goes by its latest start; one whose latest start has already
@@ -458,9 +458,9 @@ async fn pods_go_in_the_green_window_to_the_chosen_zone_and_by_their_deadline() 
     .unwrap();
     let _scheduler = cp.start_scheduler(ns.scheduler_config()).await.unwrap();
     let falling: Vec<f64> = (0..72)
-        .map(|i| (300.0 - 5.0 * i as f64).max(50.0))
+        .map(|i| (300.0 - 10.0 * i as f64).max(50.0))
         .collect();
-    publish_snapshot(&ns, &[("DE", dip(400.0, 50.0, 4, 26)), ("FR", falling)]).await;
+    publish_snapshot(&ns, &[("DE", dip(400.0, 50.0, 3, 27)), ("FR", falling)]).await;
     let mut s = settings(&ns);
     s.affinity = AffinityMode::Required;
     let controller = start_controller(cp, s).await;
@@ -482,7 +482,7 @@ async fn pods_go_in_the_green_window_to_the_chosen_zone_and_by_their_deadline() 
         &ns,
         "in-time",
         &[
-            (keys::ANNOTATION_MAX_DELAY, "100s"),
+            (keys::ANNOTATION_MAX_DELAY, "60s"),
             (keys::ANNOTATION_EXPECTED_DURATION, "20s"),
         ],
     ));
@@ -577,7 +577,7 @@ async fn pods_go_in_the_green_window_to_the_chosen_zone_and_by_their_deadline() 
     // The FR pod goes by its latest start (deadline − expected duration).
     let out = wait_released(&ns, "in-time", Duration::from_secs(120)).await;
     let released_at = ms(&annotation(&out, ANNOTATION_RELEASED_AT).unwrap());
-    let latest_start = created["in-time"] + 100 - 20;
+    let latest_start = created["in-time"] + 60 - 20;
     assert!(
         released_at <= latest_start * 1000,
         "released after its latest start: {released_at} > {latest_start}000"
@@ -718,12 +718,12 @@ async fn a_crashed_controller_is_replaced_and_pods_still_go_on_plan() {
         .await
         .unwrap();
     }
-    // DE's dip is 20-40 s from now (passes during the outage); GB's 50-80 s.
+    // DE's dip starts 20-30 s from now (and passes during the outage); GB's 50-60 s.
     publish_snapshot(
         &ns,
         &[
-            ("DE", dip(400.0, 50.0, 2, 2)),
-            ("GB", dip(400.0, 50.0, 5, 3)),
+            ("DE", dip(400.0, 50.0, 3, 2)),
+            ("GB", dip(400.0, 50.0, 6, 3)),
         ],
     )
     .await;
@@ -853,7 +853,7 @@ async fn a_thousand_pods_waiting_for_one_window_are_paced() {
     )
     .await
     .unwrap();
-    publish_snapshot(&ns, &[("DE", dip(400.0, 50.0, 3, 60))]).await;
+    publish_snapshot(&ns, &[("DE", dip(400.0, 50.0, 2, 60))]).await;
     let mut s = settings(&ns);
     s.events = false;
     s.pacing = PacingConfig {
