@@ -44,11 +44,11 @@ fn real_snapshot() -> Snapshot {
     s
 }
 
-fn node_name(i: usize) -> String {
+pub fn node_name(i: usize) -> String {
     format!("pool-a-{}-node-{i:05}", ZONES[i % ZONES.len()].to_ascii_lowercase())
 }
 
-fn full_node(i: usize) -> Value {
+pub fn full_node(i: usize) -> Value {
     // The shape of a kwok node as kube-scheduler sends it.
     let recorded: Value = serde_json::from_str(&fixture("recorded-filter-nodes.json")).unwrap();
     let mut n = recorded["Nodes"]["items"][0].clone();
