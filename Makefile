@@ -23,8 +23,9 @@ build: ## Build the carbon-kube binary (release)
 	$(CARGO) build --release -p carbon-kube
 
 .PHONY: k8s-bin
-k8s-bin: ## Build the pinned Kubernetes test binaries into $CARBON_KUBE_K8S_BIN (skips what is built)
+k8s-bin: ## Build the Kubernetes test binaries, fetch promtool and the chart-test CRDs (skips what exists)
 	test/k8s/build.sh
+	hack/install-test-tools.sh
 
 .PHONY: test
 test: k8s-bin ## Run every test, including the real control-plane tests
@@ -51,3 +52,16 @@ dev-setup: ## Install the tools the project uses (Rust components, Go test binar
 .PHONY: run-poller
 run-poller: ## Poll once (free UK API, no key needed) and write $(POLL_OUTPUT)
 	$(CARGO) run --release -p carbon-kube -- poller --once --zones $(POLL_ZONES) --chain 'default=uk_carbon_intensity,static' --output $(POLL_OUTPUT)
+
+IMAGE ?= ghcr.io/carbon-kube/carbon-kube
+IMAGE_TAG ?= $(shell sed -n 's/^version = "\(.*\)"/\1/p' Cargo.toml | head -1)
+CONTAINER_ENGINE ?= $(shell command -v docker || command -v podman)
+
+.PHONY: build-images
+build-images: ## Build the carbon-kube image (needs docker or podman)
+	@test -n "$(CONTAINER_ENGINE)" || { echo "error: no docker or podman on PATH" >&2; exit 1; }
+	$(CONTAINER_ENGINE) build -t $(IMAGE):$(IMAGE_TAG) .
+
+.PHONY: chart-test
+chart-test: k8s-bin ## Helm chart: lint/template, real API server, RBAC, PromQL vs /metrics, promtool
+	$(CARGO) test -p carbon-kube --test chart
