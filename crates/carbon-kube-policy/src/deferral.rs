@@ -379,16 +379,31 @@ impl PromisedCapacity {
         n: usize,
         headroom: f64,
     ) -> Option<Vec<u64>> {
-        let book = self.zones.get(zone)?;
+        let mut out = Vec::new();
+        self.free_slots_into(zone, from_slot, n, headroom, &mut out)
+            .then_some(out)
+    }
+
+    /// Like [`Self::free_slots`], into a reused buffer; false when the zone
+    /// is not limited.
+    fn free_slots_into(
+        &self,
+        zone: &ZoneId,
+        from_slot: i64,
+        n: usize,
+        headroom: f64,
+        out: &mut Vec<u64>,
+    ) -> bool {
+        out.clear();
+        let Some(book) = self.zones.get(zone) else {
+            return false;
+        };
         if book.capacity_millis == 0 {
-            return None;
+            return false;
         }
         let cap = (book.capacity_millis as f64 * headroom) as u64;
-        Some(
-            (0..n as i64)
-                .map(|k| cap.saturating_sub(book.slot_value(from_slot + k)))
-                .collect(),
-        )
+        out.extend((0..n as i64).map(|k| cap.saturating_sub(book.slot_value(from_slot + k))));
+        true
     }
 }
 
@@ -416,6 +431,17 @@ impl ZoneView<'_> {
         (covered + uncovered * self.tail) / d.max(1) as f64
     }
 
+    /// Average over a run of `d = dq · step + dr` seconds starting at the
+    /// start of slot `k`, without divisions (the planner's inner loop).
+    fn average_aligned(&self, k: usize, dq: usize, dr: i64, d: i64, step: i64) -> f64 {
+        if k + dq >= self.slots.len() {
+            return self.average(step * k as i64, d, step);
+        }
+        let whole = (self.prefix[k + dq] - self.prefix[k]) * step as f64;
+        let part = self.slots[k + dq] * dr as f64;
+        (whole + part) / d as f64
+    }
+
     /// Integral of the intensity from slot 0's start to `x` seconds, in
     /// g/kWh·s, for `0 <= x <= horizon`.
     fn integral(&self, x: i64, step: i64) -> f64 {
@@ -432,32 +458,62 @@ fn zone_view<'a>(
     record: &ZoneRecord,
     now: UnixSeconds,
     step: i64,
+    needed_until: UnixSeconds,
 ) -> ZoneView<'a> {
     let slot0 = now.div_euclid(step) * step;
-    let mut slots = vec![record.carbon_intensity.g_per_kwh()];
+    let wanted = usize::try_from((needed_until - slot0).div_euclid(step) + 2).unwrap_or(1);
+    let mut slots = Vec::with_capacity(wanted.min(crate_max_slots()));
+    slots.push(record.carbon_intensity.g_per_kwh());
+    let mut tail_sum = slots[0];
+    let mut tail_n = 1.0;
     if let Some(f) = &record.forecast {
-        let mut t = slot0 + step;
-        while t < f.end() {
-            match f.value_at(t) {
-                Some(v) => slots.push(v.g_per_kwh()),
-                None => break,
+        let first = slot0 + step;
+        if i64::from(f.step_seconds) == step {
+            // Same grid: read the values directly.
+            if first >= f.start
+                && let Ok(i0) = usize::try_from((first - f.start) / step)
+            {
+                let rest = f.values.get(i0..).unwrap_or(&[]);
+                let used = rest.len().min(wanted.saturating_sub(1));
+                slots.extend(rest[..used].iter().map(|v| v.g_per_kwh()));
+                // The tail (the mean of what the forecast says) is only used
+                // when the run outlives the forecast: sum it only then.
+                if used == rest.len() {
+                    tail_sum += rest.iter().map(|v| v.g_per_kwh()).sum::<f64>();
+                    tail_n += rest.len() as f64;
+                }
             }
-            t += step;
+        } else {
+            let mut t = first;
+            while t < f.end() {
+                let Some(v) = f.value_at(t) else { break };
+                tail_sum += v.g_per_kwh();
+                tail_n += 1.0;
+                if slots.len() < wanted {
+                    slots.push(v.g_per_kwh());
+                }
+                t += step;
+            }
         }
     }
     let mut prefix = Vec::with_capacity(slots.len() + 1);
     prefix.push(0.0);
+    let mut acc = 0.0;
     for v in &slots {
-        let last = prefix.last().copied().unwrap_or(0.0);
-        prefix.push(last + v);
+        acc += v;
+        prefix.push(acc);
     }
-    let tail = slots.iter().sum::<f64>() / slots.len() as f64;
     ZoneView {
         zone,
         slots,
         prefix,
-        tail,
+        tail: tail_sum / tail_n,
     }
+}
+
+/// Upper bound on the slots a view keeps (three days of hours and then some).
+const fn crate_max_slots() -> usize {
+    carbon_kube_model::record::MAX_FORECAST_POINTS + 2
 }
 
 /// Plans the release of one deferrable pod. See the module documentation.
@@ -482,7 +538,7 @@ pub fn plan_release(
         .filter_map(|z| {
             let r = snapshot.get(z)?;
             r.is_fresh(now, cfg.max_data_age_seconds)
-                .then(|| zone_view(z, r, now, step))
+                .then(|| zone_view(z, r, now, step, latest_start.max(now) + duration))
         })
         .collect();
     let mut plan = ReleasePlan {
@@ -532,23 +588,32 @@ pub fn plan_release(
     let last_k = (latest_release - slot0).div_euclid(step);
     let run_slots = ((duration + step - 1) / step).max(1) as usize;
     let mut best: Option<(f64, f64, usize, UnixSeconds)> = best_now.map(|(a, i)| (a, a, i, now));
+    let (dq, dr) = ((duration / step) as usize, duration % step);
+    let mut free = Vec::new();
+    let mut free_min = Vec::new();
+    let mut deque = VecDeque::new();
     for (i, v) in views.iter().enumerate() {
         let n_cand = usize::try_from(last_k).unwrap_or(0);
         if n_cand == 0 {
             continue;
         }
         // Free capacity over each candidate's run: sliding minimum.
-        let free_min = promised
-            .free_slots(v.zone, now_slot + 1, n_cand + run_slots, headroom)
-            .map(|free| sliding_min(&free, run_slots));
+        let limited = promised.free_slots_into(
+            v.zone,
+            now_slot + 1,
+            n_cand + run_slots,
+            headroom,
+            &mut free,
+        );
+        if limited {
+            sliding_min_into(&free, run_slots, &mut deque, &mut free_min);
+        }
         for k in 1..=n_cand {
             let t = slot0 + step * k as i64;
-            if let Some(fm) = &free_min
-                && fm.get(k - 1).is_none_or(|f| *f < req.cpu_millis)
-            {
+            if limited && free_min.get(k - 1).is_none_or(|f| *f < req.cpu_millis) {
                 continue;
             }
-            let avg = v.average(step * k as i64, duration, step);
+            let avg = v.average_aligned(k, dq, dr, duration, step);
             let lead_h = (t - now) as f64 / 3600.0;
             let eff = avg * (1.0 + cfg.error_margin_per_hour * lead_h);
             if best.is_none_or(|(b, _, _, _)| eff < b) {
@@ -570,11 +635,11 @@ pub fn plan_release(
     plan
 }
 
-/// Minimum of every window of `w` consecutive values.
-fn sliding_min(v: &[u64], w: usize) -> Vec<u64> {
+/// Minimum of every window of `w` consecutive values, into `out`.
+fn sliding_min_into(v: &[u64], w: usize, dq: &mut VecDeque<usize>, out: &mut Vec<u64>) {
     let w = w.max(1);
-    let mut out = Vec::with_capacity(v.len().saturating_sub(w) + 1);
-    let mut dq: VecDeque<usize> = VecDeque::new();
+    out.clear();
+    dq.clear();
     for (i, x) in v.iter().enumerate() {
         while dq.back().is_some_and(|&j| v[j] >= *x) {
             dq.pop_back();
@@ -589,7 +654,6 @@ fn sliding_min(v: &[u64], w: usize) -> Vec<u64> {
             out.push(v[j]);
         }
     }
-    out
 }
 
 /// Formats unix seconds as `YYYY-MM-DD HH:MM UTC` without a time library.

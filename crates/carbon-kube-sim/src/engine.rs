@@ -266,6 +266,8 @@ struct Run<'w, 'a> {
     snap: Snapshot,
     out: Outcome,
     releases_per_hour: HashMap<i64, u64>,
+    plans: u64,
+    ledger_hour: i64,
 }
 
 impl<'w, 'a> Run<'w, 'a> {
@@ -332,6 +334,8 @@ impl<'w, 'a> Run<'w, 'a> {
                 ..Outcome::default()
             },
             releases_per_hour: HashMap::new(),
+            plans: 0,
+            ledger_hour: -1,
         }
     }
 
@@ -412,6 +416,17 @@ impl<'w, 'a> Run<'w, 'a> {
         node.allocatable.cpu_millis - node.requested.cpu_millis >= j.cpu_millis as i64
             && node.allocatable.memory_bytes - node.requested.memory_bytes
                 >= (j.memory_mib * 1024 * 1024) as i64
+    }
+
+    /// The most free CPU and the most free memory on any node (not
+    /// necessarily the same node).
+    fn largest_room(&self) -> (i64, i64) {
+        self.nodes.iter().fold((0, 0), |(c, m), n| {
+            (
+                c.max(n.allocatable.cpu_millis - n.requested.cpu_millis),
+                m.max(n.allocatable.memory_bytes - n.requested.memory_bytes),
+            )
+        })
     }
 
     fn free_share(&self, n: usize) -> f64 {
@@ -571,6 +586,7 @@ impl<'w, 'a> Run<'w, 'a> {
         cfg: &DeferralConfig,
         use_ledger: bool,
     ) -> ReleasePlan {
+        self.plans += 1;
         let j = &self.w.jobs[id as usize];
         let zones: Vec<ZoneId> = match home {
             Some(z) => vec![self.zone_ids[z].clone()],
@@ -585,7 +601,10 @@ impl<'w, 'a> Run<'w, 'a> {
             cpu_millis: j.cpu_millis,
         };
         if use_ledger {
-            self.ledger.forget_before(now - HOUR);
+            if self.hour_of(now) != self.ledger_hour {
+                self.ledger_hour = self.hour_of(now);
+                self.ledger.forget_before(now - HOUR);
+            }
             plan_release(&req, &self.snap, &self.ledger, cfg)
         } else {
             plan_release(&req, &self.snap, &PromisedCapacity::new(HOUR), cfg)
@@ -780,12 +799,20 @@ impl<'w, 'a> Run<'w, 'a> {
                 );
             }
         }
-        // Room freed: start waiting jobs, oldest release first.
+        // Room freed: start waiting jobs, oldest release first. A job bigger
+        // than the largest free room anywhere is skipped without asking the
+        // policy (it could not be placed anyway).
         if !self.pending.is_empty() {
             let pending = std::mem::take(&mut self.pending);
             let mut still = Vec::with_capacity(pending.len());
+            let mut room = self.largest_room();
             for p in pending {
-                if !self.try_start(now, p) {
+                let pj = &self.w.jobs[p as usize];
+                let fits_somewhere = pj.cpu_millis as i64 <= room.0
+                    && (pj.memory_mib * 1024 * 1024) as i64 <= room.1;
+                if fits_somewhere && self.try_start(now, p) {
+                    room = self.largest_room();
+                } else {
                     still.push(p);
                 }
             }
@@ -794,6 +821,9 @@ impl<'w, 'a> Run<'w, 'a> {
     }
 
     fn finish(mut self) -> Outcome {
+        if std::env::var_os("CARBON_KUBE_SIM_DEBUG").is_some() {
+            eprintln!("{}: {} release plans", self.policy.name, self.plans);
+        }
         let mut delays: Vec<f64> = self
             .w
             .jobs
