@@ -381,7 +381,7 @@ impl<'w, 'a> Run<'w, 'a> {
                 Ev::Finish => {
                     self.on_finish(t, j);
                     done += 1;
-                    if done % 4096 == 0 {
+                    if done.is_multiple_of(4096) {
                         progress(4096);
                     }
                 }

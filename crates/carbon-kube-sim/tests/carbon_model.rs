@@ -3,6 +3,8 @@
 //! and traces generated from it reproduce each real series' mean, diurnal
 //! shape and hour-to-hour variability.
 
+#![allow(clippy::unwrap_used, reason = "test code: a panic is a failure")]
+
 use carbon_kube_sim::carbon_model::{self, ModelFile, correlation, stats};
 use carbon_kube_sim::shared_data_dir;
 use carbon_kube_sim::trace::{Column, read_em_csv};

@@ -2,6 +2,8 @@
 //! the forecast error and energy coefficients, and a two-week slice of 2023
 //! with the Azure-derived trace through every policy and the oracle.
 
+#![allow(clippy::unwrap_used, reason = "test code: a panic is a failure")]
+
 use carbon_kube_sim::energy::{CCF_AWS_MAX_WATTS_PER_VCPU, CCF_AWS_MIN_WATTS_PER_VCPU};
 use carbon_kube_sim::forecast::{CALIBRATED_GROWTH, CALIBRATED_SIGMA0, calibration};
 use carbon_kube_sim::run::{Args, OracleMode};
