@@ -329,8 +329,13 @@ pub async fn serve(
                 .context("serving HTTPS")?;
         }
         _ => {
-            let listener =
-                tokio::net::TcpListener::from_std(listener).context("adopting the listener")?;
+            use axum::serve::ListenerExt as _;
+            // kube-scheduler waits on every answer: no Nagle delay.
+            let listener = tokio::net::TcpListener::from_std(listener)
+                .context("adopting the listener")?
+                .tap_io(|tcp| {
+                    let _ = tcp.set_nodelay(true);
+                });
             tracing::info!(%addr, "serving the extender over HTTP");
             axum::serve(listener, router)
                 .with_graceful_shutdown(shutdown)

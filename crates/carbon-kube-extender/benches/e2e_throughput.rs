@@ -1,0 +1,229 @@
+//! Scheduling throughput of the real kube-scheduler (v1.37.2) with 5,000
+//! nodes, side by side in one run: the shipped carbon-kube configuration
+//! with the extender, the same configuration without it, and without it at
+//! kube-scheduler's adaptive `percentageOfNodesToScore`. Same pods each time.
+//!
+//! For each variant: `PODS` pods (10m CPU, 16Mi) are created while no
+//! scheduler serves their `schedulerName`, then the scheduler starts; the
+//! throughput is the number of pods bound between the first and the last
+//! binding divided by that time (from kube-scheduler's `Scheduled` Events,
+//! which carry microsecond times). kube-scheduler's client rate limit is
+//! lifted (qps 5000) so that the API client does not cap every variant alike. The extender runs in
+//! this process beside the scheduler, as it runs beside it in its pod.
+//!
+//! Run: `cargo bench -p carbon-kube-extender --bench e2e_throughput`
+//! (`E2E_NODES`, `E2E_PODS` override 5,000 and 1,000).
+
+#![allow(clippy::unwrap_used, missing_docs)]
+
+use std::time::{Duration, Instant};
+
+use carbon_kube_model::{CarbonIntensity, Snapshot, Source, ZoneId, ZoneRecord, keys};
+use carbon_kube_testkit::{
+    ControlPlane, ControlPlaneOptions, Extender, SchedulerConfig, TestNamespace, nodes_in_zone,
+    pod_named,
+};
+use clap::Parser;
+use futures::{StreamExt, stream};
+use k8s_openapi::api::core::v1::{ConfigMap, Pod};
+use kube::Api;
+use kube::api::{ListParams, ObjectMeta, PostParams};
+
+const SHIPPED_CONFIG: &str = include_str!("../../../deploy/scheduler/kube-scheduler-config.yaml");
+
+#[derive(Parser)]
+struct Cli {
+    #[command(flatten)]
+    args: carbon_kube_extender::Args,
+}
+
+fn env(name: &str, default: usize) -> usize {
+    std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
+}
+
+fn now() -> i64 {
+    i64::try_from(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_secs(),
+    )
+    .unwrap()
+}
+
+async fn run_variant(
+    cp: &ControlPlane,
+    ns: &TestNamespace,
+    label: &str,
+    config: SchedulerConfig,
+    pods: usize,
+) -> f64 {
+    let name = format!("{}-{label}", ns.scheduler_name());
+    // Lift kube-scheduler's client rate limit (50 QPS by default), which
+    // would otherwise cap every variant at the same ~100 bindings/s.
+    let mut doc = config.with_scheduler_name(&name).to_document(std::path::Path::new("/x"));
+    doc["clientConnection"]["qps"] = serde_json::json!(5000);
+    doc["clientConnection"]["burst"] = serde_json::json!(10000);
+    let config = SchedulerConfig::from_yaml(&doc.to_string()).unwrap();
+    let api: Api<Pod> = ns.api();
+    stream::iter(0..pods)
+        .map(|i| {
+            let pod = pod_named(format!("{label}-{i}"))
+                .scheduled_by(&name)
+                .requesting("10m", "16Mi")
+                .with_label("run", label)
+                .build();
+            let api = api.clone();
+            async move { api.create(&PostParams::default(), &pod).await.unwrap() }
+        })
+        .buffer_unordered(8)
+        .collect::<Vec<_>>()
+        .await;
+    let sched = cp.start_scheduler(config).await.unwrap();
+    let lp = ListParams::default().labels(&format!("run={label}"));
+    let (mut first, mut last) = (None, None);
+    let deadline = Instant::now() + Duration::from_secs(900);
+    let mut first_count = 0;
+    loop {
+        let list = api.list(&lp).await.unwrap();
+        let bound = list
+            .items
+            .iter()
+            .filter(|p| p.spec.as_ref().and_then(|s| s.node_name.as_ref()).is_some())
+            .count();
+        if bound > 0 && first.is_none() {
+            first = Some(Instant::now());
+            first_count = bound;
+        }
+        if bound == pods {
+            last = Some(Instant::now());
+            break;
+        }
+        assert!(Instant::now() < deadline, "{label}: only {bound}/{pods} bound\n{}", sched.log_tail(20));
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    drop(sched);
+    let _ = (first, last, first_count);
+    // kube-scheduler's Scheduled Events carry microsecond eventTimes.
+    let events: Api<k8s_openapi::api::events::v1::Event> = ns.api();
+    let mut times: Vec<i128> = events
+        .list(&ListParams::default())
+        .await
+        .unwrap()
+        .items
+        .into_iter()
+        .filter(|e| e.reason.as_deref() == Some("Scheduled"))
+        .filter(|e| {
+            e.regarding
+                .as_ref()
+                .and_then(|r| r.name.as_deref())
+                .is_some_and(|n| n.starts_with(&format!("{label}-")))
+        })
+        .filter_map(|e| e.event_time.map(|t| t.0.as_microsecond() as i128))
+        .collect();
+    times.sort_unstable();
+    assert!(times.len() >= pods * 9 / 10, "{label}: only {} Scheduled events", times.len());
+    let secs = ((times[times.len() - 1] - times[0]) as f64 / 1e6).max(1e-3);
+    let rate = (times.len() - 1) as f64 / secs;
+    println!(
+        "e2e: {label}: {pods} pods, {:.2} s from first to last binding, {rate:.1} pods/s",
+        secs
+    );
+    rate
+}
+
+fn main() {
+    carbon_kube_k8s::telemetry::install_crypto_provider();
+    let nodes = env("E2E_NODES", 5000);
+    let pods = env("E2E_PODS", 1000);
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async move {
+        let t = Instant::now();
+        let cp = ControlPlane::start(ControlPlaneOptions::default()).await.unwrap();
+        let ns = cp.test_namespace("e2e").await.unwrap();
+        let zones = ["DE", "GB", "US-TEX-ERCO", "US-CAL-CISO"];
+        for (i, zone) in zones.iter().enumerate() {
+            ns.create_nodes(
+                &nodes_in_zone(format!("region-{i}"), format!("region-{i}-a"))
+                    .named(zone.to_ascii_lowercase())
+                    .count(nodes / zones.len())
+                    .with_label(keys::LABEL_GRID_ZONE, *zone)
+                    .static_ready(),
+            )
+            .await
+            .unwrap();
+        }
+        println!("e2e: control plane and {nodes} nodes ready in {:.0} s", t.elapsed().as_secs_f64());
+        let mut snapshot = Snapshot::default();
+        for (zone, v) in [("DE", 180.0), ("GB", 120.0), ("US-TEX-ERCO", 410.0), ("US-CAL-CISO", 230.0)] {
+            snapshot.zones.insert(
+                ZoneId::parse(zone).unwrap(),
+                ZoneRecord::new(CarbonIntensity::new(v).unwrap(), now(), Source::new(Source::ELECTRICITY_MAPS)),
+            );
+        }
+        let cms: Api<ConfigMap> = ns.api();
+        cms.create(
+            &PostParams::default(),
+            &ConfigMap {
+                metadata: ObjectMeta {
+                    name: Some(keys::SNAPSHOT_CONFIGMAP.into()),
+                    ..ObjectMeta::default()
+                },
+                data: Some([(keys::SNAPSHOT_KEY.to_owned(), snapshot.to_json())].into()),
+                ..ConfigMap::default()
+            },
+        )
+        .await
+        .unwrap();
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        let mut argv = vec!["extender".to_owned(), "--namespace".to_owned(), ns.name().to_owned()];
+        // E2E_EXTENDER_ARGS="--no-events" etc.
+        argv.extend(std::env::var("E2E_EXTENDER_ARGS").unwrap_or_default().split_whitespace().map(str::to_owned));
+        let args = Cli::parse_from(argv).args;
+        let client = cp.client().await.unwrap();
+        tokio::spawn(carbon_kube_extender::serve(args, listener, Some(client), std::future::pending()));
+        let http = reqwest::Client::new();
+        loop {
+            if let Ok(r) = http.get(format!("{url}/readyz")).send().await
+                && r.status() == 200
+            {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        let doc: serde_json::Value = serde_saphyr::from_str(SHIPPED_CONFIG).unwrap();
+        let e = &doc["extenders"][0];
+        let base = || {
+            SchedulerConfig::from_yaml(SHIPPED_CONFIG)
+                .unwrap()
+                .restricted_to_node_pool(ns.node_pool())
+                .without_extenders()
+        };
+        let with_extender = base().with_extender(
+            Extender::at(&url)
+                .filter_verb("filter")
+                .prioritize_verb("prioritize")
+                .weight(e["weight"].as_i64().unwrap())
+                .node_cache_capable(true)
+                .ignorable(true)
+                .http_timeout(Duration::from_secs(1)),
+        );
+        let adaptive_doc = serde_json::to_string(&base().to_document(std::path::Path::new("/x")))
+            .unwrap()
+            .replace("\"percentageOfNodesToScore\":100", "\"percentageOfNodesToScore\":0");
+        let adaptive = SchedulerConfig::from_yaml(&adaptive_doc).unwrap();
+        let without = run_variant(&cp, &ns, "without", base(), pods).await;
+        let with = run_variant(&cp, &ns, "with", with_extender, pods).await;
+        let adaptive_rate = run_variant(&cp, &ns, "adaptive", adaptive, pods).await;
+        println!(
+            "e2e: with extender / without = {:.2}x; without at adaptive percentageOfNodesToScore: {adaptive_rate:.1} pods/s",
+            with / without
+        );
+        cp.stop();
+    });
+}
