@@ -52,9 +52,10 @@ pub fn write_plot(
         .extension()
         .is_some_and(|e| e.eq_ignore_ascii_case("png"));
     let err = |e: String| SimError::file(path, format!("drawing the plot: {e}"));
+    // Text is laid out with this font in both backends (registering twice
+    // is harmless).
+    let _ = plotters::style::register_font("sans-serif", FontStyle::Normal, DEJAVU_SANS);
     if png {
-        // Registering twice is harmless.
-        let _ = plotters::style::register_font("sans-serif", FontStyle::Normal, DEJAVU_SANS);
         let root = BitMapBackend::new(path, (1400, 1200)).into_drawing_area();
         draw(root, traces, outcomes, highlight).map_err(err)
     } else {
