@@ -38,14 +38,21 @@ fn real_snapshot() -> Snapshot {
         let v: f64 = line.split(',').nth(4).unwrap().parse().unwrap();
         s.zones.insert(
             ZoneId::parse(z).unwrap(),
-            ZoneRecord::new(CarbonIntensity::new(v).unwrap(), NOW - 300, Source::new(Source::ELECTRICITY_MAPS)),
+            ZoneRecord::new(
+                CarbonIntensity::new(v).unwrap(),
+                NOW - 300,
+                Source::new(Source::ELECTRICITY_MAPS),
+            ),
         );
     }
     s
 }
 
 pub fn node_name(i: usize) -> String {
-    format!("pool-a-{}-node-{i:05}", ZONES[i % ZONES.len()].to_ascii_lowercase())
+    format!(
+        "pool-a-{}-node-{i:05}",
+        ZONES[i % ZONES.len()].to_ascii_lowercase()
+    )
 }
 
 pub fn full_node(i: usize) -> Value {
@@ -58,7 +65,11 @@ pub fn full_node(i: usize) -> Value {
 }
 
 fn fixture(name: &str) -> String {
-    std::fs::read_to_string(format!("{}/tests/fixtures/{name}", env!("CARGO_MANIFEST_DIR"))).unwrap()
+    std::fs::read_to_string(format!(
+        "{}/tests/fixtures/{name}",
+        env!("CARGO_MANIFEST_DIR")
+    ))
+    .unwrap()
 }
 
 pub fn shared(n: usize) -> Arc<Shared> {
@@ -76,7 +87,10 @@ pub fn shared(n: usize) -> Arc<Shared> {
         .map(|i| NodeView {
             name: node_name(i),
             labels: [
-                (keys::LABEL_GRID_ZONE.to_owned(), ZONES[i % ZONES.len()].to_owned()),
+                (
+                    keys::LABEL_GRID_ZONE.to_owned(),
+                    ZONES[i % ZONES.len()].to_owned(),
+                ),
                 ("kubernetes.io/hostname".to_owned(), node_name(i)),
             ]
             .into(),
@@ -104,4 +118,3 @@ pub fn nodes_request(n: usize) -> Vec<u8> {
     v["Nodes"]["items"] = json!((0..n).map(full_node).collect::<Vec<_>>());
     serde_json::to_vec(&v).unwrap()
 }
-

@@ -3,7 +3,7 @@
 //! with the extender, the same configuration without it, and without it at
 //! kube-scheduler's adaptive `percentageOfNodesToScore`. Same pods each time.
 //!
-//! For each variant: `PODS` pods (10m CPU, 16Mi) are created while no
+//! For each variant: `E2E_PODS` pods (10m CPU, 16Mi) are created while no
 //! scheduler serves their `schedulerName`, then the scheduler starts; the
 //! throughput is the number of pods bound between the first and the last
 //! binding divided by that time (from kube-scheduler's `Scheduled` Events,
@@ -38,7 +38,10 @@ struct Cli {
 }
 
 fn env(name: &str, default: usize) -> usize {
-    std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
 }
 
 fn now() -> i64 {
@@ -61,7 +64,9 @@ async fn run_variant(
     let name = format!("{}-{label}", ns.scheduler_name());
     // Lift kube-scheduler's client rate limit (50 QPS by default), which
     // would otherwise cap every variant at the same ~100 bindings/s.
-    let mut doc = config.with_scheduler_name(&name).to_document(std::path::Path::new("/x"));
+    let mut doc = config
+        .with_scheduler_name(&name)
+        .to_document(std::path::Path::new("/x"));
     doc["clientConnection"]["qps"] = serde_json::json!(5000);
     doc["clientConnection"]["burst"] = serde_json::json!(10000);
     let config = SchedulerConfig::from_yaml(&doc.to_string()).unwrap();
@@ -81,9 +86,7 @@ async fn run_variant(
         .await;
     let sched = cp.start_scheduler(config).await.unwrap();
     let lp = ListParams::default().labels(&format!("run={label}"));
-    let (mut first, mut last) = (None, None);
     let deadline = Instant::now() + Duration::from_secs(900);
-    let mut first_count = 0;
     loop {
         let list = api.list(&lp).await.unwrap();
         let bound = list
@@ -91,19 +94,17 @@ async fn run_variant(
             .iter()
             .filter(|p| p.spec.as_ref().and_then(|s| s.node_name.as_ref()).is_some())
             .count();
-        if bound > 0 && first.is_none() {
-            first = Some(Instant::now());
-            first_count = bound;
-        }
         if bound == pods {
-            last = Some(Instant::now());
             break;
         }
-        assert!(Instant::now() < deadline, "{label}: only {bound}/{pods} bound\n{}", sched.log_tail(20));
+        assert!(
+            Instant::now() < deadline,
+            "{label}: only {bound}/{pods} bound\n{}",
+            sched.log_tail(20)
+        );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     drop(sched);
-    let _ = (first, last, first_count);
     // kube-scheduler's Scheduled Events carry microsecond eventTimes.
     let events: Api<k8s_openapi::api::events::v1::Event> = ns.api();
     let mut times: Vec<i128> = events
@@ -122,7 +123,11 @@ async fn run_variant(
         .filter_map(|e| e.event_time.map(|t| t.0.as_microsecond() as i128))
         .collect();
     times.sort_unstable();
-    assert!(times.len() >= pods * 9 / 10, "{label}: only {} Scheduled events", times.len());
+    assert!(
+        times.len() >= pods * 9 / 10,
+        "{label}: only {} Scheduled events",
+        times.len()
+    );
     let secs = ((times[times.len() - 1] - times[0]) as f64 / 1e6).max(1e-3);
     let rate = (times.len() - 1) as f64 / secs;
     println!(

@@ -34,9 +34,13 @@ fn bench(c: &mut Criterion) {
                 nodes_request(n)
             };
             g.throughput(Throughput::Elements(n as u64));
-            g.bench_with_input(BenchmarkId::new("floor-parse-value", n), &body, |b, body| {
-                b.iter(|| serde_json::from_slice::<Value>(body).unwrap());
-            });
+            g.bench_with_input(
+                BenchmarkId::new("floor-parse-value", n),
+                &body,
+                |b, body| {
+                    b.iter(|| serde_json::from_slice::<Value>(body).unwrap());
+                },
+            );
             g.bench_with_input(BenchmarkId::new("filter", n), &body, |b, body| {
                 b.iter(|| filter(&state, body).unwrap());
             });

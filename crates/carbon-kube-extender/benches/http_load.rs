@@ -19,7 +19,10 @@ const NODES: usize = 5000;
 
 fn main() {
     carbon_kube_k8s::telemetry::install_crypto_provider();
-    let seconds: u64 = std::env::var("SECONDS_PER_RUN").ok().and_then(|s| s.parse().ok()).unwrap_or(10);
+    let seconds: u64 = std::env::var("SECONDS_PER_RUN")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(10);
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()

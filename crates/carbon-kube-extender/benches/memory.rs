@@ -44,7 +44,10 @@ fn main() {
     {
         let mut c = state.cluster_mut();
         for n in &nodes {
-            c.upsert_node(carbon_kube_extender::watch::node_view(n), &RegionZoneMap::default());
+            c.upsert_node(
+                carbon_kube_extender::watch::node_view(n),
+                &RegionZoneMap::default(),
+            );
         }
     }
     let after_nodes = rss();
@@ -52,7 +55,11 @@ fn main() {
         let mut c = state.cluster_mut();
         for p in 0..PODS {
             let uid = format!("{:08x}-0000-4000-8000-{:012x}", p, p * 7919);
-            c.upsert_pod(&uid, &common::node_name(p % NODES), Resources::new(250, 256 << 20));
+            c.upsert_pod(
+                &uid,
+                &common::node_name(p % NODES),
+                Resources::new(250, 256 << 20),
+            );
         }
     }
     let after_pods = rss();

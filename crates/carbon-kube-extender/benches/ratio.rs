@@ -40,10 +40,17 @@ fn main() {
     // `cargo bench` passes --bench; nothing to parse.
     println!("| request | nodes | parse floor | filter | ratio | prioritize | ratio |");
     println!("|---|---:|---:|---:|---:|---:|---:|");
-    for (mode, sizes) in [("names", &[100usize, 1000, 5000, 15000][..]), ("full nodes", &[100, 1000, 5000][..])] {
+    for (mode, sizes) in [
+        ("names", &[100usize, 1000, 5000, 15000][..]),
+        ("full nodes", &[100, 1000, 5000][..]),
+    ] {
         for &n in sizes {
             let state = common::shared(n);
-            let body = if mode == "names" { common::names_request(n) } else { common::nodes_request(n) };
+            let body = if mode == "names" {
+                common::names_request(n)
+            } else {
+                common::nodes_request(n)
+            };
             let floor = per_call(|| {
                 std::hint::black_box(serde_json::from_slice::<Value>(&body).unwrap());
             });
