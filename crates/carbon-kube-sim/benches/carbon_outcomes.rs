@@ -198,6 +198,34 @@ fn main() -> anyhow::Result<()> {
         lp.windows.len(),
         started.elapsed().as_secs_f64()
     );
+    // 5. Sensitivity: the same 2023 run with perfect forecasts, to show what
+    // forecast error costs the forecast-driven policies.
+    let perfect = World::new(
+        &test.traces,
+        &test.cluster,
+        &test.jobs,
+        ForecastView::new(&test.traces, ErrorModel::PERFECT, 2023),
+        best.tuning()?,
+    )?;
+    let base = outcomes.first().map_or(0.0, |o| o.kg_co2);
+    println!("\nwith perfect forecasts (2023, same knobs):");
+    for name in [
+        "carbon-kube",
+        "carbon-kube-temporal",
+        "best-window",
+        "threshold-hold",
+    ] {
+        let p = policy(name, &best).ok_or_else(|| anyhow::anyhow!("no policy {name}"))?;
+        let o = perfect.run(&p, &|_| {});
+        println!(
+            "{name:<24} {:>9.1} kg  saving {:>5.1}%  of oracle {:>5.1}%  misses {}  peak {}/h",
+            o.kg_co2,
+            100.0 * (base - o.kg_co2) / base,
+            100.0 * (base - o.kg_co2) / (base - lp.kg_co2),
+            o.deadline_misses,
+            o.peak_releases_per_hour
+        );
+    }
     let target = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../target");
     std::fs::write(
         target.join("carbon-outcomes.json"),
