@@ -172,8 +172,14 @@ fn full_nodes(
 }
 
 /// The cached nodes named in a request, looked up once each.
-fn lookup<'c>(names: &[crate::wire::Name<'_>], cluster: &'c Cluster) -> Vec<Option<&'c crate::state::CachedNode>> {
-    names.iter().map(|n| cluster.nodes.get(n.0.as_ref())).collect()
+fn lookup<'c>(
+    names: &[crate::wire::Name<'_>],
+    cluster: &'c Cluster,
+) -> Vec<Option<&'c crate::state::CachedNode>> {
+    names
+        .iter()
+        .map(|n| cluster.nodes.get(n.0.as_ref()))
+        .collect()
 }
 
 /// Names the cache has not seen yet: neutral, with the requests of pods
@@ -214,7 +220,9 @@ fn cached_candidates<'c>(
                 node: &c.view,
                 zone: &c.zone,
             }),
-            None => next_unseen.next().map(|(node, zone)| Candidate { node, zone }),
+            None => next_unseen
+                .next()
+                .map(|(node, zone)| Candidate { node, zone }),
         })
         .collect()
 }

@@ -565,7 +565,11 @@ async fn the_real_kube_schedulers_requests_parse() {
         let (state, _registry) = support::shared(snap.clone(), now(), Vec::new());
         let seen: Seen = Arc::default();
         async fn record(
-            State((state, seen, verb)): State<(Arc<carbon_kube_extender::state::Shared>, Seen, &'static str)>,
+            State((state, seen, verb)): State<(
+                Arc<carbon_kube_extender::state::Shared>,
+                Seen,
+                &'static str,
+            )>,
             body: Bytes,
         ) -> Vec<u8> {
             seen.lock().unwrap().push((verb.to_owned(), body.to_vec()));
@@ -615,7 +619,11 @@ async fn the_real_kube_schedulers_requests_parse() {
                 .unwrap_or_else(|| panic!("no {verb} request recorded"));
             let v: serde_json::Value = serde_json::from_slice(body).unwrap();
             let keys: Vec<&str> = v.as_object().unwrap().keys().map(String::as_str).collect();
-            assert_eq!(keys, ["NodeNames", "Nodes", "Pod"], "PascalCase top-level keys (sorted)");
+            assert_eq!(
+                keys,
+                ["NodeNames", "Nodes", "Pod"],
+                "PascalCase top-level keys (sorted)"
+            );
             assert!(v["Pod"].get("apiVersion").is_none() && v["Pod"].get("kind").is_none());
             assert_eq!(v["Pod"]["spec"]["schedulerName"], ns.scheduler_name());
             if cache_capable {
@@ -623,7 +631,10 @@ async fn the_real_kube_schedulers_requests_parse() {
                 assert_eq!(v["NodeNames"].as_array().unwrap().len(), 5);
             } else {
                 assert!(v["NodeNames"].is_null());
-                assert_eq!(v["Nodes"]["items"].as_array().unwrap().len(), if verb == "filter" { 5 } else { 3 });
+                assert_eq!(
+                    v["Nodes"]["items"].as_array().unwrap().len(),
+                    if verb == "filter" { 5 } else { 3 }
+                );
             }
             if std::env::var_os("CARBON_KUBE_RECORD_FIXTURES").is_some() {
                 let path = format!(

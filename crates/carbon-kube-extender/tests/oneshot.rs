@@ -369,7 +369,11 @@ async fn recorded_kube_scheduler_requests_are_answered() {
             let failed = v["FailedAndUnresolvableNodes"].as_object().unwrap();
             assert_eq!(failed.len(), 2, "{file}: {body}");
             assert!(failed.keys().all(|k| k.contains("-us-tex-erco-")));
-            assert!(failed.values().all(|m| m.as_str().unwrap().contains("set by the pod's")));
+            assert!(
+                failed
+                    .values()
+                    .all(|m| m.as_str().unwrap().contains("set by the pod's"))
+            );
         } else {
             assert!(v.as_array().unwrap().iter().all(|h| h["Score"].is_i64()));
         }

@@ -65,14 +65,15 @@ async fn serves_https_from_a_snapshot_file_and_reloads_it() {
         .build()
         .unwrap();
     let base = format!("https://localhost:{port}");
-    let ready = carbon_kube_testkit::wait_until("HTTPS /readyz", Duration::from_secs(30), || async {
-        match client.get(format!("{base}/readyz")).send().await {
-            Ok(r) if r.status() == 200 => carbon_kube_testkit::Progress::Done(()),
-            Ok(r) => carbon_kube_testkit::Progress::Waiting(r.status().to_string()),
-            Err(e) => carbon_kube_testkit::Progress::Waiting(e.to_string()),
-        }
-    })
-    .await;
+    let ready =
+        carbon_kube_testkit::wait_until("HTTPS /readyz", Duration::from_secs(30), || async {
+            match client.get(format!("{base}/readyz")).send().await {
+                Ok(r) if r.status() == 200 => carbon_kube_testkit::Progress::Done(()),
+                Ok(r) => carbon_kube_testkit::Progress::Waiting(r.status().to_string()),
+                Err(e) => carbon_kube_testkit::Progress::Waiting(e.to_string()),
+            }
+        })
+        .await;
     ready.unwrap();
     let filter = |client: reqwest::Client| {
         let base = base.clone();
@@ -100,26 +101,41 @@ async fn serves_https_from_a_snapshot_file_and_reloads_it() {
         r.carbon_intensity = carbon_kube_model::CarbonIntensity::new(100.0).unwrap();
     }
     std::fs::write(&snapshot_path, snap.to_json()).unwrap();
-    carbon_kube_testkit::wait_until("the snapshot file reload", Duration::from_secs(30), || async {
-        let names = filter(client.clone()).await;
-        if names.len() == 3 {
-            carbon_kube_testkit::Progress::Done(())
-        } else {
-            carbon_kube_testkit::Progress::Waiting(format!("{names:?}"))
-        }
-    })
+    carbon_kube_testkit::wait_until(
+        "the snapshot file reload",
+        Duration::from_secs(30),
+        || async {
+            let names = filter(client.clone()).await;
+            if names.len() == 3 {
+                carbon_kube_testkit::Progress::Done(())
+            } else {
+                carbon_kube_testkit::Progress::Waiting(format!("{names:?}"))
+            }
+        },
+    )
     .await
     .unwrap();
     // The file disappears: neutral (everything passes).
     std::fs::remove_file(&snapshot_path).unwrap();
-    carbon_kube_testkit::wait_until("the snapshot file removal", Duration::from_secs(30), || async {
-        let m = client.get(format!("{base}/metrics")).send().await.unwrap().text().await.unwrap();
-        if m.contains("carbon_kube_carbon_intensity_current{") {
-            carbon_kube_testkit::Progress::Waiting("zones still exported".into())
-        } else {
-            carbon_kube_testkit::Progress::Done(())
-        }
-    })
+    carbon_kube_testkit::wait_until(
+        "the snapshot file removal",
+        Duration::from_secs(30),
+        || async {
+            let m = client
+                .get(format!("{base}/metrics"))
+                .send()
+                .await
+                .unwrap()
+                .text()
+                .await
+                .unwrap();
+            if m.contains("carbon_kube_carbon_intensity_current{") {
+                carbon_kube_testkit::Progress::Waiting("zones still exported".into())
+            } else {
+                carbon_kube_testkit::Progress::Done(())
+            }
+        },
+    )
     .await
     .unwrap();
     assert_eq!(filter(client.clone()).await.len(), 3);
