@@ -6,7 +6,7 @@ use std::path::PathBuf;
 #[derive(Debug, thiserror::Error)]
 pub enum SimError {
     /// A file or folder could not be read or written.
-    #[error("{path}: {source}")]
+    #[error("reading {}", .path.display())]
     Io {
         /// The file or folder.
         path: PathBuf,
