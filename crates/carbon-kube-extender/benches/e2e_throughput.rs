@@ -72,11 +72,16 @@ async fn run_variant(
     doc["clientConnection"]["burst"] = serde_json::json!(10000);
     let config = SchedulerConfig::from_yaml(&doc.to_string()).unwrap();
     let api: Api<Pod> = ns.api();
+    // E2E_DISTINCT=1: every pod requests a different amount of CPU, so
+    // kube-scheduler's opportunistic batching (which reuses results for
+    // identical pods, and which an extender disables) does not apply.
+    let distinct = std::env::var_os("E2E_DISTINCT").is_some();
     stream::iter(0..pods)
         .map(|i| {
+            let cpu = if distinct { format!("{}m", 10 + i) } else { "10m".to_owned() };
             let pod = pod_named(format!("{label}-{i}"))
                 .scheduled_by(&name)
-                .requesting("10m", "16Mi")
+                .requesting(cpu, "16Mi")
                 .with_label("run", label)
                 .build();
             let api = api.clone();
