@@ -181,6 +181,7 @@ fn main() -> anyhow::Result<()> {
         cluster_cpus: test.cluster.total_cpus(),
         forecast_error: ErrorModel::default(),
         forecast_error_text: ErrorModel::default().describe(),
+        supplied_forecasts: None,
         oracle: OracleReport {
             per_job_kg_co2: Some(per_job),
             lp: Some(lp.clone()),

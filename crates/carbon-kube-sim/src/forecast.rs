@@ -8,15 +8,19 @@
 //! of `l` hours. A fresh forecast is issued every hour (each zone, each hour
 //! its own deterministic random stream), 72 hours long, like the snapshot's.
 
+use std::collections::BTreeMap;
+use std::path::Path;
+
 use carbon_kube_model::{
-    CarbonIntensity, Forecast, Snapshot, Source, UnixSeconds, ZoneRecord,
+    CarbonIntensity, Forecast, Snapshot, Source, UnixSeconds, ZoneId, ZoneRecord,
     record::MAX_FORECAST_POINTS,
 };
 use rand::SeedableRng;
 use rand_distr::{Distribution, StandardNormal};
 use serde::{Deserialize, Serialize};
 
-use crate::trace::{HOUR, TraceSet};
+use crate::error::{Result, SimError};
+use crate::trace::{HOUR, TraceSet, parse_utc};
 
 /// Relative sd at lead 0 calibrated on the NESO national forecast vs actual
 /// (`nmpowell_national_pt24h_2023-03-15T1201Z.csv`, 47 half-hours).
@@ -75,6 +79,7 @@ pub struct ForecastView<'a> {
     model: ErrorModel,
     seed: u64,
     horizon: usize,
+    supplied: Option<&'a IssuedForecasts>,
 }
 
 impl<'a> ForecastView<'a> {
@@ -85,7 +90,16 @@ impl<'a> ForecastView<'a> {
             model,
             seed,
             horizon: MAX_FORECAST_POINTS,
+            supplied: None,
         }
+    }
+
+    /// Policies see `supplied` forecasts where they cover a point, and the
+    /// error model elsewhere.
+    #[must_use]
+    pub fn with_supplied(mut self, supplied: &'a IssuedForecasts) -> Self {
+        self.supplied = Some(supplied);
+        self
     }
 
     /// The error model.
@@ -95,7 +109,24 @@ impl<'a> ForecastView<'a> {
 
     /// The forecast values issued at hour `hour` for zone `zone`: index 0 is
     /// the current hour.
+    /// Where a supplied forecast (see [`IssuedForecasts`]) covers a target
+    /// hour, its value replaces the error model's.
     pub fn issued(&self, zone: usize, hour: usize) -> Vec<f64> {
+        let mut out = self.synthetic(zone, hour);
+        if let Some(sup) = self.supplied {
+            let t = self.traces.start + HOUR * hour as i64;
+            if let Some(latest) = sup.latest(zone, t) {
+                for (l, v) in out.iter_mut().enumerate() {
+                    if let Some(f) = latest.get(&(t + HOUR * l as i64)) {
+                        *v = *f;
+                    }
+                }
+            }
+        }
+        out
+    }
+
+    fn synthetic(&self, zone: usize, hour: usize) -> Vec<f64> {
         let actual = &self.traces.zones[zone].values;
         let n = self.horizon.min(actual.len().saturating_sub(hour));
         let mut out = Vec::with_capacity(n);
@@ -137,7 +168,11 @@ impl<'a> ForecastView<'a> {
                 CarbonIntensity::new(v.min(carbon_kube_model::intensity::MAX_PLAUSIBLE_G_PER_KWH))
                     .unwrap_or(CarbonIntensity::ZERO)
             };
-            let mut r = ZoneRecord::new(ci(*first), t, Source::new("simulated_forecast"));
+            let source = match self.supplied {
+                Some(sup) if sup.latest(zi, t).is_some() => "supplied_forecast",
+                _ => "simulated_forecast",
+            };
+            let mut r = ZoneRecord::new(ci(*first), t, Source::new(source));
             r.valid_until = Some(t + 2 * HOUR);
             r.forecast = Some(Forecast {
                 start: t,
@@ -145,6 +180,299 @@ impl<'a> ForecastView<'a> {
                 values: values.iter().map(|v| ci(*v)).collect(),
             });
             s.zones.insert(z.zone.clone(), r);
+        }
+        s
+    }
+}
+
+/// Issue time → target hour → value.
+type Issued<V> = BTreeMap<UnixSeconds, BTreeMap<UnixSeconds, V>>;
+
+/// Issued forecasts read from a file (`--forecasts`): per zone, per issue
+/// time, hourly target values in g/kWh.
+///
+/// The CSV has the header `issued_at,zone,target,carbon_intensity`
+/// (any column order; times RFC 3339 UTC such as `2023-03-15T12:00:00Z`).
+/// Targets not on the hour are averaged into the hour that contains them.
+/// At sim time `t` a policy sees, for each zone, the forecast with the latest
+/// `issued_at <= t`; hours that forecast does not cover, and zones or times
+/// with no issued forecast, fall back to the error model.
+#[derive(Clone, Debug, Default)]
+pub struct IssuedForecasts {
+    /// Where they came from.
+    pub origin: String,
+    /// Per trace zone (same index as the [`TraceSet`]): issue time → target hour → g/kWh.
+    zones: Vec<Issued<f64>>,
+    /// Rows read.
+    pub rows: usize,
+}
+
+/// Mean absolute percentage error of supplied forecasts against the actual
+/// trace, for one lead-time bucket.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct LeadBucket {
+    /// The bucket, e.g. `0-6 h`.
+    pub lead: String,
+    /// Forecast hours compared with an actual value.
+    pub points: usize,
+    /// Mean |forecast − actual| / actual, percent (None without points).
+    pub mape_pct: Option<f64>,
+}
+
+/// How much of what policies saw came from the supplied forecasts.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct SuppliedSummary {
+    /// The file.
+    pub origin: String,
+    /// Rows read.
+    pub rows: usize,
+    /// Share of (zone, hour, lead) forecast points policies saw that came from the file, percent.
+    pub coverage_pct: f64,
+    /// Trace zones with no supplied forecast at all (error model throughout).
+    pub zones_without_forecasts: Vec<String>,
+    /// Measured error against the actual trace by lead time.
+    pub mape_by_lead: Vec<LeadBucket>,
+}
+
+const LEAD_BUCKETS: [(i64, i64, &str); 5] = [
+    (0, 6, "0-6 h"),
+    (6, 24, "6-24 h"),
+    (24, 48, "24-48 h"),
+    (48, 72, "48-72 h"),
+    (72, i64::MAX, ">72 h"),
+];
+
+/// An RFC 3339 time (any offset, converted to UTC); a time without an
+/// offset is taken as UTC.
+fn parse_time(raw: &str) -> std::result::Result<UnixSeconds, String> {
+    match raw.parse::<jiff::Timestamp>() {
+        Ok(t) => Ok(t.as_second()),
+        Err(e) => {
+            let rest = raw.get(10..).unwrap_or("");
+            if rest.contains('+') || rest.get(1..).is_some_and(|r| r.contains('-')) {
+                Err(format!("{raw:?} is not an RFC 3339 time: {e}"))
+            } else {
+                parse_utc(raw)
+            }
+        }
+    }
+}
+
+impl IssuedForecasts {
+    /// Reads `path` and matches its zones to `traces`. Bad rows give an
+    /// error naming the file, the line and the field.
+    pub fn read(path: &Path, traces: &TraceSet) -> Result<Self> {
+        let mut rdr =
+            csv::Reader::from_path(path).map_err(|e| SimError::file(path, e.to_string()))?;
+        let headers = rdr
+            .headers()
+            .map_err(|e| SimError::file(path, e.to_string()))?
+            .clone();
+        let col = |name: &str| -> Result<usize> {
+            headers
+                .iter()
+                .position(|h| h.trim() == name)
+                .ok_or_else(|| {
+                    SimError::file(
+                        path,
+                        format!(
+                            "missing column `{name}` (header must be issued_at,zone,target,carbon_intensity)"
+                        ),
+                    )
+                })
+        };
+        let (ci, cz, ct, cv) = (
+            col("issued_at")?,
+            col("zone")?,
+            col("target")?,
+            col("carbon_intensity")?,
+        );
+        let mut sums: Vec<Issued<(f64, u32)>> = vec![BTreeMap::new(); traces.zones.len()];
+        let mut rows = 0;
+        for (i, rec) in rdr.records().enumerate() {
+            let line = i as u64 + 2;
+            let rec = rec.map_err(|e| SimError::field(path, line, "row", e.to_string()))?;
+            let get = |c: usize| rec.get(c).unwrap_or("").trim();
+            let issued =
+                parse_time(get(ci)).map_err(|m| SimError::field(path, line, "issued_at", m))?;
+            let raw_zone = get(cz);
+            let zone = ZoneId::parse(raw_zone)
+                .map_err(|e| SimError::field(path, line, "zone", e.to_string()))?;
+            let zi = traces
+                .zones
+                .iter()
+                .position(|z| z.zone == zone)
+                .ok_or_else(|| {
+                    SimError::field(
+                        path,
+                        line,
+                        "zone",
+                        format!("{raw_zone:?} has no carbon trace"),
+                    )
+                })?;
+            let target =
+                parse_time(get(ct)).map_err(|m| SimError::field(path, line, "target", m))?;
+            if target < issued {
+                return Err(SimError::field(
+                    path,
+                    line,
+                    "target",
+                    format!("{} is before issued_at", get(ct)),
+                ));
+            }
+            let raw_v = get(cv);
+            let v: f64 = raw_v
+                .parse()
+                .ok()
+                .filter(|v: &f64| {
+                    v.is_finite()
+                        && (0.0..=carbon_kube_model::intensity::MAX_PLAUSIBLE_G_PER_KWH).contains(v)
+                })
+                .ok_or_else(|| {
+                    SimError::field(
+                        path,
+                        line,
+                        "carbon_intensity",
+                        format!("{raw_v:?} is not an intensity in g/kWh"),
+                    )
+                })?;
+            let e = sums[zi]
+                .entry(issued)
+                .or_default()
+                .entry(target.div_euclid(HOUR) * HOUR)
+                .or_default();
+            e.0 += v;
+            e.1 += 1;
+            rows += 1;
+        }
+        if rows == 0 {
+            return Err(SimError::file(path, "the forecast file has no rows"));
+        }
+        let zones = sums
+            .into_iter()
+            .map(|z| {
+                z.into_iter()
+                    .map(|(k, m)| {
+                        (
+                            k,
+                            m.into_iter()
+                                .map(|(t, (s, c))| (t, s / f64::from(c)))
+                                .collect(),
+                        )
+                    })
+                    .collect()
+            })
+            .collect();
+        Ok(Self {
+            origin: path.display().to_string(),
+            zones,
+            rows,
+        })
+    }
+
+    /// The forecast of zone index `zone` issued most recently at or before `t`.
+    pub fn latest(&self, zone: usize, t: UnixSeconds) -> Option<&BTreeMap<UnixSeconds, f64>> {
+        self.zones
+            .get(zone)?
+            .range(..=t)
+            .next_back()
+            .map(|(_, m)| m)
+    }
+
+    /// Coverage, zones without forecasts and MAPE by lead against `traces`.
+    pub fn summary(&self, traces: &TraceSet) -> SuppliedSummary {
+        let hours = traces.hours();
+        let (mut covered, mut total) = (0usize, 0usize);
+        for zi in 0..traces.zones.len() {
+            for h in 0..hours {
+                let t = traces.start + HOUR * h as i64;
+                let n = MAX_FORECAST_POINTS.min(hours - h);
+                total += n;
+                if let Some(latest) = self.latest(zi, t) {
+                    covered += latest.range(t..t + HOUR * n as i64).count();
+                }
+            }
+        }
+        let mut acc = [(0.0f64, 0usize); LEAD_BUCKETS.len()];
+        for (zi, z) in self.zones.iter().enumerate() {
+            let actual = &traces.zones[zi].values;
+            for (issued, m) in z {
+                for (target, f) in m {
+                    let Ok(idx) = usize::try_from((target - traces.start).div_euclid(HOUR)) else {
+                        continue;
+                    };
+                    let Some(a) = actual.get(idx).copied().filter(|a| *a > 0.0) else {
+                        continue;
+                    };
+                    let lead = (target - issued.div_euclid(HOUR) * HOUR) / HOUR;
+                    if let Some(b) = LEAD_BUCKETS
+                        .iter()
+                        .position(|(lo, hi, _)| lead >= *lo && lead < *hi)
+                    {
+                        acc[b].0 += (f - a).abs() / a;
+                        acc[b].1 += 1;
+                    }
+                }
+            }
+        }
+        SuppliedSummary {
+            origin: self.origin.clone(),
+            rows: self.rows,
+            coverage_pct: if total > 0 {
+                100.0 * covered as f64 / total as f64
+            } else {
+                0.0
+            },
+            zones_without_forecasts: self
+                .zones
+                .iter()
+                .zip(&traces.zones)
+                .filter(|(m, _)| m.is_empty())
+                .map(|(_, z)| z.zone.to_string())
+                .collect(),
+            mape_by_lead: LEAD_BUCKETS
+                .iter()
+                .zip(acc)
+                .map(|((_, _, name), (sum, n))| LeadBucket {
+                    lead: (*name).to_owned(),
+                    points: n,
+                    mape_pct: (n > 0).then(|| 100.0 * sum / n as f64),
+                })
+                .collect(),
+        }
+    }
+}
+
+impl SuppliedSummary {
+    /// One line for reports.
+    pub fn describe(&self) -> String {
+        let mape: Vec<String> = self
+            .mape_by_lead
+            .iter()
+            .filter_map(|b| {
+                b.mape_pct
+                    .map(|m| format!("{} {:.1} % (n={})", b.lead, m, b.points))
+            })
+            .collect();
+        let mut s = format!(
+            "supplied forecasts from {} ({} rows) cover {:.1} % of forecast points; measured MAPE vs the actual trace by lead: {}",
+            self.origin,
+            self.rows,
+            self.coverage_pct,
+            if mape.is_empty() {
+                "no overlap with the traces".to_owned()
+            } else {
+                mape.join(", ")
+            }
+        );
+        if self.coverage_pct < 100.0 {
+            s.push_str("; points not covered use the error model");
+            if !self.zones_without_forecasts.is_empty() {
+                s.push_str(&format!(
+                    " (zones with no supplied forecast: {})",
+                    self.zones_without_forecasts.join(", ")
+                ));
+            }
         }
         s
     }

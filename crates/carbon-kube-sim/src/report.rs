@@ -6,7 +6,7 @@ use std::fmt::Write as _;
 use serde::Serialize;
 
 use crate::engine::Outcome;
-use crate::forecast::ErrorModel;
+use crate::forecast::{ErrorModel, SuppliedSummary};
 use crate::oracle::{IntegerGap, LpBound};
 
 /// One policy's row.
@@ -59,6 +59,8 @@ pub struct Report {
     pub forecast_error: ErrorModel,
     /// In words.
     pub forecast_error_text: String,
+    /// Forecasts supplied with `--forecasts` (None: the error model throughout).
+    pub supplied_forecasts: Option<SuppliedSummary>,
     /// The oracle.
     pub oracle: OracleReport,
     /// One row per policy; the first is the baseline.
@@ -120,11 +122,25 @@ impl Report {
             self.jobs_left_out,
             self.slack_hours
         );
-        let _ = writeln!(
-            s,
-            "Forecasts seen by policies: actual + error, {}",
-            self.forecast_error_text
-        );
+        match &self.supplied_forecasts {
+            Some(sup) => {
+                let _ = writeln!(s, "Forecasts seen by policies: {}", sup.describe());
+                if sup.coverage_pct < 100.0 {
+                    let _ = writeln!(
+                        s,
+                        "  fallback where not covered: actual + error, {}",
+                        self.forecast_error_text
+                    );
+                }
+            }
+            None => {
+                let _ = writeln!(
+                    s,
+                    "Forecasts seen by policies: actual + error, {}",
+                    self.forecast_error_text
+                );
+            }
+        }
         let _ = writeln!(s);
         let _ = writeln!(
             s,

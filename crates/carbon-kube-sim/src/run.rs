@@ -10,7 +10,7 @@ use serde::{Deserialize, Serialize};
 use crate::carbon_model::{self, ModelFile};
 use crate::engine::{Outcome, Policy, Strategy, Tuning, World};
 use crate::error::SimError;
-use crate::forecast::{ErrorModel, ForecastView};
+use crate::forecast::{ErrorModel, ForecastView, IssuedForecasts};
 use crate::oracle;
 use crate::report::{OracleReport, Report};
 use crate::trace::{self, Column, HOUR, TraceSet, fmt_time, parse_utc};
@@ -80,6 +80,12 @@ pub struct Args {
     /// Give policies the actual future (no forecast error).
     #[arg(long)]
     pub perfect_forecast: bool,
+    /// CSV of issued forecasts policies see instead of the error model:
+    /// header `issued_at,zone,target,carbon_intensity` (RFC 3339 times such
+    /// as 2023-03-15T12:00:00Z, g/kWh). At time t each zone's latest forecast issued at or before t is
+    /// used; uncovered zones and hours fall back to the error model.
+    #[arg(long, value_name = "FILE")]
+    pub forecasts: Option<PathBuf>,
     /// Policies to run, comma-separated (default: all). `baseline` always runs.
     #[arg(long, value_delimiter = ',')]
     pub policies: Vec<String>,
@@ -121,6 +127,7 @@ impl Default for Args {
             forecast_sigma0: None,
             forecast_growth: None,
             perfect_forecast: false,
+            forecasts: None,
             policies: Vec::new(),
             oracle: OracleMode::Full,
             integer_jobs: 12,
@@ -267,6 +274,8 @@ pub struct Inputs {
     pub tuning: TuningFile,
     /// Forecast error.
     pub error: ErrorModel,
+    /// Issued forecasts from `--forecasts`.
+    pub supplied: Option<IssuedForecasts>,
 }
 
 fn read_yaml<T: serde::de::DeserializeOwned>(path: &PathBuf) -> Result<T, SimError> {
@@ -399,6 +408,11 @@ pub fn load(args: &Args) -> Result<Inputs, SimError> {
     if args.perfect_forecast {
         error = ErrorModel::PERFECT;
     }
+    let supplied = args
+        .forecasts
+        .as_deref()
+        .map(|p| IssuedForecasts::read(p, &traces))
+        .transpose()?;
     Ok(Inputs {
         traces,
         jobs,
@@ -407,6 +421,7 @@ pub fn load(args: &Args) -> Result<Inputs, SimError> {
         cluster,
         tuning,
         error,
+        supplied,
     })
 }
 
@@ -431,7 +446,10 @@ pub fn simulate(args: &Args) -> Result<(Report, Inputs), SimError> {
             ))
         })?);
     }
-    let forecast = ForecastView::new(&inputs.traces, inputs.error, args.seed);
+    let mut forecast = ForecastView::new(&inputs.traces, inputs.error, args.seed);
+    if let Some(sup) = &inputs.supplied {
+        forecast = forecast.with_supplied(sup);
+    }
     let world = World::new(
         &inputs.traces,
         &inputs.cluster,
@@ -488,6 +506,7 @@ pub fn simulate(args: &Args) -> Result<(Report, Inputs), SimError> {
         cluster_cpus: inputs.cluster.total_cpus(),
         forecast_error: inputs.error,
         forecast_error_text: inputs.error.describe(),
+        supplied_forecasts: inputs.supplied.as_ref().map(|s| s.summary(&inputs.traces)),
         oracle: oracle_report,
         policies: Report::rows(outcomes, lp_kg),
         notes,
