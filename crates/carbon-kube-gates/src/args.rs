@@ -93,6 +93,11 @@ pub struct ControllerArgs {
     #[arg(long, default_value = "60s", value_parser = seconds)]
     pub hard_deadline_margin: i64,
 
+    /// Gated pods whose latest start is this close (or past) count in
+    /// `carbon_kube_deferred_pods_near_deadline`.
+    #[arg(long, default_value = "10m", value_parser = seconds)]
+    pub near_deadline: i64,
+
     /// Longest wait between passes.
     #[arg(long, default_value = "1s", value_parser = seconds)]
     pub tick: i64,
@@ -203,6 +208,7 @@ impl ControllerArgs {
             tick: Duration::from_secs(u64::try_from(self.tick).unwrap_or(1)),
             replan_every: Duration::from_secs(u64::try_from(self.replan_every).unwrap_or(300)),
             watts_per_cpu: self.watts_per_cpu,
+            near_deadline_seconds: self.near_deadline,
             snapshot_namespace: self.namespace.clone(),
             snapshot_name: self.snapshot_configmap.clone(),
             region_map,
@@ -240,6 +246,7 @@ mod tests {
         assert_eq!(s.reconcile.spec.max_deferral_seconds, 7 * 86_400);
         assert_eq!(s.leader.unwrap().duration_seconds, 15);
         assert_eq!(s.affinity, AffinityMode::Preferred);
+        assert_eq!(s.near_deadline_seconds, 600);
     }
 
     #[test]

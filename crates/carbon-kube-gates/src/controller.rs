@@ -40,7 +40,9 @@ use crate::actuator::{
 };
 use crate::admission::has_gate;
 use crate::metrics::ControllerMetrics;
-use crate::reconcile::{Action, GatedPod, ReconcileConfig, ReleaseCause, StoredPlan, reconcile};
+use crate::reconcile::{
+    Action, GatedPod, ReconcileConfig, ReleaseCause, StoredPlan, count_near_deadline, reconcile,
+};
 use crate::zones::{AffinityMode, NodeEntry, affinity_for_zone, node_entry, zone_terms};
 
 /// Leader election settings.
@@ -78,6 +80,9 @@ pub struct ControllerSettings {
     pub max_pass: Duration,
     /// Watts per requested vCPU, for the savings estimate.
     pub watts_per_cpu: f64,
+    /// Gated pods whose latest start is this close (seconds), or past, count
+    /// in `carbon_kube_deferred_pods_near_deadline`.
+    pub near_deadline_seconds: i64,
     /// Namespace of the snapshot ConfigMap.
     pub snapshot_namespace: String,
     /// Name of the snapshot ConfigMap.
@@ -105,6 +110,7 @@ impl Default for ControllerSettings {
             replan_every: Duration::from_secs(300),
             max_pass: Duration::from_secs(2),
             watts_per_cpu: 2.12,
+            near_deadline_seconds: 600,
             snapshot_namespace: carbon_kube_model::keys::DEFAULT_NAMESPACE.to_owned(),
             snapshot_name: carbon_kube_model::keys::SNAPSHOT_CONFIGMAP.to_owned(),
             region_map: RegionZoneMap::default(),
@@ -289,6 +295,12 @@ impl Reconciler {
             .iter()
             .map(|p| GatedPod::from_pod(p, &nodes, now))
             .collect();
+        self.metrics.near_deadline.set(count_near_deadline(
+            &facts,
+            now,
+            self.settings.near_deadline_seconds,
+            &self.settings.reconcile.spec,
+        ) as i64);
         let actions = reconcile(
             &facts,
             &snapshot,
@@ -625,6 +637,10 @@ pub async fn run_controller(
             r.overlay.clear();
         }
         r.metrics.leader.set(i64::from(is_leader));
+        if !is_leader {
+            // Only the leader counts; a former leader must not keep alerting.
+            r.metrics.near_deadline.set(0);
+        }
         if !is_leader || !readiness.waiting().is_empty() {
             continue;
         }

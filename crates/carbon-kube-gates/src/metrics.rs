@@ -80,6 +80,9 @@ pub const DEFERRAL_BUCKETS: [f64; 12] = [
 pub struct ControllerMetrics {
     /// `carbon_kube_deferred_pods`: pods behind the gate now.
     pub deferred_pods: Gauge,
+    /// `carbon_kube_deferred_pods_near_deadline`: gated pods whose latest
+    /// start is within `--near-deadline`, or past.
+    pub near_deadline: Gauge,
     /// `carbon_kube_deferral_seconds`: time from creation to release.
     pub deferral_seconds: Histogram,
     /// `carbon_kube_gate_releases_total{reason}`.
@@ -99,6 +102,7 @@ impl ControllerMetrics {
     pub fn register(registry: &mut Registry) -> Self {
         let m = Self {
             deferred_pods: Gauge::default(),
+            near_deadline: Gauge::default(),
             deferral_seconds: Histogram::new(DEFERRAL_BUCKETS),
             releases: Family::default(),
             expected_savings_grams: Counter::default(),
@@ -110,6 +114,11 @@ impl ControllerMetrics {
             "carbon_kube_deferred_pods",
             "Pods waiting behind the carbon-kube.io/green-window scheduling gate",
             m.deferred_pods.clone(),
+        );
+        registry.register(
+            "carbon_kube_deferred_pods_near_deadline",
+            "Gated pods whose latest start is within --near-deadline (default 10m) or already past",
+            m.near_deadline.clone(),
         );
         registry.register(
             "carbon_kube_deferral_seconds",

@@ -215,6 +215,34 @@ impl Default for ReconcileConfig {
     }
 }
 
+/// The latest start of a gated pod, as [`reconcile`] reads it from the
+/// deferral annotations (deadline − expected duration, after the
+/// `--max-deferral` cap); `None` for a pod without a valid request (it is
+/// released at once).
+pub fn latest_start(pod: &GatedPod, defaults: &SpecDefaults) -> Option<UnixSeconds> {
+    match read_spec(&pod.annotations, pod.created, defaults) {
+        SpecOutcome::Valid(spec) => Some(spec.latest_start()),
+        SpecOutcome::NotRequested | SpecOutcome::Invalid(_) => None,
+    }
+}
+
+/// How many gated pods have their latest start at most `window_seconds`
+/// after `now`, or already past: the value of
+/// `carbon_kube_deferred_pods_near_deadline`. Pods without a valid request
+/// are not counted (they are released at once).
+pub fn count_near_deadline(
+    pods: &[GatedPod],
+    now: UnixSeconds,
+    window_seconds: i64,
+    defaults: &SpecDefaults,
+) -> usize {
+    let limit = now.saturating_add(window_seconds.max(0));
+    pods.iter()
+        .filter_map(|p| latest_start(p, defaults))
+        .filter(|latest| *latest <= limit)
+        .count()
+}
+
 /// The planning grid: the finest forecast step in the snapshot (1 s to 1 h),
 /// one hour without forecasts.
 pub fn slot_seconds(snapshot: &Snapshot) -> i64 {

@@ -486,3 +486,31 @@ fn on_real_german_data_the_plan_picks_a_low_window() {
         avg(start)
     );
 }
+
+#[test]
+fn near_deadline_counts_pods_whose_latest_start_is_within_the_window_or_past() {
+    // Latest starts (deadline - 1 h): 1 h, 3 h and 9 h after T0; one pod
+    // without a deadline is released at once and never counted.
+    let pods = [
+        deferrable("soon", 2).build(),
+        deferrable("later", 4).build(),
+        deferrable("far", 10).build(),
+        gated(pod("no-deadline")).created(T0).build(),
+    ];
+    let d = SpecDefaults::default();
+    let f = facts(&pods, T0);
+    assert_eq!(latest_start(&f[0], &d), Some(T0 + H));
+    assert_eq!(latest_start(&f[3], &d), None);
+    assert_eq!(count_near_deadline(&f, T0, 600, &d), 0);
+    assert_eq!(count_near_deadline(&f, T0 + H - 600, 600, &d), 1);
+    // Past its latest start and still gated: counted.
+    assert_eq!(count_near_deadline(&f, T0 + 2 * H, 600, &d), 1);
+    assert_eq!(count_near_deadline(&f, T0 + 3 * H - 300, 600, &d), 2);
+    assert_eq!(count_near_deadline(&f, T0 + 9 * H, 0, &d), 3);
+    // The --max-deferral cap moves the latest start earlier.
+    let capped = SpecDefaults {
+        max_deferral_seconds: 2 * H,
+        ..SpecDefaults::default()
+    };
+    assert_eq!(count_near_deadline(&f, T0 + H, 0, &capped), 3);
+}
