@@ -652,10 +652,19 @@ async fn bad_annotations_are_explained_and_the_pod_released() {
             .await
             .unwrap();
     }
-    // A valid pod waiting for its window, then released by a person.
+    // A valid pod waiting for its window, then released by a person. Its run
+    // (5 min) fits inside the dip, so the planner's minimum saving is met and
+    // it waits rather than going now.
     pods.create(
         &PostParams::default(),
-        &gated_pod(&ns, "by-hand", &[(keys::ANNOTATION_MAX_DELAY, "2h")]),
+        &gated_pod(
+            &ns,
+            "by-hand",
+            &[
+                (keys::ANNOTATION_MAX_DELAY, "2h"),
+                (keys::ANNOTATION_EXPECTED_DURATION, "5m"),
+            ],
+        ),
     )
     .await
     .unwrap();
