@@ -78,7 +78,11 @@ async fn run_variant(
     let distinct = std::env::var_os("E2E_DISTINCT").is_some();
     stream::iter(0..pods)
         .map(|i| {
-            let cpu = if distinct { format!("{}m", 10 + i) } else { "10m".to_owned() };
+            let cpu = if distinct {
+                format!("{}m", 10 + i)
+            } else {
+                "10m".to_owned()
+            };
             let pod = pod_named(format!("{label}-{i}"))
                 .scheduled_by(&name)
                 .requesting(cpu, "16Mi")
