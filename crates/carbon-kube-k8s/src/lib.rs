@@ -12,5 +12,5 @@ pub mod snapshot_store;
 pub mod telemetry;
 
 pub use metrics::SnapshotGauges;
-pub use serve::{Readiness, health_router, serve_until};
+pub use serve::{Readiness, health_router, serve_until, shutdown_signal};
 pub use snapshot_store::{SnapshotStore, StoreError, snapshot_from_configmap};

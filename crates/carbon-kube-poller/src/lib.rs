@@ -16,7 +16,7 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use anyhow::Context;
-use carbon_kube_k8s::{Readiness, SnapshotGauges, health_router, serve_until};
+use carbon_kube_k8s::{Readiness, SnapshotGauges, health_router, serve_until, shutdown_signal};
 use carbon_kube_model::{UnixSeconds, ZoneId};
 use carbon_kube_signals::{Credentials, Signals};
 use prometheus_client::registry::Registry;
@@ -106,28 +106,10 @@ pub async fn run(args: Args) -> anyhow::Result<Completeness> {
                     Err(e) => tracing::error!(error = format!("{e:#}"), "poll cycle failed; retrying at the next interval"),
                 }
             }
-            _ = shutdown_signal() => {
-                tracing::info!("shutting down");
-                break;
-            }
+            _ = shutdown_signal() => break,
         }
     }
     let _ = stop_tx.send(true);
     let _ = tokio::time::timeout(Duration::from_secs(5), server).await;
     Ok(last)
-}
-
-async fn shutdown_signal() {
-    #[cfg(unix)]
-    {
-        use tokio::signal::unix::{SignalKind, signal};
-        if let Ok(mut term) = signal(SignalKind::terminate()) {
-            tokio::select! {
-                _ = term.recv() => {}
-                _ = tokio::signal::ctrl_c() => {}
-            }
-            return;
-        }
-    }
-    let _ = tokio::signal::ctrl_c().await;
 }
