@@ -498,6 +498,30 @@ fn evaluate_zone<'a>(
     }
 }
 
+/// Why carbon cannot decide for this pod at all (no candidates, opted out,
+/// no usable snapshot, no candidate zone with usable data), if it cannot.
+/// Shared by [`filter_nodes`] and [`score_nodes`] so both agree.
+fn why_not_applied(
+    candidates: &[Candidate<'_>],
+    settings: &PodSettings,
+    zones: &[ZoneEvaluation<'_>],
+    snapshot: &Snapshot,
+    cfg: &PlacementConfig,
+    now: UnixSeconds,
+) -> Option<NotApplied> {
+    if candidates.is_empty() {
+        Some(NotApplied::NoCandidates)
+    } else if settings.opt_out {
+        Some(NotApplied::OptedOut)
+    } else if let Some(n) = snapshot_state(snapshot, cfg, now) {
+        Some(n)
+    } else if !zones.iter().any(|z| z.state.is_usable()) {
+        Some(NotApplied::NoCandidateData)
+    } else {
+        None
+    }
+}
+
 /// Evaluates each distinct zone once; returns the zones and, per candidate,
 /// the index of its zone.
 fn evaluate_zones<'a>(
@@ -550,17 +574,7 @@ pub fn filter_nodes<'a>(
 ) -> FilterOutcome<'a> {
     let settings = pod_settings(pod, cfg);
     let (zones, zone_of) = evaluate_zones(candidates, snapshot, cfg, now);
-    let not_applied = if candidates.is_empty() {
-        Some(NotApplied::NoCandidates)
-    } else if settings.opt_out {
-        Some(NotApplied::OptedOut)
-    } else if let Some(n) = snapshot_state(snapshot, cfg, now) {
-        Some(n)
-    } else if !zones.iter().any(|z| z.state.is_usable()) {
-        Some(NotApplied::NoCandidateData)
-    } else {
-        None
-    };
+    let not_applied = why_not_applied(candidates, &settings, &zones, snapshot, cfg, now);
     if not_applied.is_some() {
         let verdicts = zone_of
             .iter()
@@ -695,17 +709,7 @@ pub fn score_nodes<'a>(
     let settings = pod_settings(pod, cfg);
     let (mut zones, zone_of) = evaluate_zones(candidates, snapshot, cfg, now);
     let weights = (cfg.carbon_weight, cfg.performance_weight);
-    let not_applied = if candidates.is_empty() {
-        Some(NotApplied::NoCandidates)
-    } else if settings.opt_out {
-        Some(NotApplied::OptedOut)
-    } else if let Some(n) = snapshot_state(snapshot, cfg, now) {
-        Some(n)
-    } else if !zones.iter().any(|z| z.state.is_usable()) {
-        Some(NotApplied::NoCandidateData)
-    } else {
-        None
-    };
+    let not_applied = why_not_applied(candidates, &settings, &zones, snapshot, cfg, now);
     if not_applied.is_some() {
         let scores = zone_of
             .iter()
