@@ -10,10 +10,14 @@
 //! binding divided by that time (from kube-scheduler's `Scheduled` Events,
 //! which carry microsecond times; progress is polled once a second). kube-scheduler's client rate limit is
 //! lifted (qps 5000) so that the API client does not cap every variant alike. The extender runs in
-//! this process beside the scheduler, as it runs beside it in its pod.
+//! this process on its own thread and runtime, only during the variant that
+//! uses it (it starts, syncs its caches and is ready before the scheduler
+//! starts).
 //!
 //! Run: `cargo bench -p carbon-kube-extender --bench e2e_throughput`
-//! (`E2E_NODES`, `E2E_PODS` override 5,000 and 1,000).
+//! (`E2E_NODES`, `E2E_PODS` override 5,000 and 1,000; `E2E_ROUNDS` repeats
+//! the pair, alternating which runs first; each variant prints the CPU time
+//! per pod of every process).
 
 #![allow(clippy::unwrap_used, missing_docs)]
 
@@ -55,12 +59,108 @@ fn now() -> i64 {
     .unwrap()
 }
 
+/// CPU seconds (user + system) a process has used so far, from /proc.
+fn cpu_seconds(pid: &str) -> f64 {
+    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+        return 0.0;
+    };
+    // Fields after the command name (which may contain spaces): state is 3rd,
+    // utime the 14th and stime the 15th field of the whole line.
+    let rest = stat.rsplit_once(')').map_or("", |(_, r)| r);
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let ticks: f64 = fields.get(11..13).map_or(0.0, |f| {
+        f.iter().filter_map(|v| v.parse::<f64>().ok()).sum()
+    });
+    ticks / 100.0
+}
+
+/// CPU seconds per component: the control plane's processes, the
+/// scheduler, and this process (the extender plus the bench's polling).
+fn cpu_sample(cp: &ControlPlane, scheduler_pid: u32) -> Vec<(String, f64)> {
+    let mut out: Vec<(String, f64)> = cp
+        .pids()
+        .into_iter()
+        .map(|(name, pid)| (name, cpu_seconds(&pid.to_string())))
+        .collect();
+    out.push((
+        "kube-scheduler".into(),
+        cpu_seconds(&scheduler_pid.to_string()),
+    ));
+    out.push(("this process (extender)".into(), cpu_seconds("self")));
+    out
+}
+
+/// How to start the extender for a variant: its argv, the API client
+/// configuration and the listener kube-scheduler's configuration points to.
+struct ExtenderSetup {
+    argv: Vec<String>,
+    kube: kube::Config,
+    listener: std::net::TcpListener,
+    url: String,
+}
+
+/// A running extender: its own thread and multi-threaded runtime, as in the
+/// `carbon-kube extender` binary, so that its CPU time and its wake-ups are
+/// its own and not the bench's.
+struct RunningExtender {
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl RunningExtender {
+    async fn start(setup: &ExtenderSetup) -> Self {
+        let args = Cli::parse_from(&setup.argv).args;
+        let kube = setup.kube.clone();
+        let listener = setup.listener.try_clone().unwrap();
+        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+        let thread = std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_multi_thread()
+                .enable_all()
+                .build()
+                .unwrap();
+            rt.block_on(async move {
+                let client = kube::Client::try_from(kube).unwrap();
+                carbon_kube_extender::serve(args, listener, Some(client), async move {
+                    let _ = rx.await;
+                })
+                .await
+                .unwrap();
+            });
+        });
+        let http = reqwest::Client::new();
+        loop {
+            if let Ok(r) = http.get(format!("{}/readyz", setup.url)).send().await
+                && r.status() == 200
+            {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        Self {
+            stop: Some(tx),
+            thread: Some(thread),
+        }
+    }
+}
+
+impl Drop for RunningExtender {
+    fn drop(&mut self) {
+        if let Some(tx) = self.stop.take() {
+            let _ = tx.send(());
+        }
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
 async fn run_variant(
     cp: &ControlPlane,
     ns: &TestNamespace,
     label: &str,
     config: SchedulerConfig,
     pods: usize,
+    extender: Option<&ExtenderSetup>,
 ) -> f64 {
     let name = format!("{}-{label}", ns.scheduler_name());
     // Lift kube-scheduler's client rate limit (50 QPS by default), which
@@ -94,12 +194,21 @@ async fn run_variant(
         .buffer_unordered(8)
         .collect::<Vec<_>>()
         .await;
+    // The extender runs only for the variant that uses it: the run without
+    // it pays nothing for its watches.
+    let running = match extender {
+        Some(setup) => Some(RunningExtender::start(setup).await),
+        None => None,
+    };
     let sched = cp.start_scheduler(config).await.unwrap();
+    let cpu_before = cpu_sample(cp, sched.pid());
+    let wall = Instant::now();
     // Count the pods still unbound, once a second: cheap for the API server
     // and this process (the throughput comes from Event times, not polling).
     let lp = ListParams::default()
         .labels(&format!("run={label}"))
-        .fields("spec.nodeName=");
+        .fields("spec.nodeName=")
+        .match_any();
     let deadline = Instant::now() + Duration::from_secs(900);
     loop {
         let list = api.list(&lp).await.unwrap();
@@ -114,7 +223,37 @@ async fn run_variant(
         );
         tokio::time::sleep(Duration::from_secs(1)).await;
     }
+    let cpu_after = cpu_sample(cp, sched.pid());
+    let wall = wall.elapsed().as_secs_f64();
+    // The idle rate with everything bound (node heartbeats, leases, watches),
+    // so that the per-pod figures can be told from time-based costs.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let idle_before = cpu_sample(cp, sched.pid());
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    let idle_after = cpu_sample(cp, sched.pid());
     drop(sched);
+    drop(running);
+    let (mut total, mut marginal) = (0.0, 0.0);
+    let mut line = String::new();
+    for (((name, before), (_, after)), ((_, i0), (_, i1))) in cpu_before
+        .iter()
+        .zip(&cpu_after)
+        .zip(idle_before.iter().zip(&idle_after))
+    {
+        let used = after - before;
+        let idle_rate = (i1 - i0) / 5.0;
+        let per_pod = (used - idle_rate * wall).max(0.0) * 1000.0 / pods as f64;
+        total += used;
+        marginal += per_pod;
+        line.push_str(&format!(
+            " {name} {per_pod:.2} ms (idle {:.0} ms/s);",
+            idle_rate * 1000.0
+        ));
+    }
+    println!(
+        "e2e: {label}: CPU per pod beyond the idle rate:{line} total {marginal:.2} ms; all CPU {:.0} % of 2 cores over {wall:.1} s",
+        total / wall / 2.0 * 100.0
+    );
     // kube-scheduler's Scheduled Events carry microsecond eventTimes.
     let events: Api<k8s_openapi::api::events::v1::Event> = ns.api();
     let mut times: Vec<i128> = events
@@ -222,23 +361,12 @@ fn main() {
                 .split_whitespace()
                 .map(str::to_owned),
         );
-        let args = Cli::parse_from(argv).args;
-        let client = cp.client().await.unwrap();
-        tokio::spawn(carbon_kube_extender::serve(
-            args,
+        let setup = ExtenderSetup {
+            argv,
+            kube: cp.kube_config().await.unwrap(),
             listener,
-            Some(client),
-            std::future::pending(),
-        ));
-        let http = reqwest::Client::new();
-        loop {
-            if let Ok(r) = http.get(format!("{url}/readyz")).send().await
-                && r.status() == 200
-            {
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(200)).await;
-        }
+            url: url.clone(),
+        };
         let doc: serde_json::Value = serde_saphyr::from_str(SHIPPED_CONFIG).unwrap();
         let e = &doc["extenders"][0];
         let base = || {
@@ -261,15 +389,52 @@ fn main() {
             doc["percentageOfNodesToScore"] = serde_json::json!(100);
             SchedulerConfig::from_yaml(&doc.to_string()).unwrap()
         };
-        let without = run_variant(&cp, &ns, "without", base(), pods).await;
-        let with = run_variant(&cp, &ns, "with", with_extender.clone(), pods).await;
-        println!(
-            "e2e: shipped configuration: with extender / without = {:.2}x",
-            with / without
-        );
+        // E2E_ROUNDS rounds, alternating which variant runs first, so that
+        // neither always meets the fuller cluster.
+        for round in 0..env("E2E_ROUNDS", 1) {
+            let (without, with) = if round % 2 == 0 {
+                let without =
+                    run_variant(&cp, &ns, &format!("without{round}"), base(), pods, None).await;
+                let with = run_variant(
+                    &cp,
+                    &ns,
+                    &format!("with{round}"),
+                    with_extender.clone(),
+                    pods,
+                    Some(&setup),
+                )
+                .await;
+                (without, with)
+            } else {
+                let with = run_variant(
+                    &cp,
+                    &ns,
+                    &format!("with{round}"),
+                    with_extender.clone(),
+                    pods,
+                    Some(&setup),
+                )
+                .await;
+                let without =
+                    run_variant(&cp, &ns, &format!("without{round}"), base(), pods, None).await;
+                (without, with)
+            };
+            println!(
+                "e2e: shipped configuration, round {round}: with extender / without = {:.2}x",
+                with / without
+            );
+        }
         if std::env::var_os("E2E_ALL_NODES").is_some() {
-            let without = run_variant(&cp, &ns, "without-all", all_nodes(base()), pods).await;
-            let with = run_variant(&cp, &ns, "with-all", all_nodes(with_extender), pods).await;
+            let without = run_variant(&cp, &ns, "without-all", all_nodes(base()), pods, None).await;
+            let with = run_variant(
+                &cp,
+                &ns,
+                "with-all",
+                all_nodes(with_extender),
+                pods,
+                Some(&setup),
+            )
+            .await;
             println!(
                 "e2e: percentageOfNodesToScore 100: with extender / without = {:.2}x",
                 with / without

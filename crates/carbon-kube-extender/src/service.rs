@@ -267,6 +267,24 @@ fn record_decision(
     }
 }
 
+/// The filtered-out nodes whose reasons go back to kube-scheduler: all of
+/// them when no node passed, none otherwise.
+///
+/// kube-scheduler reads `FailedAndUnresolvableNodes` only into the diagnosis
+/// of a pod that no node fits (its `FailedScheduling` Event and condition,
+/// and preemption's choice of nodes). When at least one node passes, the pod
+/// is placed on one of them and the per-node reasons are discarded unread,
+/// while decoding them (one map entry per dirty node, hundreds per pod) is
+/// the largest part of what the extender costs kube-scheduler's CPU
+/// (BENCHMARKS.md, end to end). The reason still reaches the pod's Event, the
+/// debug log and the decision metrics.
+fn reported_failures<'o>(
+    outcome: &'o FilterOutcome<'_>,
+    none_passed: bool,
+) -> impl Iterator<Item = usize> + 'o {
+    outcome.failed().filter(move |_| none_passed)
+}
+
 /// Handles a filter request body; returns the response body and the outcome
 /// label.
 pub fn filter(shared: &Shared, body: &[u8]) -> Result<(Vec<u8>, &'static str), ApiError> {
@@ -285,8 +303,7 @@ pub fn filter(shared: &Shared, body: &[u8]) -> Result<(Vec<u8>, &'static str), A
             .map(|z| outcome.zone_failure_message(z))
             .collect();
         let passed: Vec<&str> = outcome.passed().map(|i| names[i].0.as_ref()).collect();
-        let failed: Vec<(&str, &str)> = outcome
-            .failed()
+        let failed: Vec<(&str, &str)> = reported_failures(&outcome, passed.is_empty())
             .map(|i| {
                 (
                     names[i].0.as_ref(),
@@ -316,8 +333,7 @@ pub fn filter(shared: &Shared, body: &[u8]) -> Result<(Vec<u8>, &'static str), A
             .map(|z| outcome.zone_failure_message(z))
             .collect();
         let passed: Vec<&RawValue> = outcome.passed().map(|i| items[i]).collect();
-        let failed: Vec<(&str, &str)> = outcome
-            .failed()
+        let failed: Vec<(&str, &str)> = reported_failures(&outcome, passed.is_empty())
             .map(|i| {
                 (
                     nodes[i].0.name.as_str(),

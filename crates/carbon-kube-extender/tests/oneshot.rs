@@ -67,14 +67,45 @@ async fn filter_with_node_names_keeps_the_green_zone() {
     assert_eq!(v["NodeNames"], json!(["de-1", "de-2"]));
     assert_eq!(v["FailedNodes"], json!({}));
     assert_eq!(v["Error"], "");
-    let msg = v["FailedAndUnresolvableNodes"]["tx-1"].as_str().unwrap();
+    // Nodes passed, so the pod will be placed: kube-scheduler would discard
+    // per-node reasons unread, and none are sent.
+    assert_eq!(v["FailedAndUnresolvableNodes"], json!({}));
+}
+
+#[tokio::test]
+async fn filter_rejecting_every_node_says_why_for_each() {
+    let (snap, now, de, tx) = green_de_dirty_texas();
+    let (shared_state, registry) = shared(snap, now, four_nodes());
+    let router = app(shared_state.clone(), registry);
+    // A threshold below both zones, and reject instead of failing open.
+    let below = format!("{}", (de.min(tx) - 1.0).floor());
+    apply_config_configmap(
+        &shared_state,
+        Some(&configmap(
+            keys::CONFIG_CONFIGMAP,
+            &[("threshold", &below), ("onNoGreenNode", "reject")],
+        )),
+    );
+    let (status, body) = call(&router, "POST", "/filter", &fixture("filter-names.json")).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let v: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(v["NodeNames"], json!([]), "{body}");
+    let failed = v["FailedAndUnresolvableNodes"].as_object().unwrap();
+    assert_eq!(failed.len(), 4, "{body}");
     assert_eq!(
-        msg,
+        failed["tx-1"],
         format!(
-            "carbon-kube: zone US-TEX-ERCO at {tx:.0} g/kWh (electricity_maps, 2m old) is above the threshold of 250 g/kWh"
+            "carbon-kube: zone US-TEX-ERCO at {tx:.0} g/kWh (electricity_maps, 2m old) is above the threshold of {below} g/kWh; every candidate zone is (onNoGreenNode: reject)"
         )
     );
-    assert_eq!(v["FailedAndUnresolvableNodes"]["tx-2"], msg);
+    assert_eq!(failed["tx-2"], failed["tx-1"]);
+    assert!(
+        failed["de-1"]
+            .as_str()
+            .unwrap()
+            .starts_with(&format!("carbon-kube: zone DE at {de:.0} g/kWh")),
+        "{body}"
+    );
 }
 
 #[tokio::test]
@@ -131,12 +162,8 @@ async fn full_nodes_are_echoed_back_untouched() {
         items[0], sent["Nodes"]["items"][0],
         "node objects come back unchanged"
     );
-    assert!(
-        v["FailedAndUnresolvableNodes"]["tx-1"]
-            .as_str()
-            .unwrap()
-            .contains("US-TEX-ERCO")
-    );
+    // tx-1 was filtered out; de-1 passed, so no per-node reasons are sent.
+    assert_eq!(v["FailedAndUnresolvableNodes"], json!({}));
     // And prioritize takes full nodes too.
     let (status, body) = call(&router, "POST", "/prioritize", &request).await;
     assert_eq!(status, StatusCode::OK, "{body}");
@@ -365,15 +392,23 @@ async fn recorded_kube_scheduler_requests_are_answered() {
         assert_eq!(status, StatusCode::OK, "{file}: {body}");
         let v: Value = serde_json::from_str(&body).unwrap();
         if verb == "/filter" {
-            // The pod's own threshold (300) filters Texas out in both modes.
-            let failed = v["FailedAndUnresolvableNodes"].as_object().unwrap();
-            assert_eq!(failed.len(), 2, "{file}: {body}");
-            assert!(failed.keys().all(|k| k.contains("-us-tex-erco-")));
+            // The pod's own threshold (300) filters Texas out in both modes;
+            // DE passes, so no per-node reasons are sent.
+            let passed: Vec<String> = match v["NodeNames"].as_array() {
+                Some(names) => names.iter().map(|n| n.to_string()).collect(),
+                None => v["Nodes"]["items"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .map(|n| n["metadata"]["name"].to_string())
+                    .collect(),
+            };
+            assert!(!passed.is_empty(), "{file}: {body}");
             assert!(
-                failed
-                    .values()
-                    .all(|m| m.as_str().unwrap().contains("set by the pod's"))
+                passed.iter().all(|n| !n.contains("-us-tex-erco-")),
+                "{file}: {body}"
             );
+            assert_eq!(v["FailedAndUnresolvableNodes"], json!({}), "{file}");
         } else {
             assert!(v.as_array().unwrap().iter().all(|h| h["Score"].is_i64()));
         }
