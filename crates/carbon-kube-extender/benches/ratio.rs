@@ -5,7 +5,9 @@
 //! `serde_json::from_slice::<Value>` (the floor), `filter` and `prioritize`
 //! (parse, cache lookups, policy, response encoding).
 //!
-//! Run: `cargo bench -p carbon-kube-extender --bench ratio`.
+//! Run: `cargo bench -p carbon-kube-extender --bench ratio`. Arguments after
+//! `--` keep only the rows whose `mode/nodes` label contains one of them
+//! (`-- names/15000`), e.g. for profiling.
 
 #![allow(clippy::unwrap_used, missing_docs)]
 
@@ -37,7 +39,11 @@ fn per_call(mut f: impl FnMut()) -> Duration {
 }
 
 fn main() {
-    // `cargo bench` passes --bench; nothing to parse.
+    // `cargo bench` passes --bench; other arguments select rows.
+    let only: Vec<String> = std::env::args()
+        .skip(1)
+        .filter(|a| !a.starts_with("--"))
+        .collect();
     println!("| request | nodes | parse floor | filter | ratio | prioritize | ratio |");
     println!("|---|---:|---:|---:|---:|---:|---:|");
     for (mode, sizes) in [
@@ -45,6 +51,10 @@ fn main() {
         ("full nodes", &[100, 1000, 5000][..]),
     ] {
         for &n in sizes {
+            let label = format!("{mode}/{n}");
+            if !only.is_empty() && !only.iter().any(|o| label.contains(o.as_str())) {
+                continue;
+            }
             let state = common::shared(n);
             let body = if mode == "names" {
                 common::names_request(n)
