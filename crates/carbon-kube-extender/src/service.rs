@@ -162,7 +162,7 @@ fn full_nodes(
                 Some(c)
                     if c.view.labels == view.labels && c.view.provider_id == view.provider_id =>
                 {
-                    c.zone.clone()
+                    ZoneResolution::clone(&c.zone)
                 }
                 _ => node_zone(&view, &shared.region_map),
             };

@@ -18,8 +18,124 @@ use crate::metrics::Metrics;
 pub struct CachedNode {
     /// The node (with `requested` kept up to date from the pod watch).
     pub view: NodeView,
-    /// Its zone.
-    pub zone: ZoneResolution,
+    /// Its zone, shared by every cached node with the same resolution (see
+    /// [`NodeCache`]).
+    pub zone: Arc<ZoneResolution>,
+}
+
+/// The cached nodes, laid out for the request path: the nodes sit in one
+/// dense vector (a request reads every candidate's zone and resources, so
+/// they should not be scattered over a hash table of large entries), found by
+/// name through a small index, and nodes with the same zone resolution share
+/// one copy of it, so the policy's per-node zone comparison reads memory that
+/// stays in cache and mostly compares pointers.
+#[derive(Debug, Default)]
+pub struct NodeCache {
+    /// The nodes, in no particular order.
+    slots: Vec<CachedNode>,
+    /// Slot of each node, by name.
+    index: HashMap<Box<str>, usize>,
+    /// The distinct zone resolutions in use (and some no longer in use until
+    /// the next prune).
+    zones: Vec<Arc<ZoneResolution>>,
+    /// Length of `zones` after the last prune.
+    zones_pruned_len: usize,
+}
+
+impl NodeCache {
+    /// Number of nodes.
+    pub fn len(&self) -> usize {
+        self.slots.len()
+    }
+
+    /// Whether there are no nodes.
+    pub fn is_empty(&self) -> bool {
+        self.slots.is_empty()
+    }
+
+    /// The node named `name`.
+    pub fn get(&self, name: &str) -> Option<&CachedNode> {
+        self.slot_of(name).and_then(|i| self.slots.get(i))
+    }
+
+    /// The slot of the node named `name`, for [`NodeCache::slot`].
+    pub fn slot_of(&self, name: &str) -> Option<usize> {
+        self.index.get(name).copied()
+    }
+
+    /// The node in slot `i` (from [`NodeCache::slot_of`]; slots change when
+    /// nodes are added or removed).
+    pub fn slot(&self, i: usize) -> Option<&CachedNode> {
+        self.slots.get(i)
+    }
+
+    /// Every node, in no particular order.
+    pub fn iter(&self) -> impl Iterator<Item = &CachedNode> {
+        self.slots.iter()
+    }
+
+    fn get_mut(&mut self, name: &str) -> Option<&mut CachedNode> {
+        let i = self.slot_of(name)?;
+        self.slots.get_mut(i)
+    }
+
+    /// The shared copy of `zone`.
+    fn intern(&mut self, zone: ZoneResolution) -> Arc<ZoneResolution> {
+        if let Some(z) = self.zones.iter().find(|z| ***z == zone) {
+            return z.clone();
+        }
+        // Forget resolutions no node uses any more once they could be many.
+        if self.zones.len() >= 2 * self.zones_pruned_len + 64 {
+            self.zones.retain(|z| Arc::strong_count(z) > 1);
+            self.zones_pruned_len = self.zones.len();
+        }
+        let z = Arc::new(zone);
+        self.zones.push(z.clone());
+        z
+    }
+
+    fn insert(&mut self, view: NodeView, zone: ZoneResolution) {
+        let node = CachedNode {
+            zone: self.intern(zone),
+            view,
+        };
+        if let Some(i) = self.slot_of(&node.view.name)
+            && let Some(slot) = self.slots.get_mut(i)
+        {
+            *slot = node;
+            return;
+        }
+        self.index
+            .insert(node.view.name.as_str().into(), self.slots.len());
+        self.slots.push(node);
+    }
+
+    fn remove(&mut self, name: &str) {
+        let Some(i) = self.index.remove(name) else {
+            return;
+        };
+        if i >= self.slots.len() {
+            return;
+        }
+        self.slots.swap_remove(i);
+        if let Some(moved) = self.slots.get(i)
+            && let Some(slot) = self.index.get_mut(moved.view.name.as_str())
+        {
+            *slot = i;
+        }
+    }
+
+    fn clear(&mut self) {
+        self.slots.clear();
+        self.index.clear();
+        self.zones.clear();
+        self.zones_pruned_len = 0;
+    }
+
+    fn reserve(&mut self, additional: usize) {
+        self.slots.reserve(additional);
+        self.index.reserve(additional);
+    }
 }
 
 /// A bound pod's contribution to its node's requested resources.
@@ -34,8 +150,8 @@ pub struct BoundPod {
 /// Nodes and the pods bound to them.
 #[derive(Debug, Default)]
 pub struct Cluster {
-    /// Nodes by name (Fx hash: the request path looks up every candidate).
-    pub nodes: HashMap<String, CachedNode>,
+    /// The cached nodes.
+    pub nodes: NodeCache,
     /// Bound pods by UID.
     pods: HashMap<String, BoundPod>,
     /// Requested resources by node name, including nodes not cached yet.
@@ -51,8 +167,7 @@ impl Cluster {
             .copied()
             .unwrap_or_default();
         let zone = node_zone(&view, map);
-        self.nodes
-            .insert(view.name.clone(), CachedNode { view, zone });
+        self.nodes.insert(view, zone);
     }
 
     /// Removes a node.
@@ -63,6 +178,7 @@ impl Cluster {
     /// Replaces every node (after a relist).
     pub fn replace_nodes(&mut self, views: Vec<NodeView>, map: &RegionZoneMap) {
         self.nodes.clear();
+        self.nodes.reserve(views.len());
         for v in views {
             self.upsert_node(v, map);
         }
@@ -76,7 +192,7 @@ impl Cluster {
         if total == Resources::default() {
             self.requested.remove(node);
         }
-        if let Some(n) = self.nodes.get_mut(&**node) {
+        if let Some(n) = self.nodes.get_mut(node) {
             n.view.requested = total;
         }
     }
@@ -109,7 +225,7 @@ impl Cluster {
     pub fn replace_pods(&mut self, pods: Vec<(String, String, Resources)>) {
         self.pods.clear();
         self.requested.clear();
-        for n in self.nodes.values_mut() {
+        for n in &mut self.nodes.slots {
             n.view.requested = Resources::default();
         }
         for (uid, node, r) in pods {
@@ -263,6 +379,10 @@ impl Shared {
 mod tests {
     use super::*;
 
+    fn node<'c>(c: &'c Cluster, name: &str) -> &'c NodeView {
+        &c.nodes.get(name).expect("cached").view
+    }
+
     #[test]
     fn requested_follows_pods_in_any_order() {
         let mut c = Cluster::default();
@@ -275,18 +395,76 @@ mod tests {
             },
             &map,
         );
-        assert_eq!(c.nodes["n1"].view.requested, Resources::new(500, 100));
+        assert_eq!(node(&c, "n1").requested, Resources::new(500, 100));
         c.upsert_pod("b", "n1", Resources::new(250, 50));
-        assert_eq!(c.nodes["n1"].view.requested, Resources::new(750, 150));
+        assert_eq!(node(&c, "n1").requested, Resources::new(750, 150));
         c.upsert_pod("a", "n2", Resources::new(500, 100));
-        assert_eq!(c.nodes["n1"].view.requested, Resources::new(250, 50));
+        assert_eq!(node(&c, "n1").requested, Resources::new(250, 50));
         assert_eq!(c.requested_on("n2"), Resources::new(500, 100));
         c.remove_pod("b");
         c.remove_pod("b");
-        assert_eq!(c.nodes["n1"].view.requested, Resources::default());
+        assert_eq!(node(&c, "n1").requested, Resources::default());
         c.replace_pods(vec![("x".into(), "n1".into(), Resources::new(1, 1))]);
-        assert_eq!(c.nodes["n1"].view.requested, Resources::new(1, 1));
+        assert_eq!(node(&c, "n1").requested, Resources::new(1, 1));
         assert_eq!(c.requested_on("n2"), Resources::default());
         assert_eq!(c.pod_count(), 1);
+    }
+
+    fn labelled(name: &str, zone: &str) -> NodeView {
+        NodeView {
+            name: name.into(),
+            labels: [(
+                carbon_kube_model::keys::LABEL_GRID_ZONE.to_owned(),
+                zone.to_owned(),
+            )]
+            .into(),
+            ..NodeView::default()
+        }
+    }
+
+    #[test]
+    fn node_cache_finds_nodes_after_updates_and_removals() {
+        let mut c = Cluster::default();
+        let map = RegionZoneMap::default();
+        for (n, z) in [("a", "DE"), ("b", "GB"), ("c", "DE"), ("d", "FR")] {
+            c.upsert_node(labelled(n, z), &map);
+        }
+        c.upsert_node(labelled("b", "DE"), &map);
+        assert_eq!(c.nodes.len(), 4);
+        c.remove_node("a");
+        c.remove_node("a");
+        c.remove_node("zz");
+        assert_eq!(c.nodes.len(), 3);
+        assert!(c.nodes.get("a").is_none());
+        for (n, z) in [("b", "DE"), ("c", "DE"), ("d", "FR")] {
+            let node = c.nodes.get(n).expect("cached");
+            assert_eq!(node.view.name, n);
+            assert_eq!(c.zone_of(n).map(ZoneId::as_str), Some(z));
+            let slot = c.nodes.slot_of(n).expect("indexed");
+            assert_eq!(c.nodes.slot(slot).map(|s| s.view.name.as_str()), Some(n));
+        }
+        // Same resolution, one shared copy.
+        let (b, cc) = (c.nodes.get("b"), c.nodes.get("c"));
+        assert!(Arc::ptr_eq(
+            &b.expect("cached").zone,
+            &cc.expect("cached").zone
+        ));
+        assert_eq!(c.nodes.iter().count(), 3);
+        c.replace_nodes(vec![labelled("e", "GB")], &map);
+        assert_eq!(c.nodes.len(), 1);
+        assert!(c.nodes.get("b").is_none());
+        assert_eq!(c.zone_of("e").map(ZoneId::as_str), Some("GB"));
+    }
+
+    #[test]
+    fn unused_zone_resolutions_are_pruned() {
+        let mut c = Cluster::default();
+        let map = RegionZoneMap::default();
+        // One node relabelled through many zones keeps few resolutions.
+        for i in 0..1000 {
+            c.upsert_node(labelled("n", &format!("Z{i}")), &map);
+        }
+        assert!(c.nodes.zones.len() <= 130, "{}", c.nodes.zones.len());
+        assert_eq!(c.zone_of("n").map(ZoneId::as_str), Some("Z999"));
     }
 }

@@ -522,6 +522,17 @@ fn why_not_applied(
     }
 }
 
+/// Whether two zones are the same value in memory (then also equal): lets
+/// callers that share one resolution among the nodes of a zone, like the
+/// extender's node cache, skip comparing zone ids' text for most nodes.
+fn same_ref(a: Option<&ZoneId>, b: Option<&ZoneId>) -> bool {
+    match (a, b) {
+        (Some(a), Some(b)) => std::ptr::eq(a, b),
+        (None, None) => true,
+        _ => false,
+    }
+}
+
 /// Evaluates each distinct zone once; returns the zones and, per candidate,
 /// the index of its zone.
 fn evaluate_zones<'a>(
@@ -537,12 +548,17 @@ fn evaluate_zones<'a>(
         let zone = c.zone.zone.as_ref();
         // Nodes usually come grouped by zone: check the previous one first.
         if let Some((z, i)) = last
-            && z == zone
+            && (same_ref(z, zone) || z == zone)
         {
             index.push(i);
             continue;
         }
-        let i = match zones.iter().position(|e| e.zone == zone) {
+        // Same value first (cheap), then same text.
+        let i = match zones
+            .iter()
+            .position(|e| same_ref(e.zone, zone))
+            .or_else(|| zones.iter().position(|e| e.zone == zone))
+        {
             Some(i) => i,
             None => {
                 zones.push(evaluate_zone(zone, snapshot, cfg, now));
