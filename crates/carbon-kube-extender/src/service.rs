@@ -28,7 +28,10 @@ use prometheus_client::registry::Registry;
 use serde_json::value::RawValue;
 
 use crate::state::{Cluster, Decision, Shared};
-use crate::wire::{ExtenderArgs, FilterResult, HostPriority, PairMap, RawNodeList, WireNode};
+use crate::wire::{
+    ExtenderArgs, FilterResult, Name, PairMap, RawNodeList, WireNode, write_filter_names,
+    write_host_priorities,
+};
 
 /// The largest request accepted: 15,000 full nodes are about 60 MB.
 pub const MAX_BODY_BYTES: usize = 256 << 20;
@@ -302,23 +305,21 @@ pub fn filter(shared: &Shared, body: &[u8]) -> Result<(Vec<u8>, &'static str), A
         let messages: Vec<String> = (0..outcome.zones.len())
             .map(|z| outcome.zone_failure_message(z))
             .collect();
-        let passed: Vec<&str> = outcome.passed().map(|i| names[i].0.as_ref()).collect();
-        let failed: Vec<(&str, &str)> = reported_failures(&outcome, passed.is_empty())
-            .map(|i| {
-                (
-                    names[i].0.as_ref(),
-                    messages[outcome.verdicts[i].zone].as_str(),
-                )
-            })
-            .collect();
-        let result = FilterResult {
-            nodes: None,
-            node_names: Some(passed),
-            failed_nodes: PairMap(&[]),
-            failed_and_unresolvable: PairMap(&failed),
-            error: "",
-        };
-        out = serde_json::to_vec(&result).map_err(|e| ApiError::Internal(e.to_string()))?;
+        let none_passed = outcome.passed().next().is_none();
+        let failed = reported_failures(&outcome, none_passed).map(|i| {
+            (
+                names[i].0.as_ref(),
+                messages[outcome.verdicts[i].zone].as_str(),
+            )
+        });
+        let mut buf = Vec::with_capacity(response_capacity(body, names.len()));
+        write_filter_names(
+            &mut buf,
+            outcome.passed().map(|i| names[i].0.as_ref()),
+            failed,
+        )
+        .map_err(|e| ApiError::Internal(e.to_string()))?;
+        out = buf;
         label = filter_outcome_label(&outcome);
         log_filter(&pod, &outcome);
         decision = summarize_filter(&outcome);
@@ -401,6 +402,29 @@ fn log_filter(pod: &PodView, outcome: &FilterOutcome<'_>) {
     }
 }
 
+/// Room for an answer about `nodes` nodes: about the request's size (which
+/// holds every name) plus the keys and punctuation around each name.
+fn response_capacity(body: &[u8], nodes: usize) -> usize {
+    body.len().saturating_add(nodes.saturating_mul(24))
+}
+
+/// The candidates' names, in candidate order.
+enum Hosts<'a> {
+    /// From the request's `NodeNames`.
+    Names(&'a [Name<'a>]),
+    /// From the request's full nodes.
+    Full(&'a [(NodeView, ZoneResolution)]),
+}
+
+impl Hosts<'_> {
+    fn get(&self, i: usize) -> &str {
+        match self {
+            Self::Names(n) => n.get(i).map_or("", |n| n.0.as_ref()),
+            Self::Full(f) => f.get(i).map_or("", |(n, _)| n.name.as_str()),
+        }
+    }
+}
+
 /// Handles a prioritize request body; returns the response body and the
 /// outcome label.
 pub fn prioritize(shared: &Shared, body: &[u8]) -> Result<(Vec<u8>, &'static str), ApiError> {
@@ -411,21 +435,17 @@ pub fn prioritize(shared: &Shared, body: &[u8]) -> Result<(Vec<u8>, &'static str
     let cluster = shared.cluster();
     let full;
     let unseen;
-    let (candidates, names): (Vec<Candidate<'_>>, Vec<&str>) = if let Some(names) = &args.node_names
-    {
+    let (candidates, hosts) = if let Some(names) = &args.node_names {
         let found = lookup(names, &cluster);
         unseen = unseen_nodes(names, &found, &cluster);
-        (
-            cached_candidates(&found, &unseen),
-            names.iter().map(|n| n.0.as_ref()).collect(),
-        )
+        (cached_candidates(&found, &unseen), Hosts::Names(names))
     } else if let Some(items) = args.nodes.as_ref().and_then(|n| n.items.as_ref()) {
         full = full_nodes(items, &cluster, shared)?;
         (
             full.iter()
                 .map(|(node, zone)| Candidate { node, zone })
                 .collect(),
-            full.iter().map(|(n, _)| n.name.as_str()).collect(),
+            Hosts::Full(&full),
         )
     } else {
         return Err(ApiError::BadRequest(
@@ -433,15 +453,16 @@ pub fn prioritize(shared: &Shared, body: &[u8]) -> Result<(Vec<u8>, &'static str
         ));
     };
     let outcome = score_nodes(&pod, &candidates, &snapshot, &cfg, now);
-    let list: Vec<HostPriority<'_>> = names
-        .iter()
-        .zip(&outcome.scores)
-        .map(|(host, s)| HostPriority {
-            host: std::borrow::Cow::Borrowed(host),
-            score: i64::from(s.score),
-        })
-        .collect();
-    let out = serde_json::to_vec(&list).map_err(|e| ApiError::Internal(e.to_string()))?;
+    let mut out = Vec::with_capacity(response_capacity(body, candidates.len()));
+    write_host_priorities(
+        &mut out,
+        outcome
+            .scores
+            .iter()
+            .enumerate()
+            .map(|(i, s)| (hosts.get(i), i64::from(s.score))),
+    )
+    .map_err(|e| ApiError::Internal(e.to_string()))?;
     let label = match outcome.not_applied {
         Some(NotApplied::OptedOut) => "opted_out",
         Some(_) => "no_data",
@@ -453,10 +474,10 @@ pub fn prioritize(shared: &Shared, body: &[u8]) -> Result<(Vec<u8>, &'static str
             .iter()
             .enumerate()
             .max_by_key(|(_, s)| s.score)
-            .map(|(i, _)| format!("{}: {}", names[i], outcome.reason(i)));
+            .map(|(i, _)| format!("{}: {}", hosts.get(i), outcome.reason(i)));
         tracing::debug!(
             pod = %format_args!("{}/{}", pod.namespace, pod.name),
-            nodes = names.len(),
+            nodes = candidates.len(),
             best = best.as_deref().unwrap_or("none"),
             "prioritize"
         );

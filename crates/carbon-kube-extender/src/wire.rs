@@ -319,6 +319,80 @@ pub struct FilterResult<'a> {
     pub error: &'a str,
 }
 
+/// Appends `s` as a JSON string, byte for byte what `serde_json` writes.
+///
+/// `serde_json` escapes only `"`, `\` and control characters. Node names
+/// are DNS names and contain none, so the common case is one scan and one
+/// copy; anything else goes through `serde_json` itself.
+pub fn write_str(out: &mut Vec<u8>, s: &str) -> serde_json::Result<()> {
+    // Not short-circuiting, so that it compiles to a vector loop.
+    let needs_escape = s.bytes().fold(false, |acc, b| {
+        acc | (b < 0x20) | (b == b'"') | (b == b'\\')
+    });
+    if needs_escape {
+        return serde_json::to_writer(out, s);
+    }
+    out.reserve(s.len() + 2);
+    out.push(b'"');
+    out.extend_from_slice(s.as_bytes());
+    out.push(b'"');
+    Ok(())
+}
+
+/// Writes the [`FilterResult`] of a request with node names (`NodeNames`
+/// set, `Nodes` null, `FailedNodes` empty, `Error` empty) straight from the
+/// decision, byte for byte what `serde_json::to_vec` of that `FilterResult`
+/// gives, without collecting the (up to 15,000) names first.
+pub fn write_filter_names<'n>(
+    out: &mut Vec<u8>,
+    passed: impl IntoIterator<Item = &'n str>,
+    failed: impl IntoIterator<Item = (&'n str, &'n str)>,
+) -> serde_json::Result<()> {
+    out.extend_from_slice(br#"{"Nodes":null,"NodeNames":["#);
+    for (i, name) in passed.into_iter().enumerate() {
+        if i > 0 {
+            out.push(b',');
+        }
+        write_str(out, name)?;
+    }
+    out.extend_from_slice(br#"],"FailedNodes":{},"FailedAndUnresolvableNodes":{"#);
+    for (i, (name, reason)) in failed.into_iter().enumerate() {
+        if i > 0 {
+            out.push(b',');
+        }
+        write_str(out, name)?;
+        out.push(b':');
+        write_str(out, reason)?;
+    }
+    out.extend_from_slice(br#"},"Error":""}"#);
+    Ok(())
+}
+
+/// Writes a list of [`HostPriority`], byte for byte what `serde_json::to_vec`
+/// of the same `Vec<HostPriority>` gives, without building that vector.
+pub fn write_host_priorities<'n>(
+    out: &mut Vec<u8>,
+    hosts: impl IntoIterator<Item = (&'n str, i64)>,
+) -> serde_json::Result<()> {
+    out.push(b'[');
+    for (i, (host, score)) in hosts.into_iter().enumerate() {
+        if i > 0 {
+            out.push(b',');
+        }
+        out.extend_from_slice(br#"{"Host":"#);
+        write_str(out, host)?;
+        out.extend_from_slice(br#","Score":"#);
+        // A single digit (scores are 0-10) directly; others via serde_json.
+        match u8::try_from(score) {
+            Ok(d @ 0..=9) => out.push(b'0' + d),
+            _ => serde_json::to_writer(&mut *out, &score)?,
+        }
+        out.push(b'}');
+    }
+    out.push(b']');
+    Ok(())
+}
+
 /// `HostPriority`.
 #[derive(Debug, Serialize, Deserialize, PartialEq, Eq)]
 pub struct HostPriority<'a> {
@@ -328,4 +402,88 @@ pub struct HostPriority<'a> {
     /// Score, 0–10.
     #[serde(rename = "Score")]
     pub score: i64,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn tricky_strings() -> Vec<String> {
+        let mut v: Vec<String> = [
+            "",
+            "pool-a-de-node-00001",
+            "a\"b",
+            "back\\slash",
+            "tab\tnew\nline\r",
+            "\u{7f}del",
+            "ünïcödé 区域 🌍",
+            "\u{1f}\u{0}x",
+            "/slash/",
+        ]
+        .iter()
+        .map(|s| (*s).to_owned())
+        .collect();
+        v.push((0u8..=0x7f).map(char::from).collect());
+        v
+    }
+
+    #[test]
+    fn strings_are_written_as_serde_json_writes_them() {
+        for s in tricky_strings() {
+            let mut out = Vec::new();
+            write_str(&mut out, &s).expect("written");
+            assert_eq!(out, serde_json::to_vec(&s).expect("encoded"), "{s:?}");
+        }
+    }
+
+    #[test]
+    fn filter_answers_are_what_serde_json_writes() {
+        let names = tricky_strings();
+        let all: Vec<&str> = names.iter().map(String::as_str).collect();
+        let failed: Vec<(&str, &str)> = all.iter().map(|n| (*n, "why \"not\"")).collect();
+        for (passed, failed) in [
+            (&all[..], &failed[..0]),
+            (&all[..0], &failed[..]),
+            (&all[..1], &failed[2..4]),
+            (&all[..0], &failed[..0]),
+        ] {
+            let mut out = Vec::new();
+            write_filter_names(&mut out, passed.iter().copied(), failed.iter().copied())
+                .expect("written");
+            let expected = serde_json::to_vec(&FilterResult {
+                nodes: None,
+                node_names: Some(passed.to_vec()),
+                failed_nodes: PairMap(&[]),
+                failed_and_unresolvable: PairMap(failed),
+                error: "",
+            })
+            .expect("encoded");
+            assert_eq!(
+                String::from_utf8_lossy(&out),
+                String::from_utf8_lossy(&expected)
+            );
+        }
+    }
+
+    #[test]
+    fn priorities_are_what_serde_json_writes() {
+        let names = tricky_strings();
+        let list: Vec<HostPriority<'_>> = names
+            .iter()
+            .zip([0, 1, 5, 9, 10, 11, -1, 100, i64::MAX, i64::MIN])
+            .map(|(n, score)| HostPriority {
+                host: Cow::Borrowed(n),
+                score,
+            })
+            .collect();
+        for part in [&list[..], &list[..0], &list[..1]] {
+            let mut out = Vec::new();
+            write_host_priorities(&mut out, part.iter().map(|h| (h.host.as_ref(), h.score)))
+                .expect("written");
+            assert_eq!(
+                String::from_utf8_lossy(&out),
+                String::from_utf8_lossy(&serde_json::to_vec(part).expect("encoded"))
+            );
+        }
+    }
 }
