@@ -121,14 +121,19 @@ impl DecisionSummary {
         if outcome.not_applied.is_some() {
             return false;
         }
+        // Best free capacity per candidate zone first (zones appear in
+        // `outcome.zones` in the order of their first score), then one
+        // summary entry per zone.
+        let mut best: Vec<Option<f64>> = vec![None; outcome.zones.len()];
         for s in &outcome.scores {
-            let z = &outcome.zones[s.zone];
-            if let Some(zone) = z.zone {
+            if let Some(b) = best.get_mut(s.zone) {
+                *b = Some(b.map_or(s.performance, |b| b.max(s.performance)));
+            }
+        }
+        for (z, best) in outcome.zones.iter().zip(best) {
+            if let (Some(zone), Some(best)) = (z.zone, best) {
                 let e = self.entry(zone, z.intensity());
-                e.best_performance = Some(
-                    e.best_performance
-                        .map_or(s.performance, |b| b.max(s.performance)),
-                );
+                e.best_performance = Some(e.best_performance.map_or(best, |b| b.max(best)));
             }
         }
         true
