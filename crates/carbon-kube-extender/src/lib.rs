@@ -52,6 +52,13 @@ pub struct Args {
     )]
     pub listen: SocketAddr,
 
+    /// Also serve /metrics, /healthz and /readyz (plain HTTP) on this
+    /// address, e.g. 0.0.0.0:9888, so that --listen (with /filter and
+    /// /prioritize) can stay on 127.0.0.1 beside kube-scheduler while
+    /// Prometheus and the kubelet's probes reach the pod IP.
+    #[arg(long, env = "CARBON_KUBE_EXTENDER_METRICS_LISTEN", value_name = "ADDR")]
+    pub metrics_listen: Option<SocketAddr>,
+
     /// Serve HTTPS with this PEM certificate (chain). Needs --tls-key.
     #[arg(long, env = "CARBON_KUBE_EXTENDER_TLS_CERT", requires = "tls_key")]
     pub tls_cert: Option<PathBuf>,
@@ -278,7 +285,20 @@ pub async fn serve(
         shared.clone(),
         Duration::from_secs(15),
     ));
-    let router = service::app(shared, Arc::new(registry));
+    let registry = Arc::new(registry);
+    if let Some(addr) = args.metrics_listen {
+        let metrics_listener = tokio::net::TcpListener::bind(addr)
+            .await
+            .with_context(|| format!("binding --metrics-listen {addr}"))?;
+        tracing::info!(%addr, "serving /metrics, /healthz and /readyz");
+        let router = carbon_kube_k8s::health_router(registry.clone(), readiness.clone());
+        tasks.spawn(async move {
+            if let Err(e) = axum::serve(metrics_listener, router).await {
+                tracing::error!(error = %e, "the metrics server stopped");
+            }
+        });
+    }
+    let router = service::app(shared, registry);
     let addr = listener.local_addr().context("listener address")?;
     listener
         .set_nonblocking(true)

@@ -142,3 +142,92 @@ async fn serves_https_from_a_snapshot_file_and_reloads_it() {
     tx.send(()).unwrap();
     server.await.unwrap().unwrap();
 }
+
+/// `--metrics-listen`: /metrics, /healthz and /readyz on a second address,
+/// where /filter is not served (the extender's own port can stay on
+/// 127.0.0.1 beside kube-scheduler).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_listen_serves_health_and_metrics_but_not_the_verbs() {
+    carbon_kube_k8s::telemetry::install_crypto_provider();
+    let dir = tempfile::tempdir().unwrap();
+    let snapshot_path = dir.path().join("snapshot.json");
+    let (snap, _, _, _) = green_de_dirty_texas();
+    std::fs::write(&snapshot_path, snap.to_json()).unwrap();
+    let metrics_port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let args = Cli::parse_from([
+        "extender",
+        "--standalone",
+        "--snapshot-file",
+        snapshot_path.to_str().unwrap(),
+        "--metrics-listen",
+        &format!("127.0.0.1:{metrics_port}"),
+    ])
+    .args;
+    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+    let server = tokio::spawn(carbon_kube_extender::serve(args, listener, None, async {
+        let _ = rx.await;
+    }));
+    let client = reqwest::Client::new();
+    let metrics = format!("http://127.0.0.1:{metrics_port}");
+    carbon_kube_testkit::wait_until(
+        "/readyz on --metrics-listen",
+        Duration::from_secs(30),
+        || {
+            let client = client.clone();
+            let url = format!("{metrics}/readyz");
+            async move {
+                match client.get(url).send().await {
+                    Ok(r) if r.status() == 200 => carbon_kube_testkit::Progress::Done(()),
+                    Ok(r) => carbon_kube_testkit::Progress::Waiting(r.status().to_string()),
+                    Err(e) => carbon_kube_testkit::Progress::Waiting(e.to_string()),
+                }
+            }
+        },
+    )
+    .await
+    .unwrap();
+    let get = |url: String| {
+        let client = client.clone();
+        async move { client.get(url).send().await.unwrap() }
+    };
+    assert_eq!(get(format!("{metrics}/healthz")).await.status(), 200);
+    let text = get(format!("{metrics}/metrics"))
+        .await
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        text.contains("carbon_kube_carbon_intensity_current{zone=\"DE\"")
+            && text.contains("carbon_kube_scheduler_nodes_cached"),
+        "{text}"
+    );
+    let verb = client
+        .post(format!("{metrics}/filter"))
+        .header("content-type", "application/json")
+        .body(fixture("filter-nodes.json"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        verb.status(),
+        404,
+        "/filter must not be served on --metrics-listen"
+    );
+    // The main address still serves everything.
+    let verb = client
+        .post(format!("http://127.0.0.1:{port}/filter"))
+        .header("content-type", "application/json")
+        .body(fixture("filter-nodes.json"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(verb.status(), 200);
+    tx.send(()).unwrap();
+    server.await.unwrap().unwrap();
+}
