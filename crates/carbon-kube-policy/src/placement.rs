@@ -546,25 +546,18 @@ fn evaluate_zones<'a>(
     let mut last: Option<(Option<&ZoneId>, usize)> = None;
     for c in candidates {
         let zone = c.zone.zone.as_ref();
-        // Nodes usually come grouped by zone: check the previous one first.
-        if let Some((z, i)) = last
-            && (same_ref(z, zone) || z == zone)
-        {
-            index.push(i);
-            continue;
+        // The same value (a pointer comparison) before the same text, and
+        // the previous node's zone first: nodes often come grouped by zone.
+        let known = match last {
+            Some((z, i)) if same_ref(z, zone) => Some(i),
+            _ => zones.iter().position(|e| same_ref(e.zone, zone)),
         }
-        // Same value first (cheap), then same text.
-        let i = match zones
-            .iter()
-            .position(|e| same_ref(e.zone, zone))
-            .or_else(|| zones.iter().position(|e| e.zone == zone))
-        {
-            Some(i) => i,
-            None => {
-                zones.push(evaluate_zone(zone, snapshot, cfg, now));
-                zones.len() - 1
-            }
-        };
+        .or_else(|| last.filter(|(z, _)| *z == zone).map(|(_, i)| i))
+        .or_else(|| zones.iter().position(|e| e.zone == zone));
+        let i = known.unwrap_or_else(|| {
+            zones.push(evaluate_zone(zone, snapshot, cfg, now));
+            zones.len() - 1
+        });
         last = Some((zone, i));
         index.push(i);
     }
