@@ -707,6 +707,17 @@ pub fn free_capacity(node: &NodeView, pod: &Resources) -> f64 {
         / 2.0
 }
 
+/// `raw.round().clamp(0.0, 10.0) as u8` (half away from zero), without
+/// `f64::round`, which is a library call per node on baseline x86-64.
+fn round_score(raw: f64) -> u8 {
+    // NaN stays NaN here and becomes 0 below, as with `round`.
+    let r = raw.clamp(0.0, 10.0);
+    // r is in 0..=10: the cast truncates, and r - t is exact.
+    #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
+    let t = r as u8;
+    if r - f64::from(t) >= 0.5 { t + 1 } else { t }
+}
+
 /// Scores the candidates 0–10 (see the module documentation).
 pub fn score_nodes<'a>(
     pod: &PodView,
@@ -775,9 +786,7 @@ pub fn score_nodes<'a>(
                 0.0
             };
             let raw = (cw * zones[zone].carbon_score + pw * performance) / total_weight * 10.0;
-            // raw is in 0..=10 by construction.
-            #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
-            let score = raw.round().clamp(0.0, 10.0) as u8;
+            let score = round_score(raw);
             NodeScore {
                 score,
                 zone,

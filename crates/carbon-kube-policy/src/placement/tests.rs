@@ -555,3 +555,33 @@ fn human_ages() {
         .collect();
     assert_eq!(s, ["5s", "119s", "2m", "119m", "2h", "2d"]);
 }
+
+#[test]
+fn round_score_is_round_then_clamp() {
+    #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
+    fn reference(raw: f64) -> u8 {
+        raw.round().clamp(0.0, 10.0) as u8
+    }
+    let mut values = vec![
+        f64::NAN,
+        f64::INFINITY,
+        f64::NEG_INFINITY,
+        -0.0,
+        0.0,
+        f64::MIN_POSITIVE,
+        0.499_999_999_999_999_94,
+        0.500_000_000_000_000_1,
+        10.0,
+        10.5,
+        1e300,
+        -1e300,
+    ];
+    for k in -4..=24 {
+        let half = f64::from(k) / 2.0;
+        values.extend([half, half.next_down(), half.next_up()]);
+    }
+    values.extend((-2000..=12_000).map(|i| f64::from(i) / 1000.0));
+    for v in values {
+        assert_eq!(round_score(v), reference(v), "{v:?}");
+    }
+}
