@@ -174,29 +174,28 @@ fn full_nodes(
         .collect()
 }
 
-/// The cached nodes named in a request, looked up once each.
-fn lookup<'c>(
-    names: &[crate::wire::Name<'_>],
+/// Candidates for node names, in request order: the cached nodes, and
+/// neutral stand-ins (put in `unseen`, with the requests of pods already
+/// bound to them) for names the cache has not seen yet.
+fn name_candidates<'c>(
+    names: &[Name<'_>],
     cluster: &'c Cluster,
-) -> Vec<Option<&'c crate::state::CachedNode>> {
-    names
+    unseen: &'c mut Vec<(NodeView, ZoneResolution)>,
+) -> Vec<Candidate<'c>> {
+    let cached = |n: &Name<'_>| {
+        cluster.nodes.get(n.0.as_ref()).map(|c| Candidate {
+            node: &c.view,
+            zone: &c.zone,
+        })
+    };
+    // Usually every name is cached: one pass, one lookup each.
+    if let Some(all) = names.iter().map(cached).collect::<Option<Vec<_>>>() {
+        return all;
+    }
+    *unseen = names
         .iter()
-        .map(|n| cluster.nodes.get(n.0.as_ref()))
-        .collect()
-}
-
-/// Names the cache has not seen yet: neutral, with the requests of pods
-/// already bound to them.
-fn unseen_nodes(
-    names: &[crate::wire::Name<'_>],
-    found: &[Option<&crate::state::CachedNode>],
-    cluster: &Cluster,
-) -> Vec<(NodeView, ZoneResolution)> {
-    names
-        .iter()
-        .zip(found)
-        .filter(|(_, f)| f.is_none())
-        .map(|(n, _)| {
+        .filter(|n| cached(n).is_none())
+        .map(|n| {
             (
                 NodeView {
                     name: n.0.clone().into_owned(),
@@ -206,26 +205,17 @@ fn unseen_nodes(
                 ZoneResolution::unknown(UnknownZone::NotSeen),
             )
         })
-        .collect()
-}
-
-/// Candidates for node names: cached nodes, and neutral stand-ins for the
-/// ones not seen yet.
-fn cached_candidates<'c>(
-    found: &[Option<&'c crate::state::CachedNode>],
-    unseen: &'c [(NodeView, ZoneResolution)],
-) -> Vec<Candidate<'c>> {
+        .collect();
+    let unseen: &'c Vec<_> = unseen;
     let mut next_unseen = unseen.iter();
-    found
+    names
         .iter()
-        .filter_map(|f| match f {
-            Some(c) => Some(Candidate {
-                node: &c.view,
-                zone: &c.zone,
-            }),
-            None => next_unseen
-                .next()
-                .map(|(node, zone)| Candidate { node, zone }),
+        .filter_map(|n| {
+            cached(n).or_else(|| {
+                next_unseen
+                    .next()
+                    .map(|(node, zone)| Candidate { node, zone })
+            })
         })
         .collect()
 }
@@ -298,9 +288,8 @@ pub fn filter(shared: &Shared, body: &[u8]) -> Result<(Vec<u8>, &'static str), A
     let cluster = shared.cluster();
     let (out, label, decision): (Vec<u8>, &'static str, _);
     if let Some(names) = &args.node_names {
-        let found = lookup(names, &cluster);
-        let unseen = unseen_nodes(names, &found, &cluster);
-        let candidates = cached_candidates(&found, &unseen);
+        let mut unseen = Vec::new();
+        let candidates = name_candidates(names, &cluster, &mut unseen);
         let outcome = filter_nodes(&pod, &candidates, &snapshot, &cfg, now);
         let messages: Vec<String> = (0..outcome.zones.len())
             .map(|z| outcome.zone_failure_message(z))
@@ -434,11 +423,12 @@ pub fn prioritize(shared: &Shared, body: &[u8]) -> Result<(Vec<u8>, &'static str
     let now = shared.now();
     let cluster = shared.cluster();
     let full;
-    let unseen;
+    let mut unseen = Vec::new();
     let (candidates, hosts) = if let Some(names) = &args.node_names {
-        let found = lookup(names, &cluster);
-        unseen = unseen_nodes(names, &found, &cluster);
-        (cached_candidates(&found, &unseen), Hosts::Names(names))
+        (
+            name_candidates(names, &cluster, &mut unseen),
+            Hosts::Names(names),
+        )
     } else if let Some(items) = args.nodes.as_ref().and_then(|n| n.items.as_ref()) {
         full = full_nodes(items, &cluster, shared)?;
         (
@@ -510,5 +500,60 @@ fn merge_scores(
             }
             None => into.zones.push(z.clone()),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::borrow::Cow;
+
+    use carbon_kube_model::keys;
+    use carbon_kube_policy::zone_map::{RegionZoneMap, Resources};
+
+    use super::*;
+
+    #[test]
+    fn names_the_cache_has_not_seen_are_neutral_in_request_order() {
+        let mut cluster = Cluster::default();
+        let map = RegionZoneMap::default();
+        for n in ["a", "c"] {
+            cluster.upsert_node(
+                NodeView {
+                    name: n.into(),
+                    labels: [(keys::LABEL_GRID_ZONE.to_owned(), "DE".to_owned())].into(),
+                    ..NodeView::default()
+                },
+                &map,
+            );
+        }
+        cluster.upsert_pod("p", "d", Resources::new(100, 1));
+        let names: Vec<Name<'_>> = ["a", "b", "c", "d"]
+            .into_iter()
+            .map(|n| Name(Cow::Borrowed(n)))
+            .collect();
+        let mut unseen = Vec::new();
+        let got: Vec<_> = name_candidates(&names, &cluster, &mut unseen)
+            .iter()
+            .map(|c| {
+                (
+                    c.node.name.clone(),
+                    c.zone.zone.as_ref().map(|z| z.as_str().to_owned()),
+                    c.node.requested,
+                )
+            })
+            .collect();
+        let de = Some("DE".to_owned());
+        assert_eq!(
+            got,
+            [
+                ("a".to_owned(), de.clone(), Resources::default()),
+                ("b".to_owned(), None, Resources::default()),
+                ("c".to_owned(), de, Resources::default()),
+                ("d".to_owned(), None, Resources::new(100, 1)),
+            ]
+        );
+        let mut unseen = Vec::new();
+        assert_eq!(name_candidates(&names[..1], &cluster, &mut unseen).len(), 1);
+        assert!(unseen.is_empty());
     }
 }
