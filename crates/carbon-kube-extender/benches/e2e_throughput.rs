@@ -392,33 +392,22 @@ fn main() {
         // E2E_ROUNDS rounds, alternating which variant runs first, so that
         // neither always meets the fuller cluster.
         for round in 0..env("E2E_ROUNDS", 1) {
-            let (without, with) = if round % 2 == 0 {
-                let without =
-                    run_variant(&cp, &ns, &format!("without{round}"), base(), pods, None).await;
-                let with = run_variant(
-                    &cp,
-                    &ns,
-                    &format!("with{round}"),
-                    with_extender.clone(),
-                    pods,
-                    Some(&setup),
-                )
-                .await;
-                (without, with)
+            let (mut without, mut with) = (0.0, 0.0);
+            let order = if round % 2 == 0 {
+                [false, true]
             } else {
-                let with = run_variant(
-                    &cp,
-                    &ns,
-                    &format!("with{round}"),
-                    with_extender.clone(),
-                    pods,
-                    Some(&setup),
-                )
-                .await;
-                let without =
-                    run_variant(&cp, &ns, &format!("without{round}"), base(), pods, None).await;
-                (without, with)
+                [true, false]
             };
+            for extender in order {
+                if extender {
+                    let label = format!("with{round}");
+                    let config = with_extender.clone();
+                    with = run_variant(&cp, &ns, &label, config, pods, Some(&setup)).await;
+                } else {
+                    let label = format!("without{round}");
+                    without = run_variant(&cp, &ns, &label, base(), pods, None).await;
+                }
+            }
             println!(
                 "e2e: shipped configuration, round {round}: with extender / without = {:.2}x",
                 with / without

@@ -18,6 +18,22 @@ struct Cli {
     args: Args,
 }
 
+type Server = tokio::task::JoinHandle<anyhow::Result<()>>;
+
+/// Starts `extender --standalone ARGS` on a free local port; returns the
+/// port, the shutdown trigger and the server task.
+fn start_standalone(args: &[&str]) -> (u16, tokio::sync::oneshot::Sender<()>, Server) {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let argv = ["extender", "--standalone"].iter().chain(args);
+    let args = Cli::parse_from(argv).args;
+    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+    let server = tokio::spawn(carbon_kube_extender::serve(args, listener, None, async {
+        let _ = rx.await;
+    }));
+    (port, tx, server)
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn serves_https_from_a_snapshot_file_and_reloads_it() {
     carbon_kube_k8s::telemetry::install_crypto_provider();
@@ -43,23 +59,14 @@ async fn serves_https_from_a_snapshot_file_and_reloads_it() {
     let snapshot_path = dir.path().join("snapshot.json");
     std::fs::write(&snapshot_path, snap.to_json()).unwrap();
 
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let port = listener.local_addr().unwrap().port();
-    let args = Cli::parse_from([
-        "extender",
-        "--standalone",
+    let (port, tx, server) = start_standalone(&[
         "--snapshot-file",
         snapshot_path.to_str().unwrap(),
         "--tls-cert",
         cert_path.to_str().unwrap(),
         "--tls-key",
         key_path.to_str().unwrap(),
-    ])
-    .args;
-    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
-    let server = tokio::spawn(carbon_kube_extender::serve(args, listener, None, async {
-        let _ = rx.await;
-    }));
+    ]);
     let client = reqwest::Client::builder()
         .add_root_certificate(reqwest::Certificate::from_pem(cert.cert.pem().as_bytes()).unwrap())
         .build()
@@ -158,21 +165,12 @@ async fn metrics_listen_serves_health_and_metrics_but_not_the_verbs() {
         .local_addr()
         .unwrap()
         .port();
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let port = listener.local_addr().unwrap().port();
-    let args = Cli::parse_from([
-        "extender",
-        "--standalone",
+    let (port, tx, server) = start_standalone(&[
         "--snapshot-file",
         snapshot_path.to_str().unwrap(),
         "--metrics-listen",
         &format!("127.0.0.1:{metrics_port}"),
-    ])
-    .args;
-    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
-    let server = tokio::spawn(carbon_kube_extender::serve(args, listener, None, async {
-        let _ = rx.await;
-    }));
+    ]);
     let client = reqwest::Client::new();
     let metrics = format!("http://127.0.0.1:{metrics_port}");
     carbon_kube_testkit::wait_until(
@@ -207,27 +205,26 @@ async fn metrics_listen_serves_health_and_metrics_but_not_the_verbs() {
             && text.contains("carbon_kube_scheduler_nodes_cached"),
         "{text}"
     );
-    let verb = client
-        .post(format!("{metrics}/filter"))
-        .header("content-type", "application/json")
-        .body(fixture("filter-nodes.json"))
-        .send()
-        .await
-        .unwrap();
+    let filter_status = |base: String| {
+        let client = client.clone();
+        async move {
+            client
+                .post(format!("{base}/filter"))
+                .header("content-type", "application/json")
+                .body(fixture("filter-nodes.json"))
+                .send()
+                .await
+                .unwrap()
+                .status()
+        }
+    };
     assert_eq!(
-        verb.status(),
+        filter_status(metrics.clone()).await,
         404,
         "/filter must not be served on --metrics-listen"
     );
     // The main address still serves everything.
-    let verb = client
-        .post(format!("http://127.0.0.1:{port}/filter"))
-        .header("content-type", "application/json")
-        .body(fixture("filter-nodes.json"))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(verb.status(), 200);
+    assert_eq!(filter_status(format!("http://127.0.0.1:{port}")).await, 200);
     tx.send(()).unwrap();
     server.await.unwrap().unwrap();
 }
