@@ -444,14 +444,15 @@ pub fn prioritize(shared: &Shared, body: &[u8]) -> Result<(Vec<u8>, &'static str
     };
     let outcome = score_nodes(&pod, &candidates, &snapshot, &cfg, now);
     let mut out = Vec::with_capacity(response_capacity(body, candidates.len()));
-    write_host_priorities(
-        &mut out,
-        outcome
-            .scores
-            .iter()
-            .enumerate()
-            .map(|(i, s)| (hosts.get(i), i64::from(s.score))),
-    )
+    let scores = outcome.scores.iter().map(|s| i64::from(s.score));
+    match hosts {
+        Hosts::Names(n) => {
+            write_host_priorities(&mut out, n.iter().map(|n| n.0.as_ref()).zip(scores))
+        }
+        Hosts::Full(f) => {
+            write_host_priorities(&mut out, f.iter().map(|(n, _)| n.name.as_str()).zip(scores))
+        }
+    }
     .map_err(|e| ApiError::Internal(e.to_string()))?;
     let label = match outcome.not_applied {
         Some(NotApplied::OptedOut) => "opted_out",

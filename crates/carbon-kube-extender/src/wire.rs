@@ -324,6 +324,7 @@ pub struct FilterResult<'a> {
 /// `serde_json` escapes only `"`, `\` and control characters. Node names
 /// are DNS names and contain none, so the common case is one scan and one
 /// copy; anything else goes through `serde_json` itself.
+#[inline]
 pub fn write_str(out: &mut Vec<u8>, s: &str) -> serde_json::Result<()> {
     // Not short-circuiting, so that it compiles to a vector loop.
     let needs_escape = s.bytes().fold(false, |acc, b| {
