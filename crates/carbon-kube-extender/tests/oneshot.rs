@@ -45,7 +45,7 @@ fn four_nodes() -> Vec<carbon_kube_policy::zone_map::NodeView> {
 
 #[tokio::test]
 async fn filter_with_node_names_keeps_the_green_zone() {
-    let (snap, now, _de, tx) = green_de_dirty_texas();
+    let (snap, now, _, _) = green_de_dirty_texas();
     let (shared, registry) = shared(snap, now, four_nodes());
     let router = app(shared, registry);
     let (status, body) = call(&router, "POST", "/filter", &fixture("filter-names.json")).await;
