@@ -154,6 +154,105 @@ impl Drop for RunningExtender {
     }
 }
 
+/// The API server's request and watch-event counters (E2E_DIAG=1), to see
+/// which API traffic a variant adds.
+async fn api_counters(client: &kube::Client) -> std::collections::BTreeMap<String, f64> {
+    let req = axum::http::Request::get("/metrics")
+        .body(Vec::new())
+        .unwrap();
+    let text = client.request_text(req).await.unwrap_or_default();
+    text.lines()
+        .filter(|l| {
+            l.starts_with("apiserver_request_total{")
+                || l.starts_with("apiserver_watch_events_total{")
+                || l.starts_with("apiserver_watch_events_sizes_sum{")
+        })
+        .filter_map(|l| {
+            let (k, v) = l.rsplit_once(' ')?;
+            Some((k.to_owned(), v.parse().ok()?))
+        })
+        .collect()
+}
+
+/// The least any extender can do (E2E_NOOP=1): keep every node and give
+/// each the same score, with no watches, no policy and no Events. Run beside
+/// the real one, it tells what the extender protocol itself costs
+/// kube-scheduler on this machine.
+fn noop_router() -> axum::Router {
+    #[derive(serde::Deserialize)]
+    struct Args<'a> {
+        #[serde(rename = "NodeNames", borrow)]
+        node_names: Vec<&'a str>,
+    }
+    async fn filter(body: axum::body::Bytes) -> axum::Json<serde_json::Value> {
+        let args: Args<'_> = serde_json::from_slice(&body).unwrap();
+        axum::Json(serde_json::json!({
+            "Nodes": null, "NodeNames": args.node_names, "FailedNodes": {},
+            "FailedAndUnresolvableNodes": {}, "Error": "",
+        }))
+    }
+    async fn prioritize(body: axum::body::Bytes) -> axum::Json<serde_json::Value> {
+        let args: Args<'_> = serde_json::from_slice(&body).unwrap();
+        let list: Vec<serde_json::Value> = args
+            .node_names
+            .iter()
+            .map(|n| serde_json::json!({"Host": n, "Score": 5}))
+            .collect();
+        axum::Json(serde_json::Value::Array(list))
+    }
+    axum::Router::new()
+        .route("/filter", axum::routing::post(filter))
+        .route("/prioritize", axum::routing::post(prioritize))
+        .layer(axum::extract::DefaultBodyLimit::max(64 << 20))
+}
+
+/// Serves [`noop_router`] on its own thread and runtime until dropped.
+struct NoopExtender {
+    url: String,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl NoopExtender {
+    fn start() -> Self {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        listener.set_nonblocking(true).unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+        let thread = std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_multi_thread()
+                .enable_all()
+                .build()
+                .unwrap();
+            rt.block_on(async move {
+                let listener = tokio::net::TcpListener::from_std(listener).unwrap();
+                axum::serve(listener, noop_router())
+                    .with_graceful_shutdown(async move {
+                        let _ = rx.await;
+                    })
+                    .await
+                    .unwrap();
+            });
+        });
+        Self {
+            url,
+            stop: Some(tx),
+            thread: Some(thread),
+        }
+    }
+}
+
+impl Drop for NoopExtender {
+    fn drop(&mut self) {
+        if let Some(tx) = self.stop.take() {
+            let _ = tx.send(());
+        }
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
 async fn run_variant(
     cp: &ControlPlane,
     ns: &TestNamespace,
@@ -201,6 +300,13 @@ async fn run_variant(
         None => None,
     };
     let sched = cp.start_scheduler(config).await.unwrap();
+    let diag = std::env::var_os("E2E_DIAG").is_some();
+    let admin = cp.client().await.unwrap();
+    let api_before = if diag {
+        api_counters(&admin).await
+    } else {
+        Default::default()
+    };
     let cpu_before = cpu_sample(cp, sched.pid());
     let wall = Instant::now();
     // Count the pods still unbound, once a second: cheap for the API server
@@ -224,6 +330,18 @@ async fn run_variant(
         tokio::time::sleep(Duration::from_secs(1)).await;
     }
     let cpu_after = cpu_sample(cp, sched.pid());
+    if diag {
+        let after = api_counters(&admin).await;
+        let mut delta: Vec<(f64, &String)> = after
+            .iter()
+            .map(|(k, v)| (v - api_before.get(k).copied().unwrap_or(0.0), k))
+            .filter(|(d, _)| *d > 0.0)
+            .collect();
+        delta.sort_by(|a, b| b.0.total_cmp(&a.0));
+        for (d, k) in delta.iter().take(25) {
+            println!("e2e: {label}: diag {:.2} per pod {k}", d / pods as f64);
+        }
+    }
     let wall = wall.elapsed().as_secs_f64();
     // The idle rate with everything bound (node heartbeats, leases, watches),
     // so that the per-pod figures can be told from time-based costs.
@@ -375,43 +493,60 @@ fn main() {
                 .restricted_to_node_pool(ns.node_pool())
                 .without_extenders()
         };
-        let with_extender = base().with_extender(
-            Extender::at(&url)
-                .filter_verb("filter")
-                .prioritize_verb("prioritize")
-                .weight(e["weight"].as_i64().unwrap())
-                .node_cache_capable(true)
-                .ignorable(true)
-                .http_timeout(Duration::from_secs(1)),
-        );
         let all_nodes = |c: SchedulerConfig| {
             let mut doc = c.to_document(std::path::Path::new("/x"));
             doc["percentageOfNodesToScore"] = serde_json::json!(100);
             SchedulerConfig::from_yaml(&doc.to_string()).unwrap()
         };
+        let extender_at = |url: &str| {
+            Extender::at(url)
+                .filter_verb("filter")
+                .prioritize_verb("prioritize")
+                .weight(e["weight"].as_i64().unwrap())
+                .node_cache_capable(true)
+                .ignorable(true)
+                .http_timeout(Duration::from_secs(1))
+        };
+        let with_extender = base().with_extender(extender_at(&url));
+        // E2E_NOOP=1: a third variant per round, the same configuration with
+        // an extender that does nothing (see `noop_router`).
+        let noop = std::env::var_os("E2E_NOOP").map(|_| NoopExtender::start());
         // E2E_ROUNDS rounds, alternating which variant runs first, so that
-        // neither always meets the fuller cluster.
+        // none always meets the fuller cluster.
         for round in 0..env("E2E_ROUNDS", 1) {
-            let (mut without, mut with) = (0.0, 0.0);
+            let (mut without, mut with, mut noop_rate) = (0.0, 0.0, None);
             let order = if round % 2 == 0 {
-                [false, true]
+                ["without", "with", "noop"]
             } else {
-                [true, false]
+                ["noop", "with", "without"]
             };
-            for extender in order {
-                if extender {
-                    let label = format!("with{round}");
-                    let config = with_extender.clone();
-                    with = run_variant(&cp, &ns, &label, config, pods, Some(&setup)).await;
-                } else {
-                    let label = format!("without{round}");
-                    without = run_variant(&cp, &ns, &label, base(), pods, None).await;
+            for variant in order {
+                let label = format!("{variant}{round}");
+                match (variant, &noop) {
+                    ("with", _) => {
+                        let config = with_extender.clone();
+                        with = run_variant(&cp, &ns, &label, config, pods, Some(&setup)).await;
+                    }
+                    ("without", _) => {
+                        without = run_variant(&cp, &ns, &label, base(), pods, None).await;
+                    }
+                    ("noop", Some(n)) => {
+                        let config = base().with_extender(extender_at(&n.url));
+                        noop_rate = Some(run_variant(&cp, &ns, &label, config, pods, None).await);
+                    }
+                    _ => {}
                 }
             }
             println!(
                 "e2e: shipped configuration, round {round}: with extender / without = {:.2}x",
                 with / without
             );
+            if let Some(rate) = noop_rate {
+                println!(
+                    "e2e: shipped configuration, round {round}: no-op extender / without = {:.2}x",
+                    rate / without
+                );
+            }
         }
         if std::env::var_os("E2E_ALL_NODES").is_some() {
             let without = run_variant(&cp, &ns, "without-all", all_nodes(base()), pods, None).await;
