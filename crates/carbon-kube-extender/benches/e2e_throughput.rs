@@ -50,13 +50,7 @@ fn env(name: &str, default: usize) -> usize {
 }
 
 fn now() -> i64 {
-    i64::try_from(
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap()
-            .as_secs(),
-    )
-    .unwrap()
+    k8s_openapi::jiff::Timestamp::now().as_second()
 }
 
 /// CPU seconds (user + system) a process has used so far, from /proc.
@@ -99,43 +93,31 @@ struct ExtenderSetup {
     url: String,
 }
 
-/// A running extender: its own thread and multi-threaded runtime, as in the
-/// `carbon-kube extender` binary, so that its CPU time and its wake-ups are
-/// its own and not the bench's.
-struct RunningExtender {
+/// A server on its own thread and multi-threaded runtime, as in the
+/// `carbon-kube` binary, so that its CPU time and wake-ups are its own and
+/// not the bench's. Stopped and joined when dropped.
+struct ServerThread {
     stop: Option<tokio::sync::oneshot::Sender<()>>,
     thread: Option<std::thread::JoinHandle<()>>,
 }
 
-impl RunningExtender {
-    async fn start(setup: &ExtenderSetup) -> Self {
-        let args = Cli::parse_from(&setup.argv).args;
-        let kube = setup.kube.clone();
-        let listener = setup.listener.try_clone().unwrap();
+impl ServerThread {
+    /// Runs `serve(stopped)`; `stopped` resolves when the handle is dropped.
+    fn spawn<F, Fut>(serve: F) -> Self
+    where
+        F: FnOnce(futures::future::BoxFuture<'static, ()>) -> Fut + Send + 'static,
+        Fut: std::future::Future<Output = ()>,
+    {
         let (tx, rx) = tokio::sync::oneshot::channel::<()>();
         let thread = std::thread::spawn(move || {
             let rt = tokio::runtime::Builder::new_multi_thread()
                 .enable_all()
                 .build()
                 .unwrap();
-            rt.block_on(async move {
-                let client = kube::Client::try_from(kube).unwrap();
-                carbon_kube_extender::serve(args, listener, Some(client), async move {
-                    let _ = rx.await;
-                })
-                .await
-                .unwrap();
-            });
+            rt.block_on(serve(Box::pin(async move {
+                let _ = rx.await;
+            })));
         });
-        let http = reqwest::Client::new();
-        loop {
-            if let Ok(r) = http.get(format!("{}/readyz", setup.url)).send().await
-                && r.status() == 200
-            {
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(200)).await;
-        }
         Self {
             stop: Some(tx),
             thread: Some(thread),
@@ -143,7 +125,7 @@ impl RunningExtender {
     }
 }
 
-impl Drop for RunningExtender {
+impl Drop for ServerThread {
     fn drop(&mut self) {
         if let Some(tx) = self.stop.take() {
             let _ = tx.send(());
@@ -152,6 +134,29 @@ impl Drop for RunningExtender {
             let _ = t.join();
         }
     }
+}
+
+/// Starts the extender as `setup` says and waits until it is ready.
+async fn start_extender(setup: &ExtenderSetup) -> ServerThread {
+    let args = Cli::parse_from(&setup.argv).args;
+    let kube = setup.kube.clone();
+    let listener = setup.listener.try_clone().unwrap();
+    let server = ServerThread::spawn(move |stopped| async move {
+        let client = kube::Client::try_from(kube).unwrap();
+        carbon_kube_extender::serve(args, listener, Some(client), stopped)
+            .await
+            .unwrap();
+    });
+    let http = reqwest::Client::new();
+    loop {
+        if let Ok(r) = http.get(format!("{}/readyz", setup.url)).send().await
+            && r.status() == 200
+        {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    server
 }
 
 /// The API server's request and watch-event counters (E2E_DIAG=1), to see
@@ -206,51 +211,19 @@ fn noop_router() -> axum::Router {
         .layer(axum::extract::DefaultBodyLimit::max(64 << 20))
 }
 
-/// Serves [`noop_router`] on its own thread and runtime until dropped.
-struct NoopExtender {
-    url: String,
-    stop: Option<tokio::sync::oneshot::Sender<()>>,
-    thread: Option<std::thread::JoinHandle<()>>,
-}
-
-impl NoopExtender {
-    fn start() -> Self {
-        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        listener.set_nonblocking(true).unwrap();
-        let url = format!("http://{}", listener.local_addr().unwrap());
-        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
-        let thread = std::thread::spawn(move || {
-            let rt = tokio::runtime::Builder::new_multi_thread()
-                .enable_all()
-                .build()
-                .unwrap();
-            rt.block_on(async move {
-                let listener = tokio::net::TcpListener::from_std(listener).unwrap();
-                axum::serve(listener, noop_router())
-                    .with_graceful_shutdown(async move {
-                        let _ = rx.await;
-                    })
-                    .await
-                    .unwrap();
-            });
-        });
-        Self {
-            url,
-            stop: Some(tx),
-            thread: Some(thread),
-        }
-    }
-}
-
-impl Drop for NoopExtender {
-    fn drop(&mut self) {
-        if let Some(tx) = self.stop.take() {
-            let _ = tx.send(());
-        }
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
-        }
-    }
+/// Serves [`noop_router`] on a free local port; returns its URL.
+fn start_noop_extender() -> (String, ServerThread) {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    listener.set_nonblocking(true).unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    let server = ServerThread::spawn(move |stopped| async move {
+        let listener = tokio::net::TcpListener::from_std(listener).unwrap();
+        axum::serve(listener, noop_router())
+            .with_graceful_shutdown(stopped)
+            .await
+            .unwrap();
+    });
+    (url, server)
 }
 
 async fn run_variant(
@@ -296,7 +269,7 @@ async fn run_variant(
     // The extender runs only for the variant that uses it: the run without
     // it pays nothing for its watches.
     let running = match extender {
-        Some(setup) => Some(RunningExtender::start(setup).await),
+        Some(setup) => Some(start_extender(setup).await),
         None => None,
     };
     let sched = cp.start_scheduler(config).await.unwrap();
@@ -510,7 +483,7 @@ fn main() {
         let with_extender = base().with_extender(extender_at(&url));
         // E2E_NOOP=1: a third variant per round, the same configuration with
         // an extender that does nothing (see `noop_router`).
-        let noop = std::env::var_os("E2E_NOOP").map(|_| NoopExtender::start());
+        let noop = std::env::var_os("E2E_NOOP").map(|_| start_noop_extender());
         // E2E_ROUNDS rounds, alternating which variant runs first, so that
         // none always meets the fuller cluster.
         for round in 0..env("E2E_ROUNDS", 1) {
@@ -530,8 +503,8 @@ fn main() {
                     ("without", _) => {
                         without = run_variant(&cp, &ns, &label, base(), pods, None).await;
                     }
-                    ("noop", Some(n)) => {
-                        let config = base().with_extender(extender_at(&n.url));
+                    ("noop", Some((noop_url, _))) => {
+                        let config = base().with_extender(extender_at(noop_url));
                         noop_rate = Some(run_variant(&cp, &ns, &label, config, pods, None).await);
                     }
                     _ => {}

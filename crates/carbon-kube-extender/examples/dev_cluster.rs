@@ -37,13 +37,7 @@ fn shared_data() -> PathBuf {
 }
 
 fn now() -> i64 {
-    i64::try_from(
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap()
-            .as_secs(),
-    )
-    .unwrap()
+    k8s_openapi::jiff::Timestamp::now().as_second()
 }
 
 /// Today's hour of the day, taken from 2023-06-01 in each zone's real data.

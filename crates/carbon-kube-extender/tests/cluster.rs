@@ -151,13 +151,7 @@ fn scheduler_config(ns: &TestNamespace, url: &str) -> SchedulerConfig {
 }
 
 fn now() -> i64 {
-    i64::try_from(
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap()
-            .as_secs(),
-    )
-    .unwrap()
+    k8s_openapi::jiff::Timestamp::now().as_second()
 }
 
 /// A snapshot with the given intensities, measured `age` seconds ago.
