@@ -74,7 +74,6 @@ fn real_snapshot() -> Snapshot {
 
 #[tokio::main]
 async fn main() {
-    carbon_kube_k8s::telemetry::init(carbon_kube_k8s::telemetry::LogFormat::Text, true);
     carbon_kube_k8s::telemetry::install_crypto_provider();
     let snapshot_path =
         PathBuf::from(std::env::var("DEV_SNAPSHOT").unwrap_or_else(|_| "dev-snapshot.json".into()));
@@ -84,6 +83,10 @@ async fn main() {
     let cp = ControlPlane::start(ControlPlaneOptions::default())
         .await
         .unwrap();
+    // Logging starts once the control plane is up: the start-up polls the
+    // API server until it answers, and those expected refusals would show
+    // as client errors.
+    carbon_kube_k8s::telemetry::init(carbon_kube_k8s::telemetry::LogFormat::Text, true);
     let client = cp.client().await.unwrap();
     let ns = cp.test_namespace("dev").await.unwrap();
     for (zone, region) in [
