@@ -3,7 +3,6 @@
 
 #![allow(clippy::unwrap_used, missing_docs, dead_code)]
 
-use std::path::PathBuf;
 use std::sync::Arc;
 
 use carbon_kube_extender::metrics::Metrics;
@@ -18,12 +17,7 @@ use serde_json::{Value, json};
 pub const ZONES: [&str; 4] = ["DE", "GB", "US-TEX-ERCO", "US-CAL-CISO"];
 pub const NOW: i64 = 1_700_000_000;
 
-fn shared_data() -> PathBuf {
-    std::env::var_os("CARBON_KUBE_SHARED_DATA").map_or_else(
-        || PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../../../shared/data")),
-        PathBuf::from,
-    )
-}
+use carbon_kube_testkit::shared_data;
 
 /// Hour 12 of 2023-06-01 for each zone, measured 5 minutes before NOW.
 fn real_snapshot() -> Snapshot {

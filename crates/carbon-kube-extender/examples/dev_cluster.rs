@@ -29,12 +29,7 @@ struct Cli {
     args: carbon_kube_extender::Args,
 }
 
-fn shared_data() -> PathBuf {
-    std::env::var_os("CARBON_KUBE_SHARED_DATA").map_or_else(
-        || PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../../../shared/data")),
-        PathBuf::from,
-    )
-}
+use carbon_kube_testkit::shared_data;
 
 fn now() -> i64 {
     k8s_openapi::jiff::Timestamp::now().as_second()

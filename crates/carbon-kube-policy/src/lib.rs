@@ -13,3 +13,13 @@
 pub mod deferral;
 pub mod placement;
 pub mod zone_map;
+
+/// Test data: the shared public data folder (`../shared/data` beside the
+/// repository), or `$CARBON_KUBE_SHARED_DATA`. Tests only read from it.
+#[cfg(test)]
+pub(crate) fn shared_data() -> std::path::PathBuf {
+    std::env::var_os("CARBON_KUBE_SHARED_DATA").map_or_else(
+        || concat!(env!("CARGO_MANIFEST_DIR"), "/../../../shared/data").into(),
+        std::path::PathBuf::from,
+    )
+}

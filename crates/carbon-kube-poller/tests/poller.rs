@@ -3,8 +3,6 @@
 
 #![allow(clippy::unwrap_used)] // test code: a panic is the failure report
 
-use std::path::PathBuf;
-
 use carbon_kube_k8s::SnapshotStore;
 use carbon_kube_model::{Snapshot, UnixSeconds, ZoneId, keys};
 use carbon_kube_poller::{Args, Completeness, Poller, Sink};
@@ -18,12 +16,7 @@ use wiremock::{Mock, MockServer, ResponseTemplate};
 /// 2023-03-15T12:01:00Z, when the recorded UK bodies were fetched.
 const RECORDED_AT: UnixSeconds = 1_678_881_660;
 
-fn shared_data() -> PathBuf {
-    std::env::var_os("CARBON_KUBE_SHARED_DATA").map_or_else(
-        || PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../../../shared/data")),
-        PathBuf::from,
-    )
-}
+use carbon_kube_testkit::shared_data;
 
 fn recorded(rel: &str) -> String {
     let p = shared_data()

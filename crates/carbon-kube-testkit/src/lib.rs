@@ -104,6 +104,17 @@ fn stop_shared_control_plane() {
     }
 }
 
+/// The shared public data folder (`../shared/data` beside the repository),
+/// or `$CARBON_KUBE_SHARED_DATA` when set. Tests, benches and examples read
+/// recorded API bodies and real traces from here; nothing in it is copied
+/// into the repository.
+pub fn shared_data() -> std::path::PathBuf {
+    std::env::var_os("CARBON_KUBE_SHARED_DATA").map_or_else(
+        || concat!(env!("CARGO_MANIFEST_DIR"), "/../../../shared/data").into(),
+        std::path::PathBuf::from,
+    )
+}
+
 /// Installs ring as rustls' process-wide crypto provider (kube and reqwest are
 /// built without a default one). Idempotent.
 pub fn ensure_crypto_provider() {

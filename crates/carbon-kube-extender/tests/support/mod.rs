@@ -2,7 +2,6 @@
 //! shared state built like the service builds it.
 #![allow(dead_code, missing_docs, clippy::unwrap_used)]
 
-use std::path::PathBuf;
 use std::sync::Arc;
 
 use carbon_kube_extender::metrics::Metrics;
@@ -15,12 +14,7 @@ use prometheus_client::registry::Registry;
 
 pub const GIB: i64 = 1 << 30;
 
-pub fn shared_data() -> PathBuf {
-    std::env::var_os("CARBON_KUBE_SHARED_DATA").map_or_else(
-        || PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../../../shared/data")),
-        PathBuf::from,
-    )
-}
+pub use carbon_kube_testkit::shared_data;
 
 fn days_from_civil(y: i64, m: i64, d: i64) -> i64 {
     let y = if m <= 2 { y - 1 } else { y };

@@ -2,7 +2,6 @@
 //! shared data directory.
 
 use std::collections::BTreeMap;
-use std::path::PathBuf;
 
 use carbon_kube_model::{CarbonIntensity, Snapshot, Source, ZoneId, ZoneRecord, keys};
 
@@ -11,12 +10,7 @@ use crate::zone_map::{NodeView, RegionZoneMap, Resources, ZoneResolution, node_z
 
 const GIB: i64 = 1 << 30;
 
-fn shared_data() -> PathBuf {
-    std::env::var_os("CARBON_KUBE_SHARED_DATA").map_or_else(
-        || PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../../../shared/data")),
-        PathBuf::from,
-    )
-}
+use crate::shared_data;
 
 /// Days since 1970-01-01 of a civil date (Howard Hinnant's algorithm).
 fn days_from_civil(y: i64, m: i64, d: i64) -> i64 {

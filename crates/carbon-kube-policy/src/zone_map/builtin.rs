@@ -203,18 +203,12 @@ fn eq_ignoring_spaces(table: &str, region: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use std::collections::{BTreeMap, BTreeSet};
-    use std::path::PathBuf;
 
     use carbon_kube_model::ZoneId;
 
     use super::*;
 
-    fn shared_data() -> PathBuf {
-        std::env::var_os("CARBON_KUBE_SHARED_DATA").map_or_else(
-            || PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../../../shared/data")),
-            PathBuf::from,
-        )
-    }
+    use crate::shared_data;
 
     /// Every zone in the tables is a real Electricity Maps zone (the `/v3/zones`
     /// response kept in the shared data) and canonical in our model.
