@@ -17,6 +17,7 @@ use serde_json::{Value, json};
 pub const ZONES: [&str; 4] = ["DE", "GB", "US-TEX-ERCO", "US-CAL-CISO"];
 pub const NOW: i64 = 1_700_000_000;
 
+use carbon_kube_sim::trace::{Column, read_em_csv};
 use carbon_kube_testkit::shared_data;
 
 /// Hour 12 of 2023-06-01 for each zone, measured 5 minutes before NOW.
@@ -27,9 +28,7 @@ fn real_snapshot() -> Snapshot {
         let path = shared_data().join(format!(
             "carbon_intensity/electricitymaps_hourly/{z}_2023_hourly.csv"
         ));
-        let text = std::fs::read_to_string(path).unwrap();
-        let line = text.lines().nth(1 + hour).unwrap();
-        let v: f64 = line.split(',').nth(4).unwrap().parse().unwrap();
+        let v = read_em_csv(&path, Column::Direct).unwrap().values[hour];
         s.zones.insert(
             ZoneId::parse(z).unwrap(),
             ZoneRecord::new(

@@ -16,8 +16,9 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use carbon_kube_model::{CarbonIntensity, Snapshot, Source, ZoneId, ZoneRecord, keys};
+use carbon_kube_sim::trace::{Column, read_em_csv};
 use carbon_kube_testkit::{
-    ControlPlane, ControlPlaneOptions, Extender, SchedulerConfig, nodes_in_zone,
+    ControlPlane, ControlPlaneOptions, Extender, SchedulerConfig, nodes_in_zone, shared_data,
 };
 use clap::Parser;
 
@@ -28,8 +29,6 @@ struct Cli {
     #[command(flatten)]
     args: carbon_kube_extender::Args,
 }
-
-use carbon_kube_testkit::shared_data;
 
 fn now() -> i64 {
     k8s_openapi::jiff::Timestamp::now().as_second()
@@ -44,17 +43,9 @@ fn real_snapshot() -> Snapshot {
         let path = shared_data().join(format!(
             "carbon_intensity/electricitymaps_hourly/{zone}_2023_hourly.csv"
         ));
-        let text = std::fs::read_to_string(&path)
-            .unwrap_or_else(|e| panic!("{}: {e} (set CARBON_KUBE_SHARED_DATA)", path.display()));
-        let v: f64 = text
-            .lines()
-            .nth(1 + row)
-            .unwrap()
-            .split(',')
-            .nth(4)
-            .unwrap()
-            .parse()
-            .unwrap();
+        let v = read_em_csv(&path, Column::Direct)
+            .unwrap_or_else(|e| panic!("{e} (set CARBON_KUBE_SHARED_DATA)"))
+            .values[row];
         s.zones.insert(
             ZoneId::parse(zone).unwrap(),
             ZoneRecord::new(

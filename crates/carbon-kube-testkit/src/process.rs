@@ -230,17 +230,22 @@ mod tests {
         assert!(log_tail(&dir.path().join("missing"), 3).contains("could not read"));
     }
 
-    #[test]
-    fn stop_kills_and_reaps_the_child_and_its_watchdog() {
-        let dir = tempfile::tempdir().unwrap();
-        let mut process = Process::spawn(
+    /// `sleep 600` under a watchdog, logging into `dir`.
+    fn sleeper(dir: &Path) -> Process {
+        Process::spawn(
             "sleeper",
             Path::new("sleep"),
             &["600".to_owned()],
             &[],
-            dir.path().join("sleeper.log"),
+            dir.join("sleeper.log"),
         )
-        .unwrap();
+        .unwrap()
+    }
+
+    #[test]
+    fn stop_kills_and_reaps_the_child_and_its_watchdog() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut process = sleeper(dir.path());
         let pid = process.pid();
         assert!(process.exit_status().is_none());
         process.stop();
@@ -252,14 +257,7 @@ mod tests {
     #[test]
     fn watchdog_kills_the_child_when_its_pipe_closes() {
         let dir = tempfile::tempdir().unwrap();
-        let mut process = Process::spawn(
-            "sleeper",
-            Path::new("sleep"),
-            &["600".to_owned()],
-            &[],
-            dir.path().join("sleeper.log"),
-        )
-        .unwrap();
+        let mut process = sleeper(dir.path());
         // Simulate the death of the test process: close the watchdog's stdin.
         let mut watchdog = process.watchdog.take().unwrap();
         drop(watchdog.stdin.take());

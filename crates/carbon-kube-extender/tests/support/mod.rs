@@ -14,34 +14,17 @@ use prometheus_client::registry::Registry;
 
 pub const GIB: i64 = 1 << 30;
 
+use carbon_kube_sim::trace::{Column, read_em_csv};
 pub use carbon_kube_testkit::shared_data;
 
-fn days_from_civil(y: i64, m: i64, d: i64) -> i64 {
-    let y = if m <= 2 { y - 1 } else { y };
-    let era = y.div_euclid(400);
-    let yoe = y - era * 400;
-    let mp = (m + 9) % 12;
-    let doy = (153 * mp + 2) / 5 + d - 1;
-    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    era * 146_097 + doe - 719_468
-}
-
-/// `(unix time, direct g/kWh)` for every hour of 2023 in `zone`.
+/// `(unix time, direct g/kWh)` for every hour of 2023 in `zone`, read by the
+/// simulator's Electricity Maps reader.
 pub fn year(zone: &str) -> Vec<(i64, f64)> {
     let path = shared_data().join(format!(
         "carbon_intensity/electricitymaps_hourly/{zone}_2023_hourly.csv"
     ));
-    let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{path:?}: {e}"));
-    text.lines()
-        .skip(1)
-        .map(|line| {
-            let cols: Vec<&str> = line.split(',').collect();
-            let s = cols[0];
-            let n = |a: usize, b: usize| s[a..b].parse::<i64>().unwrap();
-            let t = days_from_civil(n(0, 4), n(5, 7), n(8, 10)) * 86_400 + n(11, 13) * 3600;
-            (t, cols[4].parse().unwrap())
-        })
-        .collect()
+    let series = read_em_csv(&path, Column::Direct).unwrap_or_else(|e| panic!("{e}"));
+    (series.start..).step_by(3600).zip(series.values).collect()
 }
 
 /// Snapshot of `zones` at hour `i`.

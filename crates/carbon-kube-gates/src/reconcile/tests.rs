@@ -446,18 +446,14 @@ fn slot_follows_the_finest_forecast_step() {
 /// time before the latest start has a clearly lower average.
 #[test]
 fn on_real_german_data_the_plan_picks_a_low_window() {
-    let dir = std::env::var("CARBON_KUBE_SHARED_DATA").unwrap_or_else(|_| {
-        concat!(env!("CARGO_MANIFEST_DIR"), "/../../../shared/data").to_owned()
-    });
-    let path = format!("{dir}/carbon_intensity/electricitymaps_hourly/DE_2023_hourly.csv");
-    let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{path}: {e}"));
-    // 2023-05-02 00:00 UTC is row 121 * 24 (0-based day 121).
-    let values: Vec<f64> = text
-        .lines()
-        .skip(1)
-        .filter(|l| l.starts_with("2023-05-02") || l.starts_with("2023-05-03"))
-        .map(|l| l.split(',').nth(4).unwrap().parse().unwrap())
-        .collect();
+    use carbon_kube_sim::trace::{Column, parse_utc, read_em_csv};
+    let path = carbon_kube_testkit::shared_data()
+        .join("carbon_intensity/electricitymaps_hourly/DE_2023_hourly.csv");
+    let year = read_em_csv(&path, Column::Direct).unwrap_or_else(|e| panic!("{e}"));
+    // 2023-05-02 00:00 UTC and the 47 hours after it.
+    let first =
+        usize::try_from((parse_utc("2023-05-02 00:00:00").unwrap() - year.start) / 3600).unwrap();
+    let values = year.values[first..first + 48].to_vec();
     assert_eq!(values.len(), 48);
     let s = snapshot(&[("DE", &values)]);
     let p = gated(pod("etl"))

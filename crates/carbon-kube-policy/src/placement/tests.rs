@@ -6,26 +6,15 @@ use std::collections::BTreeMap;
 use carbon_kube_model::{CarbonIntensity, Snapshot, Source, ZoneId, ZoneRecord, keys};
 
 use super::*;
+use crate::shared_data;
 use crate::zone_map::{NodeView, RegionZoneMap, Resources, ZoneResolution, node_zone};
 
 const GIB: i64 = 1 << 30;
 
-use crate::shared_data;
-
-/// Days since 1970-01-01 of a civil date (Howard Hinnant's algorithm).
-fn days_from_civil(y: i64, m: i64, d: i64) -> i64 {
-    let y = if m <= 2 { y - 1 } else { y };
-    let era = y.div_euclid(400);
-    let yoe = y - era * 400;
-    let mp = (m + 9) % 12;
-    let doy = (153 * mp + 2) / 5 + d - 1;
-    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    era * 146_097 + doe - 719_468
-}
-
+/// `2023-01-01 00:00:00` (an export's UTC time) as unix seconds.
 fn parse_utc(s: &str) -> i64 {
-    let n = |a: usize, b: usize| s[a..b].parse::<i64>().unwrap();
-    days_from_civil(n(0, 4), n(5, 7), n(8, 10)) * 86_400 + n(11, 13) * 3600 + n(14, 16) * 60
+    let t: jiff::Timestamp = format!("{}Z", s.replace(' ', "T")).parse().unwrap();
+    t.as_second()
 }
 
 /// One hourly row of an Electricity Maps export.
