@@ -28,8 +28,12 @@ k8s-bin: ## Build the Kubernetes test binaries, fetch promtool and the chart-tes
 	hack/install-test-tools.sh
 
 .PHONY: test
-test: k8s-bin ## Run every test, including the real control-plane tests
+test: k8s-bin iac-test ## Run every test, including the real control-plane tests and the IaC proofs
 	$(CARGO) test --workspace --no-fail-fast
+
+.PHONY: iac-test
+iac-test: ## Offline proofs of cdk/, terraform/gcp/, arm-templates/ (synth, lint, policy scan; docs/deploy.md)
+	hack/iac-test.sh
 
 .PHONY: lint
 lint: ## rustfmt check and clippy with warnings as errors

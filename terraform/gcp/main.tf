@@ -291,9 +291,9 @@ resource "helm_release" "provider_keys_sync" {
   create_namespace = true
 
   values = [yamlencode({
-    gcpProjectId  = var.project_id
-    remoteSecret  = google_secret_manager_secret.provider_keys.secret_id
-    targetSecret  = local.provider_keys_k8s_secret
+    gcpProjectId = var.project_id
+    remoteSecret = google_secret_manager_secret.provider_keys.secret_id
+    targetSecret = local.provider_keys_k8s_secret
   })]
 
   depends_on = [helm_release.external_secrets, google_secret_manager_secret_iam_member.eso]
