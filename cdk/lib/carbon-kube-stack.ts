@@ -3,12 +3,14 @@
 // External Secrets Operator, and the Carbon-Kube chart from this repository.
 import * as path from 'path';
 import { KubectlV36Layer } from '@aws-cdk/lambda-layer-kubectl-v36';
-import { CfnOutput, Duration, Stack, StackProps, Tags } from 'aws-cdk-lib';
+import { Aspects, CfnOutput, Duration, Stack, StackProps, Tags } from 'aws-cdk-lib';
 import * as ec2 from 'aws-cdk-lib/aws-ec2';
 import * as eks from 'aws-cdk-lib/aws-eks-v2';
+import * as kms from 'aws-cdk-lib/aws-kms';
 import * as s3assets from 'aws-cdk-lib/aws-s3-assets';
 import * as secretsmanager from 'aws-cdk-lib/aws-secretsmanager';
 import { Construct } from 'constructs';
+import { AcceptFindings } from './accepted-findings';
 import type { AppConfig, ClusterConfig } from './config';
 
 /** Namespace of the Carbon-Kube release. */
@@ -73,7 +75,22 @@ export class CarbonKubeStack extends Stack {
     });
     vpc.addFlowLog('FlowLog');
 
+    // Customer-managed keys: one for the cluster's Kubernetes Secrets
+    // (envelope encryption), one for the provider keys in Secrets Manager.
+    // Two, not one: the operator's role is granted decrypt in the second
+    // key's policy, and that role depends on the cluster (one shared key is a
+    // circular dependency, as cfn-lint reports).
+    const clusterKey = new kms.Key(this, 'ClusterSecretsKey', {
+      description: 'Carbon-Kube: envelope encryption of the EKS cluster Secrets',
+      enableKeyRotation: true,
+    });
+    const providerKeysKey = new kms.Key(this, 'ProviderKeysKey', {
+      description: 'Carbon-Kube: the provider API keys in Secrets Manager',
+      enableKeyRotation: true,
+    });
+
     this.cluster = new eks.Cluster(this, 'Cluster', {
+      secretsEncryptionKey: clusterKey,
       version: eks.KubernetesVersion.of(config.kubernetesVersion),
       vpc,
       vpcSubnets: [{ subnetType: ec2.SubnetType.PRIVATE_WITH_EGRESS }],
@@ -113,6 +130,7 @@ export class CarbonKubeStack extends Stack {
       secretName: config.providerKeysSecretName,
       description: 'Carbon-Kube provider API keys (JSON object: electricity-maps-key, noaa-key, watttime-username, watttime-password)',
       secretObjectValue: {},
+      encryptionKey: providerKeysKey,
     });
 
     const namespaces = this.cluster.addManifest('Namespaces',
@@ -177,6 +195,8 @@ export class CarbonKubeStack extends Stack {
       values: chartValues(props),
     });
     chart.node.addDependency(sync);
+
+    Aspects.of(this).add(new AcceptFindings());
 
     new CfnOutput(this, 'ClusterName', { value: this.cluster.clusterName });
     new CfnOutput(this, 'GridZone', { value: placement.gridZone });
