@@ -144,6 +144,14 @@ describe('CarbonKubeStack-Primary and -Secondary with the default context', () =
       // Created as an empty JSON object: the values are put in after deploy, never in the template.
       assert.equal(secrets[0].SecretString, '{}');
       assert.equal(secrets[0].Name, DEFAULT_CONTEXT.providerKeysSecretName);
+      // Encrypted with a customer key, and the cluster's Kubernetes Secrets with another.
+      assert.ok(secrets[0].KmsKeyId?.['Fn::GetAtt'], 'the secret has a customer-managed KMS key');
+      const cluster = resourcesOf(t, 'AWS::EKS::Cluster')[0];
+      assert.deepEqual(cluster.EncryptionConfig[0].Resources, ['secrets']);
+      assert.notDeepEqual(cluster.EncryptionConfig[0].Provider.KeyArn, secrets[0].KmsKeyId);
+      for (const key of resourcesOf(t, 'AWS::KMS::Key')) {
+        assert.equal(key.EnableKeyRotation, true);
+      }
       // No key that holds a credential anywhere, also inside JSON strings (Helm values, manifests).
       const credentialKeys = /^(apiKey|password|username|electricity-maps-key|noaa-key|watttime-username|watttime-password|SecretString)$/;
       const found: string[] = [];
