@@ -3,7 +3,7 @@
 // External Secrets Operator, and the Carbon-Kube chart from this repository.
 import * as path from 'path';
 import { KubectlV36Layer } from '@aws-cdk/lambda-layer-kubectl-v36';
-import { Aspects, CfnOutput, Duration, Stack, StackProps, Tags } from 'aws-cdk-lib';
+import { Annotations, Aspects, CfnOutput, Duration, Stack, StackProps, Tags } from 'aws-cdk-lib';
 import * as ec2 from 'aws-cdk-lib/aws-ec2';
 import * as eks from 'aws-cdk-lib/aws-eks-v2';
 import * as kms from 'aws-cdk-lib/aws-kms';
@@ -89,7 +89,19 @@ export class CarbonKubeStack extends Stack {
       enableKeyRotation: true,
     });
 
+    // The API endpoint is public and private; the kubectl provider Lambda
+    // runs in the private subnets, so restricting the public side to the
+    // operators' CIDRs does not cut off the deploy.
+    if (config.apiAllowedCidrs.length === 0) {
+      Annotations.of(this).addWarningV2('carbon-kube:openApiEndpoint',
+        'the EKS API endpoint accepts connections from the whole internet (authenticated); set -c apiAllowedCidrs=YOUR/32 to restrict it');
+    }
+    const endpointAccess = config.apiAllowedCidrs.length > 0
+      ? eks.EndpointAccess.PUBLIC_AND_PRIVATE.onlyFrom(...config.apiAllowedCidrs)
+      : eks.EndpointAccess.PUBLIC_AND_PRIVATE;
+
     this.cluster = new eks.Cluster(this, 'Cluster', {
+      endpointAccess,
       secretsEncryptionKey: clusterKey,
       version: eks.KubernetesVersion.of(config.kubernetesVersion),
       vpc,

@@ -25,6 +25,8 @@ export interface AppConfig {
   readonly natGateways: number;
   /** Name of the Secrets Manager secret (JSON object) with the provider keys, per region. */
   readonly providerKeysSecretName: string;
+  /** CIDRs allowed to reach the public API endpoint; empty: the whole internet (CDK's default). */
+  readonly apiAllowedCidrs: string[];
   /** Chart values from context, merged over the app's own (never API keys). */
   readonly chartValues: Record<string, unknown>;
 }
@@ -36,6 +38,7 @@ const REGION = /^[a-z]{2}(-gov)?-[a-z]+-\d$/;
 const GRID_ZONE = /^[A-Z]{2}(-[A-Z0-9]+)*$/;
 const K8S_VERSION = /^1\.(\d+)$/;
 const INSTANCE_TYPE = /^[a-z][a-z0-9-]*\.[a-z0-9]+$/;
+const CIDR = /^(25[0-5]|2[0-4]\d|1?\d?\d)(\.(25[0-5]|2[0-4]\d|1?\d?\d)){3}\/(3[0-2]|[12]?\d)$/;
 // Chart values that hold credentials: they must come from Secrets Manager,
 // never from context (context ends up in the template and in git).
 const CREDENTIAL_VALUES = [
@@ -116,6 +119,15 @@ export function readConfig(ctx: ContextReader): AppConfig {
   const natGateways = int('natGateways', 1, 3);
   const providerKeysSecretName = str('providerKeysSecretName', /^[A-Za-z0-9/_+=.@-]{1,512}$/, 'a Secrets Manager secret name');
 
+  const rawCidrs = ctx('apiAllowedCidrs') ?? '';
+  const cidrList = typeof rawCidrs === 'string' ? rawCidrs.split(',').map((c) => c.trim()).filter((c) => c !== '') : rawCidrs;
+  let apiAllowedCidrs: string[] = [];
+  if (!Array.isArray(cidrList) || cidrList.some((c) => typeof c !== 'string' || !CIDR.test(c))) {
+    problems.push(`apiAllowedCidrs: ${JSON.stringify(rawCidrs)} is not a list of IPv4 CIDR blocks (e.g. 203.0.113.7/32,198.51.100.0/24)`);
+  } else {
+    apiAllowedCidrs = cidrList as string[];
+  }
+
   const rawValues = ctx('chartValues') ?? {};
   let chartValues: Record<string, unknown> = {};
   if (typeof rawValues === 'string') {
@@ -144,5 +156,5 @@ export function readConfig(ctx: ContextReader): AppConfig {
   if (problems.length > 0) {
     throw new ConfigError(problems);
   }
-  return { clusters, kubernetesVersion, nodeInstanceType, nodesPerZone, natGateways, providerKeysSecretName, chartValues };
+  return { clusters, kubernetesVersion, nodeInstanceType, nodesPerZone, natGateways, providerKeysSecretName, apiAllowedCidrs, chartValues };
 }

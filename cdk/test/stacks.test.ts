@@ -229,6 +229,7 @@ describe('context', () => {
       primaryRegion: 'us-west-2', primaryGridZone: 'US-NW-PACW',
       secondaryRegion: 'us-east-1', secondaryGridZone: 'US-MIDA-PJM',
       secondaryAvailabilityZones: 'us-east-1a,us-east-1d',
+      apiAllowedCidrs: '203.0.113.7/32, 198.51.100.0/24',
       nodesPerZone: '2',
       chartValues: '{"threshold": 300, "electricityMaps": {"zones": ["US-NW-PACW", "US-MIDA-PJM", "US-CAL-CISO"]}}',
     });
@@ -239,6 +240,11 @@ describe('context', () => {
     assert.equal(values.threshold, 300);
     assert.deepEqual(values.electricityMaps.zones, ['US-NW-PACW', 'US-MIDA-PJM', 'US-CAL-CISO']);
     assert.equal(values.existingSecret, PROVIDER_KEYS_SECRET);
+    for (const t of templates) {
+      const vpcConfig = resourcesOf(t, 'AWS::EKS::Cluster')[0].ResourcesVpcConfig;
+      assert.deepEqual(vpcConfig.PublicAccessCidrs, ['203.0.113.7/32', '198.51.100.0/24']);
+      assert.equal(vpcConfig.EndpointPrivateAccess, true);
+    }
   });
 
   it('rejects API keys in chart values, naming the key and where keys belong', () => {
@@ -257,11 +263,12 @@ describe('context', () => {
     const ctx: Record<string, unknown> = {
       ...DEFAULT_CONTEXT, primaryRegion: 'London', secondaryGridZone: 'de', kubernetesVersion: '1.40',
       nodesPerZone: 0, secondaryAvailabilityZones: 'us-east-1a', chartValues: { existingSecret: 'mine' },
+      apiAllowedCidrs: '203.0.113.7',
     };
     assert.throws(() => readConfig((k) => ctx[k]), (e: unknown) => {
       assert.ok(e instanceof ConfigError);
       const keys = e.problems.map((p) => p.split(':')[0]);
-      assert.deepEqual(keys, ['primaryRegion', 'secondaryAvailabilityZones', 'secondaryGridZone', 'kubernetesVersion', 'nodesPerZone', 'chartValues.existingSecret']);
+      assert.deepEqual(keys, ['primaryRegion', 'secondaryAvailabilityZones', 'secondaryGridZone', 'kubernetesVersion', 'nodesPerZone', 'apiAllowedCidrs', 'chartValues.existingSecret']);
       return true;
     });
   });
