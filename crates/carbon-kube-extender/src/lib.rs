@@ -78,7 +78,8 @@ pub struct Args {
     #[arg(long, env = "CARBON_KUBE_NAMESPACE", default_value = keys::DEFAULT_NAMESPACE)]
     pub namespace: String,
 
-    /// YAML or JSON settings file: `placement:` (threshold, carbonWeight,
+    /// YAML or JSON settings file: `placement:` (threshold, thresholdMode,
+    /// thresholdPercentile, carbonWeight,
     /// performanceWeight, maxDataAgeSeconds, onNoGreenNode, staleData,
     /// estimatedData) and `regionZones:` (`aws/us-west-2: US-NW-BPAT`).
     #[arg(long, env = "CARBON_KUBE_EXTENDER_CONFIG")]
@@ -87,6 +88,16 @@ pub struct Args {
     /// Threshold in gCO2eq/kWh (default 250); overrides the config file.
     #[arg(long)]
     pub threshold: Option<f64>,
+
+    /// absolute (default: --threshold g/kWh), clusterPercentile (the
+    /// --threshold-percentile of the candidate zones' current intensities)
+    /// or forecastPercentile (each zone against its own forecast window).
+    #[arg(long)]
+    pub threshold_mode: Option<String>,
+
+    /// Percentile of the relative threshold modes, 0-100 (default 50).
+    #[arg(long)]
+    pub threshold_percentile: Option<f64>,
 
     /// Weight of the carbon score, 0-100 (default 70).
     #[arg(long)]
@@ -164,6 +175,8 @@ impl Args {
         };
         let flags = PlacementConfigRaw {
             threshold: self.threshold,
+            threshold_mode: self.threshold_mode.clone(),
+            threshold_percentile: self.threshold_percentile,
             carbon_weight: self.carbon_weight,
             performance_weight: self.performance_weight,
             max_data_age_seconds: self.max_data_age_seconds,

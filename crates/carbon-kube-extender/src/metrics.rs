@@ -122,7 +122,7 @@ impl Metrics {
         );
         registry.register(
             "carbon_kube_scheduler_settings",
-            "Effective placement settings (threshold in g/kWh, weights, max data age in seconds, fail_open 1 or 0, stale_neutral, estimated_neutral)",
+            "Effective placement settings (threshold in g/kWh, threshold_mode 0 absolute 1 clusterPercentile 2 forecastPercentile, threshold_percentile, weights, max data age in seconds, fail_open 1 or 0, stale_neutral, estimated_neutral)",
             m.settings.clone(),
         );
         m
@@ -130,10 +130,21 @@ impl Metrics {
 
     /// Exports the effective settings.
     pub fn observe_settings(&self, cfg: &carbon_kube_policy::placement::PlacementConfig) {
-        use carbon_kube_policy::placement::{EstimatedData, OnNoGreenNode, StaleData};
+        use carbon_kube_policy::placement::{
+            EstimatedData, OnNoGreenNode, StaleData, ThresholdMode,
+        };
         #[allow(clippy::cast_precision_loss)]
         let values = [
             ("threshold", cfg.threshold.g_per_kwh()),
+            (
+                "threshold_mode",
+                match cfg.threshold_mode {
+                    ThresholdMode::Absolute => 0.0,
+                    ThresholdMode::ClusterPercentile => 1.0,
+                    ThresholdMode::ForecastPercentile => 2.0,
+                },
+            ),
+            ("threshold_percentile", cfg.threshold_percentile),
             ("carbon_weight", f64::from(cfg.carbon_weight)),
             ("performance_weight", f64::from(cfg.performance_weight)),
             ("max_data_age_seconds", cfg.max_data_age_seconds as f64),

@@ -371,7 +371,7 @@ fn summarize_filter(outcome: &FilterOutcome<'_>) -> FilterSummary {
     let failed_open = match outcome.no_green_node {
         Some(NoGreenNode::FailedOpen { cleanest_zone }) => Some(format!(
             "no candidate zone is at or below the threshold of {}; scheduled anyway (failing open; cleanest candidate: {})",
-            outcome.pod.threshold, outcome.zones[cleanest_zone]
+            outcome.rule, outcome.zones[cleanest_zone]
         )),
         _ => None,
     };

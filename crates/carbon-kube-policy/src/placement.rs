@@ -4,7 +4,10 @@
 //! - [`filter_nodes`] drops nodes whose zone is above the threshold (the
 //!   cluster's, or the pod's `carbon-kube.io/max-intensity`). If no node
 //!   passes, it fails open by default: every node is kept and the outcome
-//!   says why.
+//!   says why. The cluster's threshold is absolute (g/kWh) or relative
+//!   ([`ThresholdMode`]): a percentile of the candidate zones' current
+//!   intensities, or of each zone's own forecast window, so one setting
+//!   transfers between grids of very different levels.
 //! - [`score_nodes`] gives each node an integer 0–10:
 //!   `(carbonWeight × carbon + performanceWeight × performance) /
 //!   (carbonWeight + performanceWeight) × 10`, rounded, where `carbon` is
@@ -41,7 +44,7 @@ pub mod explain;
 
 pub use config::{
     ConfigError, ConfigErrors, EstimatedData, OnNoGreenNode, PlacementConfig, PlacementConfigRaw,
-    StaleData,
+    StaleData, ThresholdMode,
 };
 pub use explain::DecisionSummary;
 
@@ -192,6 +195,10 @@ pub struct ZoneEvaluation<'a> {
     /// Carbon part of the score for nodes in this zone (0–1); set by
     /// [`score_nodes`], 0 after [`filter_nodes`].
     pub carbon_score: f64,
+    /// The threshold the filter compared this zone with (set by
+    /// [`filter_nodes`] for usable zones; `None` when it had none, e.g. no
+    /// forecast to rank against in [`ThresholdMode::ForecastPercentile`]).
+    pub limit: Option<CarbonIntensity>,
 }
 
 impl ZoneEvaluation<'_> {
@@ -336,11 +343,133 @@ pub enum NoGreenNode {
     },
 }
 
+/// The threshold rule the filter applied to a pod.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum ThresholdRule {
+    /// A fixed threshold: the cluster's ([`ThresholdMode::Absolute`]) or the
+    /// pod's `carbon-kube.io/max-intensity` (in every mode).
+    Absolute(CarbonIntensity),
+    /// The `percentile`-th percentile of the candidate zones' current
+    /// intensities, which came to `limit`.
+    ClusterPercentile {
+        /// Percentile, 0–100.
+        percentile: f64,
+        /// The intensity it came to.
+        limit: CarbonIntensity,
+    },
+    /// Each zone against the `percentile`-th percentile of its own forecast
+    /// window (see [`ZoneEvaluation::limit`]).
+    ForecastPercentile {
+        /// Percentile, 0–100.
+        percentile: f64,
+    },
+}
+
+impl ThresholdRule {
+    /// The one threshold every zone was compared with, when there was one.
+    pub const fn shared_limit(&self) -> Option<CarbonIntensity> {
+        match *self {
+            Self::Absolute(t) | Self::ClusterPercentile { limit: t, .. } => Some(t),
+            Self::ForecastPercentile { .. } => None,
+        }
+    }
+}
+
+impl fmt::Display for ThresholdRule {
+    /// `250 g/kWh`, `212 g/kWh (the 40th percentile of the candidate zones
+    /// now)`, `each zone's 30th forecast percentile`.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Absolute(t) => write!(f, "{t}"),
+            Self::ClusterPercentile { percentile, limit } => write!(
+                f,
+                "{limit} (the {} percentile of the candidate zones now)",
+                Ordinal(*percentile)
+            ),
+            Self::ForecastPercentile { percentile } => write!(
+                f,
+                "each zone's {} percentile of its own forecast",
+                Ordinal(*percentile)
+            ),
+        }
+    }
+}
+
+/// A percentile as `40th`, `21st`, `12.5th`.
+struct Ordinal(f64);
+
+impl fmt::Display for Ordinal {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let p = self.0;
+        if p.fract() != 0.0 {
+            return write!(f, "{p}th");
+        }
+        // p is a whole number in 0..=100 (validated).
+        #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
+        let n = p.clamp(0.0, 100.0) as u32;
+        let suffix = match (n % 10, n % 100) {
+            (1, r) if r != 11 => "st",
+            (2, r) if r != 12 => "nd",
+            (3, r) if r != 13 => "rd",
+            _ => "th",
+        };
+        write!(f, "{n}{suffix}")
+    }
+}
+
+/// The `p`-th percentile (0–100) of `sorted` (ascending), interpolating
+/// linearly between neighbours; `None` for no values.
+pub fn percentile(sorted: &[f64], p: f64) -> Option<f64> {
+    let (first, last) = (sorted.first()?, sorted.last()?);
+    if sorted.len() == 1 || p <= 0.0 {
+        return Some(*first);
+    }
+    if p >= 100.0 {
+        return Some(*last);
+    }
+    // len is small (zones, forecast points): exact in f64.
+    #[allow(clippy::cast_precision_loss)]
+    let rank = p / 100.0 * (sorted.len() - 1) as f64;
+    #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
+    let lo = rank.floor() as usize;
+    let hi = (lo + 1).min(sorted.len() - 1);
+    #[allow(clippy::cast_precision_loss)]
+    let frac = rank - lo as f64;
+    Some(sorted[lo] + (sorted[hi] - sorted[lo]) * frac)
+}
+
+/// Fewest forecast values (with the current one) a zone needs to be ranked
+/// against its own forecast; with fewer it is neutral.
+pub const MIN_FORECAST_POINTS: usize = 6;
+
+/// The zone's current value and its forecast from `now` on, sorted: what
+/// [`ThresholdMode::ForecastPercentile`] ranks the current value in. `None`
+/// when there are fewer than [`MIN_FORECAST_POINTS`] values.
+pub fn forecast_window(record: &ZoneRecord, now: UnixSeconds) -> Option<Vec<f64>> {
+    let forecast = record.forecast.as_ref()?;
+    let step = i64::from(forecast.step_seconds);
+    let mut values: Vec<f64> = std::iter::once(record.carbon_intensity.g_per_kwh())
+        .chain(
+            forecast
+                .points()
+                .filter(|p| p.time + step > now)
+                .map(|p| p.intensity.g_per_kwh()),
+        )
+        .collect();
+    if values.len() < MIN_FORECAST_POINTS {
+        return None;
+    }
+    values.sort_by(f64::total_cmp);
+    Some(values)
+}
+
 /// The filter's decision for a pod.
 #[derive(Clone, Debug)]
 pub struct FilterOutcome<'a> {
     /// The pod's settings.
     pub pod: PodSettings,
+    /// The threshold rule applied.
+    pub rule: ThresholdRule,
     /// Distinct zones among the candidates.
     pub zones: Vec<ZoneEvaluation<'a>>,
     /// One verdict per candidate, in candidate order.
@@ -396,11 +525,21 @@ impl FilterOutcome<'_> {
             ThresholdSource::Cluster => "",
             ThresholdSource::PodAnnotation => " set by the pod's carbon-kube.io/max-intensity",
         };
-        let _ = write!(
-            s,
-            "carbon-kube: {z} is above the threshold of {}{source}",
-            self.pod.threshold
-        );
+        match (self.rule, z.limit) {
+            (ThresholdRule::ForecastPercentile { percentile }, Some(limit)) => {
+                let _ = write!(
+                    s,
+                    "carbon-kube: {z} is above the threshold of {limit} (its {} percentile of its own forecast)",
+                    Ordinal(percentile)
+                );
+            }
+            (rule, _) => {
+                let _ = write!(
+                    s,
+                    "carbon-kube: {z} is above the threshold of {rule}{source}"
+                );
+            }
+        }
         if matches!(self.no_green_node, Some(NoGreenNode::Rejected { .. })) {
             s.push_str("; every candidate zone is (onNoGreenNode: reject)");
         }
@@ -418,7 +557,7 @@ impl FilterOutcome<'_> {
             s,
             "{passed} of {} nodes pass the threshold of {}",
             self.verdicts.len(),
-            self.pod.threshold
+            self.rule
         );
         match self.no_green_node {
             Some(NoGreenNode::FailedOpen { cleanest_zone }) => {
@@ -495,6 +634,7 @@ fn evaluate_zone<'a>(
         state,
         age_seconds: age,
         carbon_score: 0.0,
+        limit: None,
     }
 }
 
@@ -582,7 +722,7 @@ pub fn filter_nodes<'a>(
     now: UnixSeconds,
 ) -> FilterOutcome<'a> {
     let settings = pod_settings(pod, cfg);
-    let (zones, zone_of) = evaluate_zones(candidates, snapshot, cfg, now);
+    let (mut zones, zone_of) = evaluate_zones(candidates, snapshot, cfg, now);
     let not_applied = why_not_applied(candidates, &settings, &zones, snapshot, cfg, now);
     if not_applied.is_some() {
         let verdicts = zone_of
@@ -593,6 +733,7 @@ pub fn filter_nodes<'a>(
             })
             .collect();
         return FilterOutcome {
+            rule: ThresholdRule::Absolute(settings.threshold),
             pod: settings,
             zones,
             verdicts,
@@ -600,15 +741,19 @@ pub fn filter_nodes<'a>(
             no_green_node: None,
         };
     }
-    let threshold = settings.threshold.g_per_kwh();
+    let rule = threshold_rule(&settings, &mut zones, cfg, now);
     let mut any_pass = false;
     let mut verdicts: Vec<NodeVerdict> = zone_of
         .iter()
         .map(|&zone| {
-            let verdict = match zones[zone].intensity() {
-                None => Verdict::Neutral,
-                Some(v) if v.g_per_kwh() <= threshold => Verdict::Green,
-                Some(_) => Verdict::AboveThreshold,
+            let z = &zones[zone];
+            let verdict = match (z.intensity(), z.limit) {
+                (Some(v), Some(limit)) if v.g_per_kwh() > limit.g_per_kwh() => {
+                    Verdict::AboveThreshold
+                }
+                (Some(_), Some(_)) => Verdict::Green,
+                // No data, or nothing to rank it against: neutral.
+                _ => Verdict::Neutral,
             };
             any_pass |= verdict.passes();
             NodeVerdict { zone, verdict }
@@ -632,11 +777,54 @@ pub fn filter_nodes<'a>(
     }
     FilterOutcome {
         pod: settings,
+        rule,
         zones,
         verdicts,
         not_applied: None,
         no_green_node,
     }
+}
+
+/// Decides the threshold rule for the pod and sets each usable zone's
+/// [`ZoneEvaluation::limit`].
+fn threshold_rule(
+    settings: &PodSettings,
+    zones: &mut [ZoneEvaluation<'_>],
+    cfg: &PlacementConfig,
+    now: UnixSeconds,
+) -> ThresholdRule {
+    let mode = match settings.threshold_source {
+        ThresholdSource::PodAnnotation => ThresholdMode::Absolute,
+        ThresholdSource::Cluster => cfg.threshold_mode,
+    };
+    let percentile = cfg.threshold_percentile;
+    let rule = match mode {
+        ThresholdMode::Absolute => ThresholdRule::Absolute(settings.threshold),
+        ThresholdMode::ClusterPercentile => {
+            let mut current: Vec<f64> = zones
+                .iter()
+                .filter_map(ZoneEvaluation::intensity)
+                .map(CarbonIntensity::g_per_kwh)
+                .collect();
+            current.sort_by(f64::total_cmp);
+            let limit = self::percentile(&current, percentile)
+                .and_then(|v| CarbonIntensity::new(v).ok())
+                .unwrap_or(settings.threshold);
+            ThresholdRule::ClusterPercentile { percentile, limit }
+        }
+        ThresholdMode::ForecastPercentile => ThresholdRule::ForecastPercentile { percentile },
+    };
+    for z in zones.iter_mut().filter(|z| z.state.is_usable()) {
+        z.limit = match rule {
+            ThresholdRule::ForecastPercentile { percentile } => z
+                .record
+                .and_then(|r| forecast_window(r, now))
+                .and_then(|w| self::percentile(&w, percentile))
+                .and_then(|v| CarbonIntensity::new(v).ok()),
+            other => other.shared_limit(),
+        };
+    }
+    rule
 }
 
 /// One candidate's score.
@@ -804,4 +992,4 @@ pub fn score_nodes<'a>(
 }
 
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;

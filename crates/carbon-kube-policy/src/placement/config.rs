@@ -43,11 +43,37 @@ pub enum EstimatedData {
     Neutral,
 }
 
+/// What the filter compares a zone's current intensity with.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub enum ThresholdMode {
+    /// A fixed number of g/kWh (`threshold`): the seed's behaviour. Does not
+    /// transfer between grids (250 g/kWh filters everything in one and
+    /// nothing in another).
+    #[default]
+    Absolute,
+    /// The `thresholdPercentile`-th percentile of the candidate zones'
+    /// current intensities: "keep the cleaner part of the zones I could use
+    /// now", whatever the grids' absolute level.
+    ClusterPercentile,
+    /// Each zone against itself: a zone passes when its current intensity is
+    /// at or below the `thresholdPercentile`-th percentile of its own
+    /// published forecast window (up to 72 h ahead, with the current value):
+    /// "this zone is in one of its cleaner hours".
+    ForecastPercentile,
+}
+
 /// Validated placement settings. Build it with [`PlacementConfigRaw::validate`].
 #[derive(Clone, Debug, PartialEq)]
 pub struct PlacementConfig {
-    /// Nodes in zones above this intensity are filtered out.
+    /// Nodes in zones above this intensity are filtered out (in
+    /// [`ThresholdMode::Absolute`], and for pods with
+    /// `carbon-kube.io/max-intensity` in every mode).
     pub threshold: CarbonIntensity,
+    /// How the cluster's threshold is set.
+    pub threshold_mode: ThresholdMode,
+    /// Percentile (0–100) of the relative modes.
+    pub threshold_percentile: f64,
     /// Weight of the carbon score (0–100).
     pub carbon_weight: u32,
     /// Weight of the free-capacity score (0–100).
@@ -64,6 +90,8 @@ pub struct PlacementConfig {
 
 /// The seed's threshold, g/kWh.
 pub const DEFAULT_THRESHOLD: f64 = 250.0;
+/// The default percentile of the relative threshold modes: the cleaner half.
+pub const DEFAULT_THRESHOLD_PERCENTILE: f64 = 50.0;
 /// The seed's carbon weight.
 pub const DEFAULT_CARBON_WEIGHT: u32 = 70;
 /// The seed's performance weight.
@@ -77,6 +105,8 @@ impl Default for PlacementConfig {
     fn default() -> Self {
         Self {
             threshold: CarbonIntensity::new(DEFAULT_THRESHOLD).unwrap_or(CarbonIntensity::ZERO),
+            threshold_mode: ThresholdMode::Absolute,
+            threshold_percentile: DEFAULT_THRESHOLD_PERCENTILE,
             carbon_weight: DEFAULT_CARBON_WEIGHT,
             performance_weight: DEFAULT_PERFORMANCE_WEIGHT,
             max_data_age_seconds: DEFAULT_MAX_DATA_AGE_SECONDS,
@@ -92,12 +122,25 @@ impl PlacementConfig {
     pub fn to_raw(&self) -> PlacementConfigRaw {
         PlacementConfigRaw {
             threshold: Some(self.threshold.g_per_kwh()),
+            threshold_mode: Some(self.threshold_mode.as_str().to_owned()),
+            threshold_percentile: Some(self.threshold_percentile),
             carbon_weight: Some(i64::from(self.carbon_weight)),
             performance_weight: Some(i64::from(self.performance_weight)),
             max_data_age_seconds: Some(self.max_data_age_seconds),
             on_no_green_node: Some(self.on_no_green_node.as_str().to_owned()),
             stale_data: Some(self.stale_data.as_str().to_owned()),
             estimated_data: Some(self.estimated_data.as_str().to_owned()),
+        }
+    }
+}
+
+impl ThresholdMode {
+    /// The configuration value.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Self::Absolute => "absolute",
+            Self::ClusterPercentile => "clusterPercentile",
+            Self::ForecastPercentile => "forecastPercentile",
         }
     }
 }
@@ -140,6 +183,12 @@ pub struct PlacementConfigRaw {
     /// Threshold in g/kWh.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub threshold: Option<f64>,
+    /// `absolute`, `clusterPercentile` or `forecastPercentile`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub threshold_mode: Option<String>,
+    /// Percentile of the relative modes, 0–100.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub threshold_percentile: Option<f64>,
     /// Carbon weight, 0–100.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub carbon_weight: Option<i64>,
@@ -181,8 +230,10 @@ impl fmt::Display for ConfigError {
 pub struct ConfigErrors(pub Vec<ConfigError>);
 
 /// The configuration keys [`PlacementConfigRaw`] understands.
-pub const CONFIG_KEYS: [&str; 7] = [
+pub const CONFIG_KEYS: [&str; 9] = [
     "threshold",
+    "thresholdMode",
+    "thresholdPercentile",
     "carbonWeight",
     "performanceWeight",
     "maxDataAgeSeconds",
@@ -200,6 +251,8 @@ impl PlacementConfigRaw {
         }
         take!(
             threshold,
+            threshold_mode,
+            threshold_percentile,
             carbon_weight,
             performance_weight,
             max_data_age_seconds,
@@ -239,6 +292,14 @@ impl PlacementConfigRaw {
                     Err(_) => errors.push(ConfigError {
                         path,
                         message: format!("{value:?} is not a number of g/kWh"),
+                    }),
+                },
+                "thresholdMode" => raw.threshold_mode = Some(value.to_owned()),
+                "thresholdPercentile" => match value.parse::<f64>() {
+                    Ok(v) => raw.threshold_percentile = Some(v),
+                    Err(_) => errors.push(ConfigError {
+                        path,
+                        message: format!("{value:?} is not a number (a percentile, 0-100)"),
                     }),
                 },
                 "carbonWeight" => raw.carbon_weight = int(&mut errors),
@@ -282,6 +343,27 @@ impl PlacementConfigRaw {
             match CarbonIntensity::new(t) {
                 Ok(t) => cfg.threshold = t,
                 Err(e) => err("threshold", e),
+            }
+        }
+        if let Some(v) = &self.threshold_mode {
+            match v.as_str() {
+                "absolute" => cfg.threshold_mode = ThresholdMode::Absolute,
+                "clusterPercentile" => cfg.threshold_mode = ThresholdMode::ClusterPercentile,
+                "forecastPercentile" => cfg.threshold_mode = ThresholdMode::ForecastPercentile,
+                _ => err(
+                    "thresholdMode",
+                    format!("{v:?} is not one of absolute, clusterPercentile, forecastPercentile"),
+                ),
+            }
+        }
+        if let Some(p) = self.threshold_percentile {
+            if p.is_finite() && (0.0..=100.0).contains(&p) {
+                cfg.threshold_percentile = p;
+            } else {
+                err(
+                    "thresholdPercentile",
+                    format!("{p} is not a percentile between 0 and 100"),
+                );
             }
         }
         let weight = |v: i64| u32::try_from(v).ok().filter(|w| *w <= 100);
@@ -369,7 +451,8 @@ mod tests {
     #[test]
     fn every_error_is_reported_with_its_path() {
         let raw: PlacementConfigRaw = serde_json::from_str(
-            r#"{"threshold": -3, "carbonWeight": 170, "performanceWeight": -1,
+            r#"{"threshold": -3, "thresholdMode": "relative", "thresholdPercentile": 101,
+                "carbonWeight": 170, "performanceWeight": -1,
                 "maxDataAgeSeconds": 0, "onNoGreenNode": "panic", "staleData": "x", "estimatedData": "y"}"#,
         )
         .unwrap();
@@ -381,6 +464,8 @@ mod tests {
             paths,
             [
                 "placement.threshold",
+                "placement.thresholdMode",
+                "placement.thresholdPercentile",
                 "placement.carbonWeight",
                 "placement.performanceWeight",
                 "placement.maxDataAgeSeconds",
@@ -393,6 +478,37 @@ mod tests {
             errors
                 .to_string()
                 .contains("\"panic\" is not one of failOpen, reject")
+        );
+    }
+
+    #[test]
+    fn relative_modes_read_from_a_string_map_and_round_trip() {
+        let map: BTreeMap<String, String> = [
+            ("thresholdMode", "clusterPercentile"),
+            ("thresholdPercentile", "40"),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_owned(), v.to_owned()))
+        .collect();
+        let (raw, unknown) = PlacementConfigRaw::from_string_map(&map, "").unwrap();
+        assert!(unknown.is_empty());
+        let cfg = raw.validate().unwrap();
+        assert_eq!(cfg.threshold_mode, ThresholdMode::ClusterPercentile);
+        assert_eq!(cfg.threshold_percentile, 40.0);
+        // The absolute threshold keeps its default for pod annotations' sake.
+        assert_eq!(cfg.threshold.g_per_kwh(), 250.0);
+        assert_eq!(cfg.to_raw().validate().unwrap(), cfg);
+        let json = serde_json::to_string(&cfg.to_raw()).unwrap();
+        assert!(
+            json.contains(r#""thresholdMode":"clusterPercentile""#),
+            "{json}"
+        );
+        let bad: BTreeMap<String, String> =
+            [("thresholdPercentile".to_owned(), "half".to_owned())].into();
+        let err = PlacementConfigRaw::from_string_map(&bad, "cm: ").unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "cm: thresholdPercentile: \"half\" is not a number (a percentile, 0-100)"
         );
     }
 

@@ -94,7 +94,7 @@ impl DecisionSummary {
         if outcome.not_applied.is_some() {
             return false;
         }
-        self.threshold = Some(outcome.pod.threshold);
+        self.threshold = outcome.rule.shared_limit();
         let mut any_kept = vec![false; outcome.zones.len()];
         for v in &outcome.verdicts {
             if v.verdict.passes() {

@@ -19,13 +19,13 @@ fn parse_utc(s: &str) -> i64 {
 
 /// One hourly row of an Electricity Maps export.
 #[derive(Clone, Copy, Debug)]
-struct Hour {
-    time: i64,
-    direct: f64,
-    estimated: bool,
+pub(crate) struct Hour {
+    pub(crate) time: i64,
+    pub(crate) direct: f64,
+    pub(crate) estimated: bool,
 }
 
-fn year(zone: &str) -> Vec<Hour> {
+pub(crate) fn year(zone: &str) -> Vec<Hour> {
     let path = shared_data().join(format!(
         "carbon_intensity/electricitymaps_hourly/{zone}_2023_hourly.csv"
     ));
@@ -567,4 +567,180 @@ fn round_score_is_round_then_clamp() {
     for v in values {
         assert_eq!(round_score(v), reference(v), "{v:?}");
     }
+}
+
+/// Three zones of very different levels (IN-WE ~ 600, DE ~ 380, US-CAL-CISO
+/// ~ 230 g/kWh in 2023) at the same hour.
+fn three_grids() -> (Vec<Hour>, Vec<Hour>, Vec<Hour>) {
+    (year("IN-WE"), year("DE"), year("US-CAL-CISO"))
+}
+
+fn relative(mode: ThresholdMode, percentile: f64) -> PlacementConfig {
+    PlacementConfig {
+        threshold_mode: mode,
+        threshold_percentile: percentile,
+        ..PlacementConfig::default()
+    }
+}
+
+#[test]
+fn a_cluster_percentile_keeps_the_cleaner_zones_whatever_their_level() {
+    let (ind, de, cal) = three_grids();
+    let i = (0..ind.len())
+        .find(|&i| ind[i].direct > de[i].direct && de[i].direct > cal[i].direct)
+        .unwrap();
+    let snap = snapshot_at(&[("IN-WE", &ind), ("DE", &de), ("US-CAL-CISO", &cal)], i);
+    let nodes = [
+        node("in", Some("IN-WE"), 0.5),
+        node("de", Some("DE"), 0.5),
+        node("ca", Some("US-CAL-CISO"), 0.5),
+    ];
+    let cands = candidates(&nodes);
+    let now = de[i].time;
+    // The 50th percentile of three zones is the middle one: DE and CAL pass.
+    let out = filter_nodes(
+        &pod(&[]),
+        &cands,
+        &snap,
+        &relative(ThresholdMode::ClusterPercentile, 50.0),
+        now,
+    );
+    assert_eq!(out.passed().collect::<Vec<_>>(), [1, 2]);
+    let limit = out.rule.shared_limit().unwrap().g_per_kwh();
+    assert!((limit - CarbonIntensity::new(de[i].direct).unwrap().g_per_kwh()).abs() < 1e-9);
+    let msg = out.failure_message(0);
+    assert!(
+        msg.contains("is above the threshold of")
+            && msg.contains("(the 50th percentile of the candidate zones now)"),
+        "{msg}"
+    );
+    // 0: only the cleanest; 100: all.
+    let strict = filter_nodes(
+        &pod(&[]),
+        &cands,
+        &snap,
+        &relative(ThresholdMode::ClusterPercentile, 0.0),
+        now,
+    );
+    assert_eq!(strict.passed().collect::<Vec<_>>(), [2]);
+    let lax = filter_nodes(
+        &pod(&[]),
+        &cands,
+        &snap,
+        &relative(ThresholdMode::ClusterPercentile, 100.0),
+        now,
+    );
+    assert_eq!(lax.passed().count(), 3);
+    // The absolute seed threshold filters DE and IN-WE alike here or
+    // nothing at all: the relative rule does not depend on the level.
+    let scaled: Snapshot = {
+        let mut s = snap.clone();
+        for r in s.zones.values_mut() {
+            r.carbon_intensity =
+                CarbonIntensity::new(r.carbon_intensity.g_per_kwh() / 4.0).unwrap();
+        }
+        s
+    };
+    let out_scaled = filter_nodes(
+        &pod(&[]),
+        &cands,
+        &scaled,
+        &relative(ThresholdMode::ClusterPercentile, 50.0),
+        now,
+    );
+    assert_eq!(out_scaled.passed().collect::<Vec<_>>(), [1, 2]);
+}
+
+#[test]
+fn a_pod_annotation_stays_absolute_in_relative_modes() {
+    let (ind, de, cal) = three_grids();
+    let i = 100;
+    let snap = snapshot_at(&[("IN-WE", &ind), ("DE", &de), ("US-CAL-CISO", &cal)], i);
+    let nodes = [
+        node("in", Some("IN-WE"), 0.5),
+        node("de", Some("DE"), 0.5),
+        node("ca", Some("US-CAL-CISO"), 0.5),
+    ];
+    let cands = candidates(&nodes);
+    let lax = pod(&[(keys::ANNOTATION_MAX_INTENSITY, "5000")]);
+    let out = filter_nodes(
+        &lax,
+        &cands,
+        &snap,
+        &relative(ThresholdMode::ClusterPercentile, 0.0),
+        de[i].time,
+    );
+    assert_eq!(out.passed().count(), 3);
+    assert_eq!(
+        out.rule,
+        ThresholdRule::Absolute(CarbonIntensity::new(5000.0).unwrap())
+    );
+}
+
+/// A record at hour `i` whose forecast is the next `n` actual hours.
+fn with_forecast(hours: &[Hour], i: usize, n: usize) -> ZoneRecord {
+    let mut r = ZoneRecord::new(
+        CarbonIntensity::new(hours[i].direct).unwrap(),
+        hours[i].time,
+        Source::new(Source::ELECTRICITY_MAPS),
+    );
+    let points: Vec<carbon_kube_model::ForecastPoint> = hours[i + 1..=i + n]
+        .iter()
+        .map(|h| carbon_kube_model::ForecastPoint {
+            time: h.time,
+            intensity: CarbonIntensity::new(h.direct).unwrap(),
+        })
+        .collect();
+    r.forecast = carbon_kube_model::Forecast::from_points(&points, 3600);
+    r
+}
+
+#[test]
+fn a_forecast_percentile_ranks_each_zone_against_its_own_window() {
+    let de = year("DE");
+    // An hour in DE that is the cleanest of its next 24 and one that is the dirtiest.
+    let window = |i: usize| de[i..=i + 24].iter().map(|h| h.direct).collect::<Vec<_>>();
+    let clean = (0..8000)
+        .find(|&i| window(i).iter().all(|v| *v >= de[i].direct))
+        .unwrap();
+    let dirty = (0..8000)
+        .find(|&i| window(i).iter().all(|v| *v <= de[i].direct))
+        .unwrap();
+    let nodes = [node("de", Some("DE"), 0.5)];
+    let cands = candidates(&nodes);
+    let cfg = relative(ThresholdMode::ForecastPercentile, 30.0);
+    for (i, passes) in [(clean, true), (dirty, false)] {
+        let mut snap = Snapshot::default();
+        snap.zones
+            .insert(ZoneId::parse("DE").unwrap(), with_forecast(&de, i, 24));
+        let out = filter_nodes(&pod(&[]), &cands, &snap, &cfg, de[i].time);
+        assert_eq!(
+            out.passed().count() == 1 || out.no_green_node.is_some(),
+            true
+        );
+        let verdict = out.verdicts[0].verdict;
+        if passes {
+            assert_eq!(verdict, Verdict::Green, "hour {i}");
+        } else {
+            // The only zone is above its own percentile: fail open keeps it.
+            assert_eq!(verdict, Verdict::KeptByFailOpen, "hour {i}");
+            let msg = out.failure_message(0);
+            assert!(msg.contains("30th percentile of its own forecast"), "{msg}");
+        }
+    }
+    // Without a forecast the zone cannot be ranked: neutral, not filtered.
+    let snap = snapshot_at(&[("DE", &de)], dirty);
+    let out = filter_nodes(&pod(&[]), &cands, &snap, &cfg, de[dirty].time);
+    assert_eq!(out.verdicts[0].verdict, Verdict::Neutral);
+    assert_eq!(out.zones[0].limit, None);
+}
+
+#[test]
+fn percentiles_interpolate() {
+    assert_eq!(percentile(&[], 50.0), None);
+    assert_eq!(percentile(&[7.0], 30.0), Some(7.0));
+    assert_eq!(percentile(&[1.0, 2.0, 3.0], 50.0), Some(2.0));
+    assert_eq!(percentile(&[1.0, 3.0], 25.0), Some(1.5));
+    assert_eq!(percentile(&[1.0, 3.0], 0.0), Some(1.0));
+    assert_eq!(percentile(&[1.0, 3.0], 100.0), Some(3.0));
 }
