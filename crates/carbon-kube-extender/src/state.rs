@@ -284,6 +284,9 @@ pub struct Shared {
     pub base_config: PlacementConfigRaw,
     /// Effective settings (base with the runtime overrides laid on top).
     pub config: RwLock<Arc<PlacementConfig>>,
+    /// `validUntil` of the override in force, if it has one: past it, the
+    /// settings fall back to the base ([`Shared::expire_overrides`]).
+    pub override_valid_until: RwLock<Option<UnixSeconds>>,
     /// Operator region → zone map.
     pub region_map: RegionZoneMap,
     /// Decisions awaiting the pod's binding, by pod UID.
@@ -324,6 +327,7 @@ impl Shared {
             snapshot: RwLock::new(Arc::new(Snapshot::default())),
             base_config,
             config: RwLock::new(Arc::new(config)),
+            override_valid_until: RwLock::new(None),
             region_map,
             decisions: moka::sync::Cache::builder()
                 .max_capacity(100_000)
@@ -333,6 +337,33 @@ impl Shared {
             metrics,
             readiness,
             clock,
+        }
+    }
+
+    /// Falls back to the base settings once the override in force has
+    /// passed its `validUntil`. Returns whether it did.
+    pub fn expire_overrides(&self, now: UnixSeconds) -> bool {
+        let until = *read(&self.override_valid_until);
+        if until.is_none_or(|t| now <= t) {
+            return false;
+        }
+        *write(&self.override_valid_until) = None;
+        match self
+            .base_config
+            .validate_over(&PlacementConfig::default(), "")
+        {
+            Ok(cfg) => {
+                tracing::info!(
+                    valid_until = until,
+                    "carbon-kube-config override expired (validUntil); back to the static settings"
+                );
+                self.set_config(cfg);
+                true
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "static settings invalid; keeping the expired override");
+                false
+            }
         }
     }
 

@@ -15,6 +15,7 @@ use std::time::{Duration, SystemTime};
 
 use carbon_kube_k8s::snapshot_from_configmap;
 use carbon_kube_model::{Snapshot, keys};
+use carbon_kube_policy::overrides::RuntimeOverrides;
 use carbon_kube_policy::placement::PlacementConfigRaw;
 use carbon_kube_policy::zone_map::{NodeView, Resources};
 use futures::{StreamExt, TryStreamExt};
@@ -322,30 +323,50 @@ pub fn apply_snapshot_configmap(shared: &Shared, cm: Option<&ConfigMap>) {
 
 /// Applies the `carbon-kube-config` overrides over the base settings. A bad
 /// override is rejected whole (the previous settings stay) and reported with
-/// every field path.
+/// every field path. An override past its `validUntil` is ignored (the base
+/// settings apply); one that expires later is undone by
+/// [`Shared::expire_overrides`] from the gauge refresh loop.
 pub fn apply_config_configmap(shared: &Shared, cm: Option<&ConfigMap>) {
     let empty = BTreeMap::new();
     let data = cm.and_then(|c| c.data.as_ref()).unwrap_or(&empty);
     let prefix = format!("ConfigMap {}: ", keys::CONFIG_CONFIGMAP);
-    let result = PlacementConfigRaw::from_string_map(data, &prefix).and_then(|(raw, unknown)| {
-        if !unknown.is_empty() {
+    let now = shared.now();
+    let result = RuntimeOverrides::from_string_map(data, &prefix).and_then(|o| {
+        if !o.unknown.is_empty() {
             tracing::debug!(
-                ?unknown,
+                unknown = ?o.unknown,
                 "keys of carbon-kube-config not used by the extender"
             );
         }
+        let expired = o.is_expired(now);
+        if expired {
+            tracing::info!(
+                valid_until = o.valid_until,
+                "carbon-kube-config override has expired (validUntil); using the static settings"
+            );
+        }
+        let raw = if expired {
+            PlacementConfigRaw::default()
+        } else {
+            o.placement
+        };
         shared
             .base_config
             .clone()
             .overlay(&raw)
             .validate_over(&Default::default(), &prefix)
+            .map(|cfg| (cfg, o.valid_until.filter(|_| !expired)))
     });
     match result {
-        Ok(cfg) => {
+        Ok((cfg, valid_until)) => {
             if *shared.config() != cfg {
-                tracing::info!(config = ?cfg.to_raw(), "placement settings changed");
+                tracing::info!(config = ?cfg.to_raw(), ?valid_until, "placement settings changed");
             }
             shared.set_config(cfg);
+            *shared
+                .override_valid_until
+                .write()
+                .unwrap_or_else(std::sync::PoisonError::into_inner) = valid_until;
         }
         Err(e) => {
             shared.metrics.config_errors.inc();
@@ -430,5 +451,6 @@ pub async fn refresh_gauges(shared: Arc<Shared>, every: Duration) {
         tick.tick().await;
         let snapshot = shared.snapshot();
         shared.metrics.snapshot.observe(&snapshot, shared.now());
+        shared.expire_overrides(shared.now());
     }
 }

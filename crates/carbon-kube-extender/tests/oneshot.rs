@@ -338,6 +338,35 @@ async fn runtime_overrides_change_decisions_and_bad_ones_are_rejected() {
     // Deleting the override goes back to the base (250).
     apply_config_configmap(&shared_state, None);
     assert_eq!(shared_state.config().threshold.g_per_kwh(), 250.0);
+    // An override with validUntil holds until then, and is undone after it
+    // without any ConfigMap change; one already past it is ignored.
+    let time = |t: i64| {
+        k8s_openapi::jiff::Timestamp::from_second(t)
+            .unwrap()
+            .to_string()
+    };
+    let until = time(now + 60);
+    apply_config_configmap(
+        &shared_state,
+        Some(&configmap(
+            keys::CONFIG_CONFIGMAP,
+            &[("threshold", "123"), ("validUntil", &until)],
+        )),
+    );
+    assert_eq!(shared_state.config().threshold.g_per_kwh(), 123.0);
+    assert!(!shared_state.expire_overrides(now + 60));
+    assert_eq!(shared_state.config().threshold.g_per_kwh(), 123.0);
+    assert!(shared_state.expire_overrides(now + 61));
+    assert_eq!(shared_state.config().threshold.g_per_kwh(), 250.0);
+    let past = time(now - 1);
+    apply_config_configmap(
+        &shared_state,
+        Some(&configmap(
+            keys::CONFIG_CONFIGMAP,
+            &[("threshold", "123"), ("validUntil", &past)],
+        )),
+    );
+    assert_eq!(shared_state.config().threshold.g_per_kwh(), 250.0);
     // A new snapshot in the ConfigMap takes effect at once.
     let mut flipped = snap;
     for r in flipped.zones.values_mut() {

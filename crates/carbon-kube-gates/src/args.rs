@@ -29,6 +29,11 @@ pub struct ControllerArgs {
     #[arg(long, default_value = keys::SNAPSHOT_CONFIGMAP)]
     pub snapshot_configmap: String,
 
+    /// ConfigMap whose deferral.* keys override the deferral flags until its
+    /// validUntil (the extender's carbon-kube-config; "" reads none).
+    #[arg(long, default_value = keys::CONFIG_CONFIGMAP)]
+    pub overrides_configmap: String,
+
     /// Plain-HTTP address for /metrics, /healthz and /readyz.
     #[arg(
         long,
@@ -222,6 +227,7 @@ impl ControllerArgs {
                 grace_seconds: (lease_duration / 3).max(1),
             }),
             pod_namespace: self.watch_namespace.clone(),
+            overrides_configmap: Some(self.overrides_configmap.clone()).filter(|n| !n.is_empty()),
             ..ControllerSettings::default()
         })
     }

@@ -20,7 +20,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
 use carbon_kube_k8s::{Readiness, snapshot_from_configmap};
-use carbon_kube_model::Snapshot;
+use carbon_kube_model::{Snapshot, UnixSeconds};
 use carbon_kube_policy::deferral::ReleaseReason;
 use carbon_kube_policy::zone_map::RegionZoneMap;
 use futures::StreamExt as _;
@@ -40,6 +40,7 @@ use crate::actuator::{
 };
 use crate::admission::has_gate;
 use crate::metrics::ControllerMetrics;
+use crate::overrides::{OverrideState, effective_deferral, watch_overrides};
 use crate::reconcile::{
     Action, GatedPod, ReconcileConfig, ReleaseCause, StoredPlan, count_near_deadline, reconcile,
 };
@@ -97,6 +98,9 @@ pub struct ControllerSettings {
     pub leader: Option<LeaderSettings>,
     /// Only pods in this namespace (default: every namespace).
     pub pod_namespace: Option<String>,
+    /// ConfigMap (in `snapshot_namespace`) whose `deferral.*` keys override
+    /// the deferral settings until its `validUntil`; `None`: flags only.
+    pub overrides_configmap: Option<String>,
 }
 
 impl Default for ControllerSettings {
@@ -118,6 +122,7 @@ impl Default for ControllerSettings {
             events: true,
             leader: None,
             pod_namespace: None,
+            overrides_configmap: Some(carbon_kube_model::keys::CONFIG_CONFIGMAP.to_owned()),
         }
     }
 }
@@ -249,9 +254,32 @@ struct Reconciler {
     overlay: HashMap<String, (String, Overlay)>,
     last_generation: Option<u64>,
     last_replan: Option<Instant>,
+    /// Runtime overrides (see [`crate::overrides`]) and the flags' deferral
+    /// settings they are laid over.
+    overrides: OverrideState,
+    base_deferral: carbon_kube_policy::deferral::DeferralConfig,
+    overrides_applied: Option<bool>,
 }
 
 impl Reconciler {
+    /// Sets this pass's deferral settings: the flags, or the override until
+    /// its `validUntil`.
+    fn apply_overrides(&mut self, now: UnixSeconds) {
+        let state = self.overrides.read().unwrap_or_else(|e| e.into_inner());
+        let (deferral, applied) = effective_deferral(&self.base_deferral, state.as_ref(), now);
+        if self.overrides_applied != Some(applied) {
+            tracing::info!(
+                applied,
+                ?deferral,
+                "deferral settings: {}",
+                if applied { "runtime override" } else { "flags" }
+            );
+            self.overrides_applied = Some(applied);
+        }
+        drop(state);
+        self.settings.reconcile.deferral = deferral;
+    }
+
     fn gated_pods(&mut self) -> Vec<Arc<Pod>> {
         let state = self.caches.pods.state();
         let current: HashMap<String, String> = state.iter().map(|p| (uid(p), rv(p))).collect();
@@ -270,6 +298,7 @@ impl Reconciler {
 
     async fn pass(&mut self, leader: &watch::Receiver<bool>) {
         let now = (self.clock)();
+        self.apply_overrides(now);
         let nodes: Vec<NodeEntry> = self
             .caches
             .nodes
@@ -578,6 +607,20 @@ pub async fn run_controller(
             changed.clone(),
         )),
     ];
+    let overrides: OverrideState = Arc::default();
+    let mut tasks = tasks;
+    if let Some(name) = &settings.overrides_configmap {
+        readiness.register("overrides");
+        tasks.push(tokio::spawn(watch_overrides(
+            client.clone(),
+            settings.snapshot_namespace.clone(),
+            name.clone(),
+            settings.reconcile.deferral.clone(),
+            overrides.clone(),
+            readiness.clone(),
+            changed.clone(),
+        )));
+    }
     let (always_tx, always_rx) = watch::channel(true);
     let (mut leader, lease_task) = match &settings.leader {
         Some(l) => {
@@ -614,6 +657,9 @@ pub async fn run_controller(
         overlay: HashMap::new(),
         last_generation: None,
         last_replan: None,
+        overrides,
+        base_deferral: settings.reconcile.deferral.clone(),
+        overrides_applied: None,
         settings,
     };
     tokio::pin!(shutdown);

@@ -22,6 +22,7 @@ pub mod actuator;
 pub mod admission;
 pub mod args;
 pub mod controller;
+pub mod overrides;
 pub mod spec;
 
 #[cfg(test)]

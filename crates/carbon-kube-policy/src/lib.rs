@@ -9,8 +9,10 @@
 //! - [`zone_map`]: which grid zone a node draws power from.
 //! - [`placement`]: which nodes a pod may use (filter) and which it prefers (score).
 //! - [`deferral`]: when a deferrable pod should be released, and in which zone.
+//! - [`overrides`]: the `carbon-kube-config` codec (placement and deferral keys, expiry).
 
 pub mod deferral;
+pub mod overrides;
 pub mod placement;
 pub mod zone_map;
 
