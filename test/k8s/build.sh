@@ -35,7 +35,8 @@ done
 build() {
   local name=$1 dir=$2 pkg=$3 version=$4 tags=$5 ldflags=$6
   local stamp="$BIN/.$name.version"
-  local want="$pkg@$version tags=$tags"
+  # The stamp covers the link flags too: changing a -X version rebuilds.
+  local want="$pkg@$version tags=$tags ldflags=$(printf '%s' "$ldflags" | sha256sum | cut -c1-12)"
   if [[ -x "$BIN/$name" && -f "$stamp" && "$(cat "$stamp")" == "$want" ]]; then
     echo "k8s-bin: $name $version already built"
     return 0
@@ -56,6 +57,14 @@ build kube-controller-manager kubernetes k8s.io/kubernetes/cmd/kube-controller-m
 build etcd etcd go.etcd.io/etcd/server/v3 "$ETCD_VERSION" "" "-s -w"
 build kwok kwok sigs.k8s.io/kwok/cmd/kwok "$KWOK_VERSION" "" \
   "-s -w -X sigs.k8s.io/kwok/pkg/consts.Version=$KWOK_VERSION -X sigs.k8s.io/kwok/pkg/consts.KubeVersion=$K8S_VERSION"
-build helm helm helm.sh/helm/v3/cmd/helm "$HELM_VERSION" "" \
-  "-s -w -X helm.sh/helm/v3/internal/version.version=$HELM_VERSION"
+# The Kubernetes version helm assumes without --kube-version (`helm template`,
+# `helm lint`): real helm releases set it from the client-go they are built
+# with (client-go v0.N -> 1.N); without it helm reports v1.20, which fails the
+# chart's `kubeVersion: >=1.29`.
+helm_k8s_minor="$(cd "$here/helm" && go list -m -f '{{.Version}}' k8s.io/client-go | cut -d. -f2)"
+helm_ldflags="-s -w -X helm.sh/helm/v3/internal/version.version=$HELM_VERSION"
+for pkg in helm.sh/helm/v3/pkg/chartutil helm.sh/helm/v3/pkg/lint/rules; do
+  helm_ldflags+=" -X $pkg.k8sVersionMajor=1 -X $pkg.k8sVersionMinor=$helm_k8s_minor"
+done
+build helm helm helm.sh/helm/v3/cmd/helm "$HELM_VERSION" "" "$helm_ldflags"
 echo "k8s-bin: all binaries in $BIN ($((SECONDS - total))s, $(du -sh "$BIN" | cut -f1))"

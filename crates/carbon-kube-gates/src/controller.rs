@@ -42,7 +42,8 @@ use crate::admission::has_gate;
 use crate::metrics::ControllerMetrics;
 use crate::overrides::{OverrideState, effective_deferral, watch_overrides};
 use crate::reconcile::{
-    Action, GatedPod, ReconcileConfig, ReleaseCause, StoredPlan, count_near_deadline, reconcile,
+    Action, GatedPod, ReconcileConfig, ReleaseCause, RunningPod, StoredPlan, count_near_deadline,
+    reconcile,
 };
 use crate::zones::{AffinityMode, NodeEntry, affinity_for_zone, node_entry, zone_terms};
 
@@ -136,6 +137,9 @@ struct SnapshotState {
 /// The controller's caches, filled by background watches.
 struct Caches {
     pods: Store<Pod>,
+    /// Pods bound to nodes (trimmed to what the ledger reads): the room
+    /// they take is not available to deferred pods.
+    bound: Store<Pod>,
     nodes: Store<Node>,
     snapshot: Arc<RwLock<SnapshotState>>,
     changed: Arc<Notify>,
@@ -193,6 +197,53 @@ async fn reflect<K>(
             Err(e) => tracing::warn!(cache = name, error = %e, "watch failed; retrying"),
         }
         changed.notify_one();
+    }
+}
+
+/// Caches the pods bound to nodes that still hold room (not finished),
+/// trimmed to what [`RunningPod::from_pod`] reads, so 50,000 pods cost a few
+/// MiB. It does not wake the pass loop: the ledger reads it on each pass.
+async fn reflect_bound(api: Api<Pod>, writer: reflector::store::Writer<Pod>, readiness: Readiness) {
+    let cfg = watcher::Config::default()
+        .fields("spec.nodeName!=,status.phase!=Succeeded,status.phase!=Failed");
+    let stream =
+        reflector::reflector(writer, watcher(api, cfg).modify(trim_bound_pod)).default_backoff();
+    futures::pin_mut!(stream);
+    while let Some(ev) = stream.next().await {
+        match ev {
+            Ok(watcher::Event::InitDone) => readiness.set("bound-pods", true),
+            Ok(_) => {}
+            Err(e) => tracing::warn!(cache = "bound-pods", error = %e, "watch failed; retrying"),
+        }
+    }
+}
+
+/// Drops everything of a bound pod but its name, node, annotations and
+/// container requests.
+fn trim_bound_pod(p: &mut Pod) {
+    p.metadata.managed_fields = None;
+    p.metadata.labels = None;
+    p.metadata.owner_references = None;
+    p.status = None;
+    if let Some(spec) = p.spec.as_mut() {
+        spec.volumes = None;
+        spec.affinity = None;
+        spec.tolerations = None;
+        for c in spec
+            .containers
+            .iter_mut()
+            .chain(spec.init_containers.iter_mut().flatten())
+        {
+            c.env = None;
+            c.env_from = None;
+            c.command = None;
+            c.args = None;
+            c.volume_mounts = None;
+            c.ports = None;
+            c.liveness_probe = None;
+            c.readiness_probe = None;
+            c.startup_probe = None;
+        }
     }
 }
 
@@ -308,6 +359,13 @@ impl Reconciler {
             .collect();
         let pods = self.gated_pods();
         self.metrics.deferred_pods.set(pods.len() as i64);
+        let running: Vec<RunningPod> = self
+            .caches
+            .bound
+            .state()
+            .iter()
+            .filter_map(|p| RunningPod::from_pod(p))
+            .collect();
         let (snapshot, generation) = {
             let st = self
                 .caches
@@ -334,6 +392,7 @@ impl Reconciler {
             &facts,
             &snapshot,
             &nodes,
+            &running,
             now,
             &self.settings.reconcile,
             replan,
@@ -571,11 +630,12 @@ pub async fn run_controller(
     clock: Clock,
     shutdown: impl Future<Output = ()>,
 ) -> anyhow::Result<()> {
-    for name in ["pods", "nodes", "snapshot"] {
+    for name in ["pods", "bound-pods", "nodes", "snapshot"] {
         readiness.register(name);
     }
     let changed = Arc::new(Notify::new());
     let (pods, pod_writer) = reflector::store();
+    let (bound, bound_writer) = reflector::store();
     let (nodes, node_writer) = reflector::store();
     let snapshot = Arc::new(RwLock::new(SnapshotState::default()));
     let tasks = vec![
@@ -589,6 +649,11 @@ pub async fn run_controller(
             readiness.clone(),
             "pods",
             changed.clone(),
+        )),
+        tokio::spawn(reflect_bound(
+            Api::<Pod>::all(client.clone()),
+            bound_writer,
+            readiness.clone(),
         )),
         tokio::spawn(reflect(
             Api::<Node>::all(client.clone()),
@@ -650,6 +715,7 @@ pub async fn run_controller(
         clock,
         caches: Caches {
             pods,
+            bound,
             nodes,
             snapshot,
             changed,

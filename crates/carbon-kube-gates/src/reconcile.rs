@@ -26,7 +26,7 @@ use std::collections::BTreeMap;
 
 use carbon_kube_model::{Snapshot, UnixSeconds, ZoneId, keys};
 use carbon_kube_policy::deferral::{
-    DeferralConfig, DeferralRequest, PromisedCapacity, ReleasePlan, ReleaseReason, fmt_utc,
+    Booking, CapacityLedger, DeferralConfig, DeferralRequest, ReleasePlan, ReleaseReason, fmt_utc,
     plan_release, should_revise,
 };
 use k8s_openapi::api::core::v1::Pod;
@@ -34,6 +34,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::spec::{DeferralSpec, SpecDefaults, SpecOutcome, describe_problems, read_spec};
 use crate::zones::{Eligibility, NodeEntry, eligible_zones, pod_cpu_millis};
+use carbon_kube_policy::zone_map::Resources;
 
 /// Pod annotation holding the stored plan (JSON), written by the controller.
 pub const ANNOTATION_RELEASE_PLAN: &str = "carbon-kube.io/release-plan";
@@ -77,10 +78,17 @@ impl StoredPlan {
         ])
     }
 
-    fn promises(&self) -> Option<&ZoneId> {
-        (self.plan.reason == ReleaseReason::GreenWindow)
+    /// The zone the plan holds room in, while it holds the pod (a green
+    /// window, or waiting for room).
+    fn promises(&self, now: UnixSeconds) -> Option<&ZoneId> {
+        self.plan
+            .promises_room(now)
             .then_some(self.plan.zone.as_ref())
             .flatten()
+    }
+
+    fn requests(&self) -> Resources {
+        Resources::new(i64::try_from(self.cpu_millis).unwrap_or(i64::MAX), 0)
     }
 }
 
@@ -257,34 +265,102 @@ pub fn slot_seconds(snapshot: &Snapshot) -> i64 {
         .clamp(1, 3600)
 }
 
-/// The capacity ledger promised by the stored plans, with each zone's
-/// capacity set from its schedulable nodes' allocatable CPU.
+/// The capacity ledger: every schedulable node of a known zone with its
+/// allocatable CPU, the work running on it (`running`: until its expected
+/// end when Carbon-Kube released it, for good otherwise), and, with
+/// `with_plans`, the promises of the plans stored on the gated pods, booked
+/// most urgent (earliest latest start) first, so a plan that no longer fits
+/// is a less urgent one. Returns the ledger and each pod's booking (by index
+/// into `pods`).
 pub fn ledger(
     pods: &[GatedPod],
     nodes: &[NodeEntry],
+    running: &[RunningPod],
     slot: i64,
     now: UnixSeconds,
-) -> PromisedCapacity {
-    let mut l = PromisedCapacity::new(slot);
-    let mut cap: BTreeMap<&ZoneId, u64> = BTreeMap::new();
+    with_plans: (bool, &SpecDefaults),
+) -> (CapacityLedger, Vec<Option<Booking>>) {
+    let mut l = CapacityLedger::new(slot);
+    let mut zone_of: BTreeMap<&str, &ZoneId> = BTreeMap::new();
     for n in nodes.iter().filter(|n| !n.unschedulable) {
         if let Some(z) = &n.zone {
-            *cap.entry(z).or_default() += n.cpu_millis;
+            let cpu = i64::try_from(n.cpu_millis).unwrap_or(i64::MAX);
+            l.add_node(z.clone(), &n.name, Resources::new(cpu, i64::MAX));
+            zone_of.insert(n.name.as_str(), z);
         }
     }
-    for (z, c) in cap {
-        l.set_capacity(z.clone(), c);
+    for r in running {
+        if let Some(z) = zone_of.get(r.node.as_str()) {
+            let cpu = i64::try_from(r.cpu_millis).unwrap_or(i64::MAX);
+            let until = r.expected_end.filter(|end| *end > now);
+            if r.expected_end.is_none() || until.is_some() {
+                l.occupy(z, &r.node, now, until, Resources::new(cpu, 0));
+            }
+        }
     }
-    for p in pods {
-        if let Some(s) = StoredPlan::from_annotations(&p.annotations)
-            && s.plan.release_at > now
-            && let Some(z) = s.promises()
-        {
-            l.promise(z, s.plan.release_at, s.duration_seconds, s.cpu_millis);
+    let mut bookings = vec![None; pods.len()];
+    let (with_plans, defaults) = with_plans;
+    if !with_plans {
+        l.forget_before(now);
+        return (l, bookings);
+    }
+    let mut stored: Vec<(UnixSeconds, usize, StoredPlan)> = pods
+        .iter()
+        .enumerate()
+        .filter_map(|(i, p)| {
+            let s = StoredPlan::from_annotations(&p.annotations)?;
+            let latest = latest_start(p, defaults).unwrap_or(i64::MIN);
+            s.promises(now).is_some().then_some((latest, i, s))
+        })
+        .collect();
+    stored.sort_by_key(|(t, i, _)| (*t, *i));
+    for (_, i, s) in stored {
+        if let Some(z) = s.promises(now) {
+            bookings[i] = Some(l.promise(
+                z,
+                s.plan.release_at,
+                s.duration_seconds,
+                s.requests(),
+                s.plan.latest_start,
+            ));
         }
     }
     l.forget_before(now);
-    l
+    (l, bookings)
+}
+
+/// A pod bound to a node, as the ledger counts it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RunningPod {
+    /// The node it runs on.
+    pub node: String,
+    /// CPU it requests, millicores.
+    pub cpu_millis: u64,
+    /// When it is expected to end: its release time plus the expected
+    /// duration it was planned with, for pods Carbon-Kube released; `None`
+    /// (for good) for everything else.
+    pub expected_end: Option<UnixSeconds>,
+}
+
+impl RunningPod {
+    /// Reads a pod bound to a node; `None` when it is not bound. A pod this
+    /// controller released (`carbon-kube.io/released-at` and a stored plan)
+    /// is expected to end its planned run after its release; any other pod
+    /// holds its room for good.
+    pub fn from_pod(pod: &Pod) -> Option<Self> {
+        let node = pod.spec.as_ref()?.node_name.clone()?;
+        let annotations = pod.metadata.annotations.as_ref();
+        let expected_end = annotations.and_then(|a| {
+            let released = crate::spec::parse_time(a.get(ANNOTATION_RELEASED_AT)?).ok()?;
+            let plan = StoredPlan::from_annotations(a)?;
+            Some(released.saturating_add(plan.duration_seconds.max(1)))
+        });
+        Some(Self {
+            node,
+            cpu_millis: pod_cpu_millis(pod),
+            expected_end,
+        })
+    }
 }
 
 fn truthy(v: Option<&String>) -> bool {
@@ -300,17 +376,37 @@ pub fn reconcile(
     pods: &[GatedPod],
     snapshot: &Snapshot,
     nodes: &[NodeEntry],
+    running: &[RunningPod],
     now: UnixSeconds,
     cfg: &ReconcileConfig,
     replan: bool,
 ) -> Vec<Action> {
     let slot = slot_seconds(snapshot);
-    let mut ledger = ledger(pods, nodes, slot, now);
-    let mut order: Vec<usize> = (0..pods.len()).collect();
-    order.sort_by(|a, b| (pods[*a].created, &pods[*a].key).cmp(&(pods[*b].created, &pods[*b].key)));
+    // A re-plan pass starts from the running work alone and plans every pod
+    // most urgent first, so the pod whose latest start comes first gets the
+    // room (standing plans are kept where they still fit); between re-plans
+    // the stored plans are booked most urgent first, and a plan that no
+    // longer fits is planned again.
+    let (mut ledger, mut bookings) = ledger(pods, nodes, running, slot, now, (!replan, &cfg.spec));
+    let mut order: Vec<(UnixSeconds, usize)> = (0..pods.len())
+        .map(|i| (latest_start(&pods[i], &cfg.spec).unwrap_or(i64::MIN), i))
+        .collect();
+    order.sort_by(|a, b| {
+        (a.0, pods[a.1].created, &pods[a.1].key).cmp(&(b.0, pods[b.1].created, &pods[b.1].key))
+    });
     let mut actions = Vec::new();
-    for i in order {
-        if let Some(a) = reconcile_one(i, &pods[i], snapshot, now, cfg, replan, &mut ledger) {
+    for (_, i) in order {
+        let booking = bookings[i].take();
+        if let Some(a) = reconcile_one(
+            i,
+            &pods[i],
+            snapshot,
+            now,
+            cfg,
+            replan,
+            &mut ledger,
+            booking,
+        ) {
             actions.push(a);
         }
     }
@@ -351,7 +447,8 @@ fn reconcile_one(
     now: UnixSeconds,
     cfg: &ReconcileConfig,
     replan: bool,
-    ledger: &mut PromisedCapacity,
+    ledger: &mut CapacityLedger,
+    booking: Option<Booking>,
 ) -> Option<Action> {
     let a = &pod.annotations;
     if truthy(a.get(keys::ANNOTATION_RELEASE_NOW)) {
@@ -436,7 +533,12 @@ fn reconcile_one(
             due_message(s),
         ));
     }
-    if stored.is_some() && !replan {
+    // A standing plan is kept between re-plan passes while its room still
+    // holds; one that can no longer be honoured is planned again.
+    let held_for_room = stored
+        .as_ref()
+        .is_some_and(|s| s.plan.reason == ReleaseReason::NoRoom);
+    if stored.is_some() && !replan && !held_for_room && booking.as_ref().is_none_or(Booking::fits) {
         return None;
     }
     if pod.eligibility.zones.is_empty() {
@@ -452,17 +554,16 @@ fn reconcile_one(
             ),
         ));
     }
-    if let Some(s) = &stored
-        && let Some(z) = s.promises()
-    {
-        ledger.withdraw(z, s.plan.release_at, s.duration_seconds, s.cpu_millis);
+    let broken = booking.as_ref().is_some_and(|b| !b.fits());
+    if let Some(b) = &booking {
+        ledger.withdraw(b);
     }
     let req = DeferralRequest {
         now,
         deadline: spec.deadline,
         expected_duration_seconds: duration,
         zones: &pod.eligibility.zones,
-        cpu_millis: pod.cpu_millis,
+        requests: Resources::new(i64::try_from(pod.cpu_millis).unwrap_or(i64::MAX), 0),
     };
     let fresh = plan_release(&req, snapshot, ledger, &cfg.deferral);
     let fresh = StoredPlan {
@@ -483,17 +584,38 @@ fn reconcile_one(
         ));
     }
     let keep = match &stored {
-        Some(s) if !should_revise(&s.plan, &fresh.plan, &cfg.deferral) => Some(s.clone()),
+        Some(s)
+            if !broken && !held_for_room && !should_revise(&s.plan, &fresh.plan, &cfg.deferral) =>
+        {
+            Some(s.clone())
+        }
         _ => None,
     };
     if let Some(s) = keep {
-        if let Some(z) = s.promises() {
-            ledger.promise(z, s.plan.release_at, s.duration_seconds, s.cpu_millis);
+        let Some(z) = s.promises(now) else {
+            return None;
+        };
+        let b = ledger.promise(
+            z,
+            s.plan.release_at,
+            s.duration_seconds,
+            s.requests(),
+            s.plan.latest_start,
+        );
+        if b.fits() {
+            return None;
         }
-        return None;
+        // The standing plan's room went to a more urgent pod: take the fresh one.
+        ledger.withdraw(&b);
     }
-    if let Some(z) = fresh.promises() {
-        ledger.promise(z, fresh.plan.release_at, duration, pod.cpu_millis);
+    if let Some(z) = fresh.promises(now) {
+        ledger.promise(
+            z,
+            fresh.plan.release_at,
+            duration,
+            fresh.requests(),
+            fresh.plan.latest_start,
+        );
     }
     let mut message = fresh.plan.explain();
     if spec.capped {

@@ -10,9 +10,17 @@
 //!   forecast), so a far window must be clearly better to win;
 //! - a **minimum saving** against releasing now, so a pod is not held for a
 //!   1 % gain;
-//! - the **capacity already promised** to other deferred pods in each window
-//!   ([`PromisedCapacity`]), so a thousand pods waiting for the same dip do
-//!   not all land on it at once.
+//! - **room on one node** for the whole run ([`CapacityLedger`]): after the
+//!   work that runs there (until its expected end, or for good when its end
+//!   is unknown) and what other plans were promised, so a thousand pods
+//!   waiting for the same dip do not all land on it at once, and a plan is
+//!   only made where it can be honoured. Releasing now needs the same room;
+//!   when there is none now the pod waits for the greenest window that has
+//!   it ([`ReleaseReason::WaitForRoom`]); when no window before the latest
+//!   release has room it is held until then, promising nothing
+//!   ([`ReleaseReason::NoRoom`]), rather than take room promised to pods
+//!   whose deadlines come sooner. Callers plan pods in order of latest start
+//!   (most urgent first), so the urgent pod gets the room.
 //!
 //! **Deadlines are sacred**: at or after the latest start (minus a safety
 //! margin) the plan is always "release now". **Fail open**: with no fresh data
@@ -23,10 +31,15 @@
 //! Pure: no IO, no clock. The gate controller and the simulator call it with
 //! their own `now`, snapshot and ledger.
 
-use std::collections::{BTreeMap, VecDeque};
+mod ledger;
 
-use carbon_kube_model::{Snapshot, UnixSeconds, ZoneId, ZoneRecord};
+pub use ledger::{Booking, CapacityLedger};
+
+use carbon_kube_model::{Snapshot, UnixSeconds, ZoneId};
 use serde::{Deserialize, Serialize};
+
+use crate::forecast_window::{ZoneView, zone_view};
+use crate::zone_map::Resources;
 
 /// Tunables of the release planner. Serialized in camelCase for the
 /// `carbon-kube-config` ConfigMap.
@@ -103,8 +116,9 @@ pub struct DeferralRequest<'a> {
     /// Zones the pod may run in (from its node selector and affinity). Empty
     /// means every zone in the snapshot.
     pub zones: &'a [ZoneId],
-    /// CPU the pod requests, millicores (for the capacity ledger).
-    pub cpu_millis: u64,
+    /// CPU and memory the pod requests (for the capacity ledger: the pod
+    /// needs this much room on one node).
+    pub requests: Resources,
 }
 
 impl DeferralRequest<'_> {
@@ -121,8 +135,21 @@ pub enum ReleaseReason {
     /// Held for, and released in, the greenest window before the deadline.
     GreenWindow,
     /// Now is already as green as any window (within the margins), or no
-    /// capacity is left to promise in a greener one.
+    /// greener window has room.
     NowIsBest,
+    /// No node has room for the run now: held for, and released in, the
+    /// greenest window before the deadline that has room.
+    WaitForRoom,
+    /// No window before the latest release has room as the ledger stands,
+    /// but one does once pods with a later latest start give up the room
+    /// their plans counted on: the most urgent pod takes it (released now,
+    /// or held for that window), and their plans are made again.
+    UrgentRoom,
+    /// No node has room for the run now nor in any window before the latest
+    /// release, even so: held, promising nothing, until the latest release (planned
+    /// again whenever the caller replans), so it never takes room promised to
+    /// pods that need it sooner.
+    NoRoom,
     /// The latest start has come: released whatever the data says.
     Deadline,
     /// No fresh carbon data for any zone the pod may use: released (fail open).
@@ -131,11 +158,16 @@ pub enum ReleaseReason {
 
 impl ReleaseReason {
     /// The value of the `reason` label on `carbon_kube_gate_releases_total`
-    /// (`green_window`, `deadline`, `no_data`; releasing now because now is
-    /// the best window counts as `green_window`).
+    /// (`green_window`, `wait_for_room`, `urgent_room`, `no_room`,
+    /// `deadline`, `no_data`;
+    /// releasing now because now is the best window counts as
+    /// `green_window`).
     pub fn metric_label(self) -> &'static str {
         match self {
             Self::GreenWindow | Self::NowIsBest => "green_window",
+            Self::WaitForRoom => "wait_for_room",
+            Self::UrgentRoom => "urgent_room",
+            Self::NoRoom => "no_room",
             Self::Deadline => "deadline",
             Self::NoData => "no_data",
         }
@@ -146,6 +178,9 @@ impl ReleaseReason {
         match self {
             Self::GreenWindow => "green_window",
             Self::NowIsBest => "now_is_best",
+            Self::WaitForRoom => "wait_for_room",
+            Self::UrgentRoom => "urgent_room",
+            Self::NoRoom => "no_room",
             Self::Deadline => "deadline",
             Self::NoData => "no_data",
         }
@@ -174,6 +209,25 @@ pub struct ReleasePlan {
 }
 
 impl ReleasePlan {
+    /// Whether the plan holds the pod gated for later (a green window, the
+    /// first window with room, or no room before its latest release).
+    pub fn holds(&self, now: UnixSeconds) -> bool {
+        self.release_at > now
+            && matches!(
+                self.reason,
+                ReleaseReason::GreenWindow
+                    | ReleaseReason::WaitForRoom
+                    | ReleaseReason::UrgentRoom
+                    | ReleaseReason::NoRoom
+            )
+    }
+
+    /// Whether the plan holds room in the ledger (a green window, or the
+    /// first window with room; not a pod held for lack of room).
+    pub fn promises_room(&self, now: UnixSeconds) -> bool {
+        self.holds(now) && self.reason != ReleaseReason::NoRoom
+    }
+
     /// Whether the pod should be released at `now`.
     pub fn is_due(&self, now: UnixSeconds) -> bool {
         now >= self.release_at
@@ -206,9 +260,23 @@ impl ReleasePlan {
                 fig(self.now_g_per_kwh)
             ),
             ReleaseReason::NowIsBest => format!(
-                "released now{zone}: {} g/kWh now and no window before the latest start {} is clearly greener (or has capacity left)",
+                "released now{zone}: {} g/kWh now and no window before the latest start {} is clearly greener (or has room left)",
                 fig(self.now_g_per_kwh),
                 fmt_utc(self.latest_start)
+            ),
+            ReleaseReason::WaitForRoom => format!(
+                "waiting until {} for room: no node{zone} has room for the run now; forecast {} g/kWh then; deadline {deadline}",
+                fmt_utc(self.release_at),
+                fig(self.expected_g_per_kwh)
+            ),
+            ReleaseReason::UrgentRoom => format!(
+                "starting at {}{zone} on room other plans had counted on: no window had room as planned, and this pod's latest start {} comes before theirs (their plans are made again)",
+                fmt_utc(self.release_at),
+                fmt_utc(self.latest_start)
+            ),
+            ReleaseReason::NoRoom => format!(
+                "held until {} at the latest: no node{zone} has room for the run now or in any window before then (room is promised to pods with earlier deadlines); planned again as room frees; deadline {deadline}",
+                fmt_utc(self.release_at)
             ),
             ReleaseReason::Deadline => format!(
                 "released for its deadline {deadline}: latest start {} reached",
@@ -240,295 +308,18 @@ pub fn should_revise(standing: &ReleasePlan, fresh: &ReleasePlan, cfg: &Deferral
     }
 }
 
-/// Capacity already promised to planned pods, per zone and time slot, in
-/// millicores. The caller sets each zone's capacity (what deferred work may
-/// use), records a promise whenever it plans a pod into a window and
-/// withdraws it when the plan changes. Slots before `forget_before` are dropped.
-#[derive(Clone, Debug)]
-pub struct PromisedCapacity {
-    slot_seconds: i64,
-    zones: BTreeMap<ZoneId, ZoneBook>,
-}
-
-#[derive(Clone, Debug, Default)]
-struct ZoneBook {
-    capacity_millis: u64,
-    /// Slot number of `promised[0]`.
-    origin: i64,
-    promised: VecDeque<u64>,
-}
-
-impl ZoneBook {
-    fn slot_value(&self, slot: i64) -> u64 {
-        if slot < self.origin {
-            return 0;
-        }
-        usize::try_from(slot - self.origin)
-            .ok()
-            .and_then(|i| self.promised.get(i).copied())
-            .unwrap_or(0)
-    }
-
-    fn add(&mut self, from: i64, to: i64, millis: u64, add: bool) {
-        if to <= from {
-            return;
-        }
-        if self.promised.is_empty() {
-            self.origin = from;
-        }
-        while from < self.origin {
-            self.promised.push_front(0);
-            self.origin -= 1;
-        }
-        for s in from..to {
-            let Ok(i) = usize::try_from(s - self.origin) else {
-                continue;
-            };
-            while self.promised.len() <= i {
-                self.promised.push_back(0);
-            }
-            let v = &mut self.promised[i];
-            *v = if add {
-                v.saturating_add(millis)
-            } else {
-                v.saturating_sub(millis)
-            };
-        }
-    }
-}
-
-impl PromisedCapacity {
-    /// An empty ledger with slots of `slot_seconds` (e.g. the forecast step).
-    pub fn new(slot_seconds: i64) -> Self {
-        Self {
-            slot_seconds: slot_seconds.max(1),
-            zones: BTreeMap::new(),
-        }
-    }
-
-    /// Length of a slot in seconds.
-    pub fn slot_seconds(&self) -> i64 {
-        self.slot_seconds
-    }
-
-    /// Sets how many millicores of `zone` may be promised in any slot (before
-    /// the planner's headroom). Zones without a capacity are not limited.
-    pub fn set_capacity(&mut self, zone: ZoneId, cpu_millis: u64) {
-        self.zones.entry(zone).or_default().capacity_millis = cpu_millis;
-    }
-
-    fn slots(&self, start: UnixSeconds, duration_seconds: i64) -> (i64, i64) {
-        let from = start.div_euclid(self.slot_seconds);
-        let end = start + duration_seconds.max(1);
-        let to = (end + self.slot_seconds - 1).div_euclid(self.slot_seconds);
-        (from, to)
-    }
-
-    /// Records that `cpu_millis` of `zone` are promised over `[start, start + duration)`.
-    pub fn promise(
-        &mut self,
-        zone: &ZoneId,
-        start: UnixSeconds,
-        duration_seconds: i64,
-        cpu_millis: u64,
-    ) {
-        let (from, to) = self.slots(start, duration_seconds);
-        self.zones
-            .entry(zone.clone())
-            .or_default()
-            .add(from, to, cpu_millis, true);
-    }
-
-    /// Withdraws a promise made with the same arguments.
-    pub fn withdraw(
-        &mut self,
-        zone: &ZoneId,
-        start: UnixSeconds,
-        duration_seconds: i64,
-        cpu_millis: u64,
-    ) {
-        let (from, to) = self.slots(start, duration_seconds);
-        if let Some(book) = self.zones.get_mut(zone) {
-            book.add(from, to, cpu_millis, false);
-        }
-    }
-
-    /// Drops every slot that ends before `t`.
-    pub fn forget_before(&mut self, t: UnixSeconds) {
-        let slot = t.div_euclid(self.slot_seconds);
-        for book in self.zones.values_mut() {
-            while book.origin < slot && !book.promised.is_empty() {
-                book.promised.pop_front();
-                book.origin += 1;
-            }
-        }
-    }
-
-    /// Millicores promised in `zone` during the slot containing `t`.
-    pub fn promised_at(&self, zone: &ZoneId, t: UnixSeconds) -> u64 {
-        self.zones
-            .get(zone)
-            .map_or(0, |b| b.slot_value(t.div_euclid(self.slot_seconds)))
-    }
-
-    /// Millicores still free to promise per slot from `from_slot`, `n` slots,
-    /// after `headroom`; `None` when the zone's capacity is not limited.
-    fn free_slots(
-        &self,
-        zone: &ZoneId,
-        from_slot: i64,
-        n: usize,
-        headroom: f64,
-    ) -> Option<Vec<u64>> {
-        let mut out = Vec::new();
-        self.free_slots_into(zone, from_slot, n, headroom, &mut out)
-            .then_some(out)
-    }
-
-    /// Like [`Self::free_slots`], into a reused buffer; false when the zone
-    /// is not limited.
-    fn free_slots_into(
-        &self,
-        zone: &ZoneId,
-        from_slot: i64,
-        n: usize,
-        headroom: f64,
-        out: &mut Vec<u64>,
-    ) -> bool {
-        out.clear();
-        let Some(book) = self.zones.get(zone) else {
-            return false;
-        };
-        if book.capacity_millis == 0 {
-            return false;
-        }
-        let cap = (book.capacity_millis as f64 * headroom) as u64;
-        out.extend((0..n as i64).map(|k| cap.saturating_sub(book.slot_value(from_slot + k))));
-        true
-    }
-}
-
-/// One zone's usable data for planning.
-struct ZoneView<'a> {
-    zone: &'a ZoneId,
-    /// Intensity per slot from the slot containing `now`.
-    slots: Vec<f64>,
-    /// Prefix sums of `slots`.
-    prefix: Vec<f64>,
-    /// Mean of the slots, used beyond the forecast's end.
-    tail: f64,
-}
-
-impl ZoneView<'_> {
-    /// Average intensity over `[t, t + d)`, where `t` is given in seconds
-    /// after the start of slot 0.
-    fn average(&self, offset: i64, d: i64, step: i64) -> f64 {
-        let n = self.slots.len() as i64;
-        let horizon = n * step;
-        let a = offset.clamp(0, horizon);
-        let b = (offset + d).clamp(0, horizon);
-        let covered = self.integral(b, step) - self.integral(a, step);
-        let uncovered = (d - (b - a)).max(0) as f64;
-        (covered + uncovered * self.tail) / d.max(1) as f64
-    }
-
-    /// Average over a run of `d = dq · step + dr` seconds starting at the
-    /// start of slot `k`, without divisions (the planner's inner loop).
-    fn average_aligned(&self, k: usize, dq: usize, dr: i64, d: i64, step: i64) -> f64 {
-        if k + dq >= self.slots.len() {
-            return self.average(step * k as i64, d, step);
-        }
-        let whole = (self.prefix[k + dq] - self.prefix[k]) * step as f64;
-        let part = self.slots[k + dq] * dr as f64;
-        (whole + part) / d as f64
-    }
-
-    /// Integral of the intensity from slot 0's start to `x` seconds, in
-    /// g/kWh·s, for `0 <= x <= horizon`.
-    fn integral(&self, x: i64, step: i64) -> f64 {
-        let k = (x / step) as usize;
-        let rem = x - (k as i64) * step;
-        let whole = self.prefix.get(k).copied().unwrap_or(0.0) * step as f64;
-        let part = self.slots.get(k).copied().unwrap_or(0.0) * rem as f64;
-        whole + part
-    }
-}
-
-fn zone_view<'a>(
-    zone: &'a ZoneId,
-    record: &ZoneRecord,
-    now: UnixSeconds,
-    step: i64,
-    needed_until: UnixSeconds,
-) -> ZoneView<'a> {
-    let slot0 = now.div_euclid(step) * step;
-    let wanted = usize::try_from((needed_until - slot0).div_euclid(step) + 2).unwrap_or(1);
-    let mut slots = Vec::with_capacity(wanted.min(crate_max_slots()));
-    slots.push(record.carbon_intensity.g_per_kwh());
-    let mut tail_sum = slots[0];
-    let mut tail_n = 1.0;
-    if let Some(f) = &record.forecast {
-        let first = slot0 + step;
-        if i64::from(f.step_seconds) == step {
-            // Same grid: read the values directly.
-            if first >= f.start
-                && let Ok(i0) = usize::try_from((first - f.start) / step)
-            {
-                let rest = f.values.get(i0..).unwrap_or(&[]);
-                let used = rest.len().min(wanted.saturating_sub(1));
-                slots.extend(rest[..used].iter().map(|v| v.g_per_kwh()));
-                // The tail (the mean of what the forecast says) is only used
-                // when the run outlives the forecast: sum it only then.
-                if used == rest.len() {
-                    tail_sum += rest.iter().map(|v| v.g_per_kwh()).sum::<f64>();
-                    tail_n += rest.len() as f64;
-                }
-            }
-        } else {
-            let mut t = first;
-            while t < f.end() {
-                let Some(v) = f.value_at(t) else { break };
-                tail_sum += v.g_per_kwh();
-                tail_n += 1.0;
-                if slots.len() < wanted {
-                    slots.push(v.g_per_kwh());
-                }
-                t += step;
-            }
-        }
-    }
-    let mut prefix = Vec::with_capacity(slots.len() + 1);
-    prefix.push(0.0);
-    let mut acc = 0.0;
-    for v in &slots {
-        acc += v;
-        prefix.push(acc);
-    }
-    ZoneView {
-        zone,
-        slots,
-        prefix,
-        tail: tail_sum / tail_n,
-    }
-}
-
-/// Upper bound on the slots a view keeps (three days of hours and then some).
-const fn crate_max_slots() -> usize {
-    carbon_kube_model::record::MAX_FORECAST_POINTS + 2
-}
-
 /// Plans the release of one deferrable pod. See the module documentation.
 pub fn plan_release(
     req: &DeferralRequest<'_>,
     snapshot: &Snapshot,
-    promised: &PromisedCapacity,
+    ledger: &CapacityLedger,
     cfg: &DeferralConfig,
 ) -> ReleasePlan {
     let now = req.now;
     let duration = req.expected_duration_seconds.max(1);
     let latest_start = req.latest_start();
     let latest_release = latest_start - cfg.start_safety_seconds.max(0);
-    let step = promised.slot_seconds;
+    let step = ledger.slot_seconds();
     let allowed: Vec<&ZoneId> = if req.zones.is_empty() {
         snapshot.zones.keys().collect()
     } else {
@@ -556,13 +347,14 @@ pub fn plan_release(
     }
     let slot0 = now.div_euclid(step) * step;
     let offset_now = now - slot0;
-    let headroom = cfg.capacity_headroom;
-    // The best zone to release into now: capacity permitting (all of it: the
-    // headroom is for promises about an uncertain future), else the cleanest
-    // regardless of capacity (releasing never waits on capacity).
+    let need = req.requests;
+    let (mut fits, mut scratch) = (Vec::new(), Vec::new());
+    // The best zone to release into now: one node must have room for the
+    // whole run (all of it: the headroom is for promises about an uncertain
+    // future); else the cleanest, to queue in if no later window has room.
     let now_slot = now.div_euclid(step);
-    let run_slots_from_now =
-        ((now + duration + step - 1).div_euclid(step) - now_slot).max(1) as usize;
+    let (now_from, now_to) = ledger.slots(now, duration);
+    let run_slots_from_now = usize::try_from(now_to - now_from).unwrap_or(1).max(1);
     let mut best_now: Option<(f64, usize)> = None;
     let mut cleanest_now: Option<(f64, usize)> = None;
     for (i, v) in views.iter().enumerate() {
@@ -570,10 +362,19 @@ pub fn plan_release(
         if cleanest_now.is_none_or(|(b, _)| avg < b) {
             cleanest_now = Some((avg, i));
         }
-        let fits = promised
-            .free_slots(v.zone, now_slot, run_slots_from_now, 1.0)
-            .is_none_or(|free| free.iter().all(|f| *f >= req.cpu_millis));
-        if fits && best_now.is_none_or(|(b, _)| avg < b) {
+        let limited = ledger.fitting_starts(
+            v.zone,
+            now_slot,
+            1,
+            run_slots_from_now,
+            need,
+            1.0,
+            None,
+            &mut fits,
+            &mut scratch,
+        );
+        let room = !limited || fits.first().copied().unwrap_or(false);
+        if room && best_now.is_none_or(|(b, _)| avg < b) {
             best_now = Some((avg, i));
         }
     }
@@ -585,77 +386,93 @@ pub fn plan_release(
         plan.reason = ReleaseReason::Deadline;
         return plan;
     }
-    plan.reason = ReleaseReason::NowIsBest;
-    // Aligned candidate starts: slot boundaries after now, up to the latest release.
+    plan.reason = if best_now.is_some() {
+        ReleaseReason::NowIsBest
+    } else {
+        ReleaseReason::NoRoom
+    };
+    // Aligned candidate starts: slot boundaries after now, up to the latest
+    // release, each only where one node has room for the whole run.
     let last_k = (latest_release - slot0).div_euclid(step);
+    let n_cand = usize::try_from(last_k).unwrap_or(0);
     let run_slots = ((duration + step - 1) / step).max(1) as usize;
     let mut best: Option<(f64, f64, usize, UnixSeconds)> = best_now.map(|(a, i)| (a, a, i, now));
     let (dq, dr) = ((duration / step) as usize, duration % step);
-    let mut free = Vec::new();
-    let mut free_min = Vec::new();
-    let mut deque = VecDeque::new();
-    for (i, v) in views.iter().enumerate() {
-        let n_cand = usize::try_from(last_k).unwrap_or(0);
-        if n_cand == 0 {
-            continue;
-        }
-        // Free capacity over each candidate's run: sliding minimum.
-        let limited = promised.free_slots_into(
-            v.zone,
-            now_slot + 1,
-            n_cand + run_slots,
-            headroom,
-            &mut free,
-        );
-        if limited {
-            sliding_min_into(&free, run_slots, &mut deque, &mut free_min);
-        }
-        for k in 1..=n_cand {
-            let t = slot0 + step * k as i64;
-            if limited && free_min.get(k - 1).is_none_or(|f| *f < req.cpu_millis) {
-                continue;
-            }
-            let avg = v.average_aligned(k, dq, dr, duration, step);
-            let lead_h = (t - now) as f64 / 3600.0;
-            let eff = avg * (1.0 + cfg.error_margin_per_hour * lead_h);
-            if best.is_none_or(|(b, _, _, _)| eff < b) {
-                best = Some((eff, avg, i, t));
+    if n_cand > 0 {
+        for (i, v) in views.iter().enumerate() {
+            let limited = ledger.fitting_starts(
+                v.zone,
+                now_slot + 1,
+                n_cand,
+                run_slots,
+                need,
+                cfg.capacity_headroom,
+                None,
+                &mut fits,
+                &mut scratch,
+            );
+            for k in 1..=n_cand {
+                if limited && !fits.get(k - 1).copied().unwrap_or(false) {
+                    continue;
+                }
+                let t = slot0 + step * k as i64;
+                let avg = v.average_aligned(k, dq, dr, duration, step);
+                let lead_h = (t - now) as f64 / 3600.0;
+                let eff = avg * (1.0 + cfg.error_margin_per_hour * lead_h);
+                if best.is_none_or(|(b, _, _, _)| eff < b) {
+                    best = Some((eff, avg, i, t));
+                }
             }
         }
     }
-    if let Some((_, avg, i, t)) = best
-        && t > now
-        && now_avg > 0.0
-        && (now_avg - avg * (1.0 + cfg.error_margin_per_hour * (t - now) as f64 / 3600.0))
-            >= cfg.min_saving_fraction * now_avg
-    {
+    let Some((eff, avg, i, t)) = best else {
+        // No room now nor in any window before the latest release, as the
+        // ledger stands. The urgent pod wins: the earliest start (now
+        // included) where one node has room once the plans of pods with a
+        // later latest start give theirs up; those plans are made again.
+        for v in &views {
+            let limited = ledger.fitting_starts(
+                v.zone,
+                now_slot,
+                n_cand + 1,
+                run_slots_from_now.max(run_slots),
+                need,
+                1.0,
+                Some(latest_start),
+                &mut fits,
+                &mut scratch,
+            );
+            if let Some(k) = fits.iter().position(|f| *f).filter(|_| limited) {
+                let t = if k == 0 { now } else { slot0 + step * k as i64 };
+                if plan.reason == ReleaseReason::UrgentRoom && t >= plan.release_at {
+                    continue;
+                }
+                plan.release_at = t;
+                plan.zone = Some(v.zone.clone());
+                plan.expected_g_per_kwh = Some(v.average(t - slot0, duration, step));
+                plan.reason = ReleaseReason::UrgentRoom;
+            }
+        }
+        if plan.reason != ReleaseReason::UrgentRoom {
+            // Not even then: hold the pod (promising nothing) until its latest
+            // release; the caller plans it again as room frees.
+            plan.release_at = latest_release;
+        }
+        return plan;
+    };
+    let worth_it =
+        best_now.is_none() || (now_avg > 0.0 && now_avg - eff >= cfg.min_saving_fraction * now_avg);
+    if t > now && worth_it {
         plan.release_at = t;
         plan.zone = Some(views[i].zone.clone());
         plan.expected_g_per_kwh = Some(avg);
-        plan.reason = ReleaseReason::GreenWindow;
+        plan.reason = if best_now.is_some() {
+            ReleaseReason::GreenWindow
+        } else {
+            ReleaseReason::WaitForRoom
+        };
     }
     plan
-}
-
-/// Minimum of every window of `w` consecutive values, into `out`.
-fn sliding_min_into(v: &[u64], w: usize, dq: &mut VecDeque<usize>, out: &mut Vec<u64>) {
-    let w = w.max(1);
-    out.clear();
-    dq.clear();
-    for (i, x) in v.iter().enumerate() {
-        while dq.back().is_some_and(|&j| v[j] >= *x) {
-            dq.pop_back();
-        }
-        dq.push_back(i);
-        if dq.front().is_some_and(|&j| j + w <= i) {
-            dq.pop_front();
-        }
-        if i + 1 >= w
-            && let Some(&j) = dq.front()
-        {
-            out.push(v[j]);
-        }
-    }
 }
 
 /// Formats unix seconds as `YYYY-MM-DD HH:MM UTC` without a time library.

@@ -187,7 +187,7 @@ fn main() -> anyhow::Result<()> {
             lp: Some(lp.clone()),
             integer_gap: Some(gap),
         },
-        policies: Report::rows(outcomes.clone(), Some(lp.kg_co2)),
+        policies: Report::rows(outcomes.clone(), Some(lp.kg_co2), Some(per_job)),
         notes: vec![format!(
             "knobs tuned on 2022: {}",
             serde_json::to_string(&best)?

@@ -9,8 +9,8 @@ use std::collections::{BTreeMap, BinaryHeap, HashMap};
 
 use carbon_kube_model::{Snapshot, UnixSeconds, ZoneId};
 use carbon_kube_policy::deferral::{
-    DeferralConfig, DeferralRequest, PromisedCapacity, ReleasePlan, ReleaseReason, plan_release,
-    should_revise,
+    Booking, CapacityLedger, DeferralConfig, DeferralRequest, ReleasePlan, ReleaseReason,
+    plan_release, should_revise,
 };
 use carbon_kube_policy::placement::{
     Candidate, PlacementConfig, PodView, filter_nodes, score_nodes,
@@ -107,6 +107,16 @@ pub struct Outcome {
     pub energy_kwh: f64,
     /// Jobs finished after their deadline.
     pub deadline_misses: u64,
+    /// Of those, jobs the carbon-agnostic baseline finished in time: misses
+    /// this policy's decisions caused (deferral or placement). Filled in by
+    /// [`Outcome::split_misses`].
+    pub deadline_misses_caused: u64,
+    /// Of those, jobs the baseline missed too: capacity the cluster lacked
+    /// whatever the policy.
+    pub deadline_misses_capacity: u64,
+    /// Ids of the jobs that missed their deadline.
+    #[serde(skip)]
+    pub missed_jobs: Vec<u32>,
     /// Mean start − arrival, hours.
     pub mean_delay_hours: f64,
     /// 95th percentile of start − arrival, hours.
@@ -129,6 +139,19 @@ pub struct Outcome {
     pub hourly_cpu: Vec<Vec<f32>>,
 }
 
+impl Outcome {
+    /// Splits this policy's deadline misses by cause against the
+    /// carbon-agnostic baseline's: a miss of a job the baseline also missed
+    /// is capacity the cluster lacked; any other miss was caused by this
+    /// policy's decisions.
+    pub fn split_misses(&mut self, baseline: &Outcome) {
+        let base: std::collections::HashSet<u32> = baseline.missed_jobs.iter().copied().collect();
+        let shared = self.missed_jobs.iter().filter(|j| base.contains(j)).count() as u64;
+        self.deadline_misses_capacity = shared;
+        self.deadline_misses_caused = self.deadline_misses - shared;
+    }
+}
+
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
 enum Ev {
     Finish = 0,
@@ -145,6 +168,8 @@ struct JobState {
     home: Option<usize>,
     preferred: Option<usize>,
     plan: Option<ReleasePlan>,
+    /// The plan's promise in the capacity ledger.
+    booking: Option<Booking>,
     revisions: u8,
     held: bool,
 }
@@ -261,7 +286,16 @@ struct Run<'w, 'a> {
     heap: BinaryHeap<Reverse<(UnixSeconds, Ev, u32)>>,
     pending: Vec<u32>,
     held: Vec<u32>,
-    ledger: PromisedCapacity,
+    ledger: CapacityLedger,
+    /// While set (to `now`), only nodes where a job's run breaks no promise
+    /// of a more urgent job count as fitting: the room promised to planned
+    /// jobs is reserved (temporal Carbon-Kube only).
+    honour_promises: Option<UnixSeconds>,
+    /// Jobs held because no window before their latest start had room
+    /// (`NoRoom`): retried, most urgent first, whenever room frees, as the
+    /// gate controller replans them on every pass.
+    no_room: Vec<u32>,
+    node_index: HashMap<String, usize>,
     snap_hour: i64,
     snap: Snapshot,
     out: Outcome,
@@ -276,22 +310,21 @@ impl<'w, 'a> Run<'w, 'a> {
         let mut node_zone = Vec::new();
         let mut resolutions = Vec::new();
         let mut zone_nodes = vec![Vec::new(); w.cluster.zones.len()];
-        let mut ledger = PromisedCapacity::new(HOUR);
+        let mut ledger = CapacityLedger::new(HOUR);
         for (zi, z) in w.cluster.zones.iter().enumerate() {
-            ledger.set_capacity(
-                z.zone.clone(),
-                u64::from(z.nodes) * u64::from(z.cpus_per_node) * 1000,
-            );
             for n in 0..z.nodes {
                 zone_nodes[zi].push(nodes.len());
+                let name = format!("{}-{n}", z.zone);
+                let allocatable = Resources::new(
+                    i64::from(z.cpus_per_node) * 1000,
+                    (z.memory_gb_per_node * 1024.0 * 1024.0 * 1024.0) as i64,
+                );
+                ledger.add_node(z.zone.clone(), &name, allocatable);
                 nodes.push(NodeView {
-                    name: format!("{}-{n}", z.zone),
+                    name,
                     labels: BTreeMap::new(),
                     provider_id: None,
-                    allocatable: Resources::new(
-                        i64::from(z.cpus_per_node) * 1000,
-                        (z.memory_gb_per_node * 1024.0 * 1024.0 * 1024.0) as i64,
-                    ),
+                    allocatable,
                     requested: Resources::new(0, 0),
                 });
                 node_zone.push(zi);
@@ -303,6 +336,11 @@ impl<'w, 'a> Run<'w, 'a> {
         }
         let hours = w.traces.hours();
         let zones = w.cluster.zones.len();
+        let node_index = nodes
+            .iter()
+            .enumerate()
+            .map(|(i, n)| (n.name.clone(), i))
+            .collect();
         Self {
             w,
             policy,
@@ -315,7 +353,10 @@ impl<'w, 'a> Run<'w, 'a> {
             heap: BinaryHeap::with_capacity(w.jobs.len() * 2),
             pending: Vec::new(),
             held: Vec::new(),
+            node_index,
             ledger,
+            honour_promises: None,
+            no_room: Vec::new(),
             snap_hour: -1,
             snap: Snapshot::default(),
             out: Outcome {
@@ -368,7 +409,10 @@ impl<'w, 'a> Run<'w, 'a> {
         for j in self.w.jobs {
             self.push(j.arrival, Ev::Arrival, j.id);
         }
-        if matches!(self.policy.strategy, Strategy::ThresholdHold { .. }) {
+        if matches!(
+            self.policy.strategy,
+            Strategy::ThresholdHold { .. } | Strategy::CarbonKube { temporal: true, .. }
+        ) {
             for h in 1..=self.w.traces.hours() as i64 {
                 self.push(self.w.traces.start + h * HOUR, Ev::Tick, 0);
             }
@@ -416,6 +460,16 @@ impl<'w, 'a> Run<'w, 'a> {
         node.allocatable.cpu_millis - node.requested.cpu_millis >= j.cpu_millis as i64
             && node.allocatable.memory_bytes - node.requested.memory_bytes
                 >= (j.memory_mib * 1024 * 1024) as i64
+            && self.honour_promises.is_none_or(|now| {
+                self.ledger.fits_on_node_before(
+                    &self.zone_ids[self.node_zone[n]],
+                    &node.name,
+                    now,
+                    j.duration,
+                    job_requests(j),
+                    j.latest_start(),
+                )
+            })
     }
 
     /// The most free CPU and the most free memory on any node (not
@@ -598,7 +652,7 @@ impl<'w, 'a> Run<'w, 'a> {
             deadline: j.deadline,
             expected_duration_seconds: j.duration,
             zones: &zones,
-            cpu_millis: j.cpu_millis,
+            requests: job_requests(j),
         };
         if use_ledger {
             if self.hour_of(now) != self.ledger_hour {
@@ -607,7 +661,7 @@ impl<'w, 'a> Run<'w, 'a> {
             }
             plan_release(&req, &self.snap, &self.ledger, cfg)
         } else {
-            plan_release(&req, &self.snap, &PromisedCapacity::new(HOUR), cfg)
+            plan_release(&req, &self.snap, &CapacityLedger::new(HOUR), cfg)
         }
     }
 
@@ -621,17 +675,31 @@ impl<'w, 'a> Run<'w, 'a> {
         let zone = self.zone_index(&plan.zone);
         let st = &mut self.state[id as usize];
         st.preferred = st.home.or(zone);
-        if plan.reason == ReleaseReason::GreenWindow && plan.release_at > now {
+        if plan.holds(now) {
             if st.plan.is_none() {
                 self.out.deferred_jobs += 1;
             }
-            if use_ledger && let Some(z) = &plan.zone {
-                self.ledger
-                    .promise(z, plan.release_at, j.duration, j.cpu_millis);
+            if use_ledger
+                && plan.promises_room(now)
+                && let Some(z) = &plan.zone
+            {
+                let booking = self.ledger.promise(
+                    z,
+                    plan.release_at,
+                    j.duration,
+                    job_requests(j),
+                    plan.latest_start,
+                );
+                self.state[id as usize].booking = Some(booking);
             }
             let t = plan.release_at;
+            let no_room = plan.reason == ReleaseReason::NoRoom;
             self.state[id as usize].plan = Some(plan);
             self.push(t, Ev::Release, id);
+            if no_room && use_ledger {
+                self.no_room.push(id);
+                self.start_no_room(now, id);
+            }
         } else {
             *self
                 .out
@@ -658,21 +726,23 @@ impl<'w, 'a> Run<'w, 'a> {
                 let standing = self.state[id as usize].plan.clone();
                 let home = self.state[id as usize].home;
                 let cfg = self.w.tuning.deferral.clone();
-                let j = &self.w.jobs[id as usize];
-                if let Some(old) = &standing
-                    && let Some(z) = &old.zone
-                {
-                    self.ledger
-                        .withdraw(z, old.release_at, j.duration, j.cpu_millis);
+                if let Some(b) = self.state[id as usize].booking.take() {
+                    self.ledger.withdraw(&b);
                 }
                 let fresh = self.plan(now, id, home, &cfg, true);
                 let revisions = self.state[id as usize].revisions;
-                let move_it = fresh.reason == ReleaseReason::GreenWindow
-                    && fresh.release_at > now
-                    && revisions < 3
-                    && standing
-                        .as_ref()
-                        .is_none_or(|s| should_revise(s, &fresh, &cfg));
+                // No room now: keep waiting for the room the planner found
+                // (never release into a queue before the latest start).
+                let no_room_now = matches!(
+                    fresh.reason,
+                    ReleaseReason::WaitForRoom | ReleaseReason::NoRoom
+                );
+                let move_it = fresh.holds(now)
+                    && (no_room_now
+                        || (revisions < 3
+                            && standing
+                                .as_ref()
+                                .is_none_or(|s| should_revise(s, &fresh, &cfg))));
                 if move_it {
                     self.state[id as usize].revisions += 1;
                     self.apply_plan(now, id, fresh, true);
@@ -699,6 +769,10 @@ impl<'w, 'a> Run<'w, 'a> {
     }
 
     fn on_tick(&mut self, now: UnixSeconds) {
+        if let Strategy::CarbonKube { temporal: true, .. } = self.policy.strategy {
+            self.replan_no_room(now);
+            return;
+        }
         let Strategy::ThresholdHold { threshold } = self.policy.strategy else {
             return;
         };
@@ -718,6 +792,25 @@ impl<'w, 'a> Run<'w, 'a> {
         self.held = keep;
     }
 
+    /// Every hour (a new snapshot), the jobs held for lack of room are
+    /// planned again, most urgent first, as the gate controller replans on
+    /// every pass: room may have appeared in a later window.
+    fn replan_no_room(&mut self, now: UnixSeconds) {
+        let mut held = std::mem::take(&mut self.no_room);
+        held.retain(|&h| self.state[h as usize].released.is_none());
+        held.sort_by_key(|&h| self.w.jobs[h as usize].latest_start());
+        let cfg = self.w.tuning.deferral.clone();
+        for id in held {
+            let home = self.state[id as usize].home;
+            let fresh = self.plan(now, id, home, &cfg, true);
+            if fresh.reason == ReleaseReason::NoRoom {
+                self.no_room.push(id);
+            } else {
+                self.apply_plan(now, id, fresh, true);
+            }
+        }
+    }
+
     fn release(&mut self, now: UnixSeconds, id: u32) {
         self.state[id as usize].released = Some(now);
         *self.releases_per_hour.entry(self.hour_of(now)).or_default() += 1;
@@ -728,9 +821,90 @@ impl<'w, 'a> Run<'w, 'a> {
     }
 
     fn try_start(&mut self, now: UnixSeconds, id: u32) -> bool {
-        let Some(n) = self.choose_node(now, id) else {
+        let temporal = matches!(
+            self.policy.strategy,
+            Strategy::CarbonKube { temporal: true, .. }
+        );
+        let chosen = if temporal {
+            // The room the plan reserved first; else a node where the run
+            // breaks no other plan's promise; else any node with room now.
+            let j = &self.w.jobs[id as usize];
+            let booking = self.state[id as usize].booking.take();
+            let reserved = booking
+                .as_ref()
+                .and_then(|b| self.ledger.booked_node(b))
+                .and_then(|name| self.node_index.get(name).copied());
+            if let Some(b) = &booking {
+                self.ledger.withdraw(b);
+            }
+            self.honour_promises = Some(now);
+            let n = reserved
+                .filter(|&n| self.fits(n, j))
+                .or_else(|| self.choose_node(now, id));
+            self.honour_promises = None;
+            n.or_else(|| self.choose_node(now, id))
+        } else {
+            self.choose_node(now, id)
+        };
+        let Some(n) = chosen else {
             return false;
         };
+        self.start_on(now, id, n);
+        true
+    }
+
+    /// Starts a job held for lack of room if some node has room for its run
+    /// now, counting as free the room promised to less urgent jobs (whose
+    /// plans are then made again when they come due). Returns whether it
+    /// started.
+    fn start_no_room(&mut self, now: UnixSeconds, id: u32) -> bool {
+        if self.state[id as usize].released.is_some() {
+            return true;
+        }
+        let j = &self.w.jobs[id as usize];
+        let mut zones: Vec<usize> = match self.state[id as usize].home {
+            Some(z) => vec![z],
+            None => (0..self.zone_nodes.len()).collect(),
+        };
+        let mut greenness: Vec<(f64, usize)> =
+            zones.iter().map(|&z| (self.current(now, z), z)).collect();
+        greenness.sort_by(|a, b| a.0.total_cmp(&b.0));
+        zones = greenness.into_iter().map(|(_, z)| z).collect();
+        let need = job_requests(j);
+        let found = zones.iter().find_map(|&z| {
+            self.zone_nodes[z]
+                .iter()
+                .copied()
+                .filter(|&n| {
+                    self.fits(n, j)
+                        && self.ledger.fits_on_node_before(
+                            &self.zone_ids[z],
+                            &self.nodes[n].name,
+                            now,
+                            j.duration,
+                            need,
+                            j.latest_start(),
+                        )
+                })
+                .min_by_key(|&n| {
+                    self.nodes[n].allocatable.cpu_millis - self.nodes[n].requested.cpu_millis
+                })
+        });
+        let Some(n) = found else {
+            return false;
+        };
+        self.state[id as usize].released = Some(now);
+        *self.releases_per_hour.entry(self.hour_of(now)).or_default() += 1;
+        *self
+            .out
+            .release_reasons
+            .entry(ReleaseReason::NoRoom.as_str().to_owned())
+            .or_default() += 1;
+        self.start_on(now, id, n);
+        true
+    }
+
+    fn start_on(&mut self, now: UnixSeconds, id: u32, n: usize) {
         let j = &self.w.jobs[id as usize];
         let node = &mut self.nodes[n];
         node.requested = node.requested.saturating_add(Resources::new(
@@ -745,11 +919,18 @@ impl<'w, 'a> Run<'w, 'a> {
             self.policy.strategy,
             Strategy::CarbonKube { temporal: true, .. }
         ) {
-            self.ledger
-                .promise(&self.zone_ids[z], now, j.duration, j.cpu_millis);
+            // The run is booked on the node it really landed on, until its
+            // expected end (what the gate controller learns from bound pods).
+            let name = &self.nodes[n].name;
+            self.ledger.occupy(
+                &self.zone_ids[z],
+                name,
+                now,
+                Some(now + j.duration),
+                job_requests(j),
+            );
         }
         self.push(now + j.duration, Ev::Finish, id);
-        true
     }
 
     fn on_finish(&mut self, now: UnixSeconds, id: u32) {
@@ -783,6 +964,7 @@ impl<'w, 'a> Run<'w, 'a> {
         zo.cpu_hours += j.vcpus() * j.duration as f64 / HOUR as f64;
         if now > j.deadline {
             self.out.deadline_misses += 1;
+            self.out.missed_jobs.push(id);
             if std::env::var_os("CARBON_KUBE_SIM_DEBUG").is_some() {
                 let st = &self.state[id as usize];
                 eprintln!(
@@ -818,6 +1000,18 @@ impl<'w, 'a> Run<'w, 'a> {
             }
             self.pending = still;
         }
+        if !self.no_room.is_empty() {
+            let mut held = std::mem::take(&mut self.no_room);
+            held.retain(|&h| self.state[h as usize].released.is_none());
+            held.sort_by_key(|&h| self.w.jobs[h as usize].latest_start());
+            let mut still = Vec::with_capacity(held.len());
+            for h in held {
+                if !self.start_no_room(now, h) {
+                    still.push(h);
+                }
+            }
+            self.no_room = still;
+        }
     }
 
     fn finish(mut self) -> Outcome {
@@ -831,8 +1025,12 @@ impl<'w, 'a> Run<'w, 'a> {
             .zip(&self.state)
             .map(|(j, s)| (s.started.unwrap_or(j.arrival) - j.arrival) as f64 / HOUR as f64)
             .collect();
-        let unstarted = self.state.iter().filter(|s| s.started.is_none()).count() as u64;
-        self.out.deadline_misses += unstarted;
+        for (id, st) in self.state.iter().enumerate() {
+            if st.started.is_none() {
+                self.out.deadline_misses += 1;
+                self.out.missed_jobs.push(id as u32);
+            }
+        }
         delays.sort_by(f64::total_cmp);
         if !delays.is_empty() {
             self.out.mean_delay_hours = delays.iter().sum::<f64>() / delays.len() as f64;
@@ -843,6 +1041,11 @@ impl<'w, 'a> Run<'w, 'a> {
             self.releases_per_hour.values().copied().max().unwrap_or(0);
         self.out
     }
+}
+
+/// What a job asks of one node.
+fn job_requests(j: &Job) -> Resources {
+    Resources::new(j.cpu_millis as i64, (j.memory_mib * 1024 * 1024) as i64)
 }
 
 /// "Let's Wait Awhile": the lowest forecast window, taken at face value: no

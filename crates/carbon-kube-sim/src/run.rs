@@ -35,6 +35,10 @@ pub struct Args {
     /// file; files of one zone for consecutive years are joined).
     #[arg(long, value_name = "DIR")]
     pub traces: Option<PathBuf>,
+    /// Simulate only these zones of the traces, comma-separated (e.g.
+    /// `--zones DE` for a single-zone cluster: one grid, the common case).
+    #[arg(long, value_delimiter = ',', value_name = "ZONES")]
+    pub zones: Vec<String>,
     /// Which intensity column of the exports to use.
     #[arg(long, value_enum, default_value_t = Column::Direct)]
     pub column: Column,
@@ -113,6 +117,7 @@ impl Default for Args {
     fn default() -> Self {
         Self {
             traces: None,
+            zones: Vec::new(),
             column: Column::Direct,
             workload: None,
             scenario: None,
@@ -335,6 +340,26 @@ pub fn load(args: &Args) -> Result<Inputs, SimError> {
             carbon_model::generate_set(&chosen, start, scenario.days as usize * 24, args.seed)?
         }
     };
+    if !args.zones.is_empty() {
+        let mut keep = Vec::new();
+        for z in &args.zones {
+            let id = ZoneId::parse(z)
+                .map_err(|e| SimError::Inconsistent(format!("--zones {z:?}: {e}")))?;
+            let i = traces.zone_index(&id).ok_or_else(|| {
+                SimError::Inconsistent(format!(
+                    "--zones: no trace for zone {id} (traces: {})",
+                    traces
+                        .zones
+                        .iter()
+                        .map(|t| t.zone.as_str())
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ))
+            })?;
+            keep.push(traces.zones[i].clone());
+        }
+        traces.zones = keep;
+    }
     if traces.hours() == 0 {
         return Err(SimError::Inconsistent("the traces are empty".into()));
     }
@@ -474,6 +499,7 @@ pub fn simulate(args: &Args) -> Result<(Report, Inputs), SimError> {
     }
     bar.finish();
     let lp_kg = oracle_report.lp.as_ref().map(|l| l.kg_co2);
+    let per_job_kg = oracle_report.per_job_kg_co2;
     let mut notes = vec![
         "saving = (baseline − policy) / baseline; of oracle = (baseline − policy) / (baseline − LP bound). \
          misses = jobs finished after their deadline; delay = start − arrival; peak/h = most jobs released in one clock hour."
@@ -508,7 +534,7 @@ pub fn simulate(args: &Args) -> Result<(Report, Inputs), SimError> {
         forecast_error_text: inputs.error.describe(),
         supplied_forecasts: inputs.supplied.as_ref().map(|s| s.summary(&inputs.traces)),
         oracle: oracle_report,
-        policies: Report::rows(outcomes, lp_kg),
+        policies: Report::rows(outcomes, lp_kg, per_job_kg),
         notes,
     };
     Ok((report, inputs))

@@ -1,5 +1,7 @@
 use super::*;
-use carbon_kube_model::{CarbonIntensity, Forecast, Source};
+use std::collections::BTreeMap;
+
+use carbon_kube_model::{CarbonIntensity, Forecast, Source, ZoneRecord};
 
 const H: i64 = 3600;
 const T0: i64 = 1_700_000_000 / H * H; // on the hour
@@ -40,7 +42,7 @@ fn request(deadline_h: i64, duration_h: i64) -> DeferralRequest<'static> {
         deadline: T0 + deadline_h * H,
         expected_duration_seconds: duration_h * H,
         zones: &[],
-        cpu_millis: 1000,
+        requests: Resources::new(1000, 1 << 30),
     }
 }
 
@@ -63,7 +65,7 @@ fn defers_to_the_green_window_before_the_deadline() {
     let plan = plan_release(
         &request(12, 2),
         &s,
-        &PromisedCapacity::new(H),
+        &CapacityLedger::new(H),
         &DeferralConfig::default(),
     );
     assert_eq!(plan.reason, ReleaseReason::GreenWindow);
@@ -90,13 +92,13 @@ fn never_plans_past_the_latest_start() {
     // The dip starts at hour 10, but a 4 h job due at hour 12 must start by hour 8.
     let s = snapshot(&[("DE", &with_dip(24, 10))]);
     let cfg = DeferralConfig::default();
-    let plan = plan_release(&request(12, 4), &s, &PromisedCapacity::new(H), &cfg);
+    let plan = plan_release(&request(12, 4), &s, &CapacityLedger::new(H), &cfg);
     assert!(plan.release_at <= plan.latest_start - cfg.start_safety_seconds);
     assert_eq!(plan.latest_start, T0 + 8 * H);
     // A window straddling the latest start is taken partly (hour 7 start
     // catches two hours of the dip) or not at all, never after it.
     for deadline in 1..20 {
-        let p = plan_release(&request(deadline, 2), &s, &PromisedCapacity::new(H), &cfg);
+        let p = plan_release(&request(deadline, 2), &s, &CapacityLedger::new(H), &cfg);
         assert!(
             p.release_at <= (T0 + (deadline - 2) * H - cfg.start_safety_seconds).max(T0),
             "deadline {deadline}: {p:?}"
@@ -111,7 +113,7 @@ fn releases_for_the_deadline_whatever_the_data_says() {
     let plan = plan_release(
         &request(2, 2),
         &s,
-        &PromisedCapacity::new(H),
+        &CapacityLedger::new(H),
         &DeferralConfig::default(),
     );
     assert_eq!(plan.reason, ReleaseReason::Deadline);
@@ -120,7 +122,7 @@ fn releases_for_the_deadline_whatever_the_data_says() {
     let plan = plan_release(
         &request(-5, 2),
         &s,
-        &PromisedCapacity::new(H),
+        &CapacityLedger::new(H),
         &DeferralConfig::default(),
     );
     assert_eq!(plan.reason, ReleaseReason::Deadline);
@@ -133,7 +135,7 @@ fn fails_open_without_fresh_data() {
     let plan = plan_release(
         &request(12, 2),
         &Snapshot::default(),
-        &PromisedCapacity::new(H),
+        &CapacityLedger::new(H),
         &cfg,
     );
     assert_eq!((plan.reason, plan.release_at), (ReleaseReason::NoData, T0));
@@ -142,14 +144,14 @@ fn fails_open_without_fresh_data() {
     let s = snapshot(&[("DE", &with_dip(24, 5))]);
     let mut req = request(60, 2);
     req.now = T0 + cfg.max_data_age_seconds + 1;
-    let plan = plan_release(&req, &s, &PromisedCapacity::new(H), &cfg);
+    let plan = plan_release(&req, &s, &CapacityLedger::new(H), &cfg);
     assert_eq!(plan.reason, ReleaseReason::NoData);
     // Data only for zones the pod may not use is no data either.
     let only_gb = [zone("GB")];
     let mut req = request(12, 2);
     req.zones = &only_gb;
     assert_eq!(
-        plan_release(&req, &s, &PromisedCapacity::new(H), &cfg).reason,
+        plan_release(&req, &s, &CapacityLedger::new(H), &cfg).reason,
         ReleaseReason::NoData
     );
 }
@@ -162,7 +164,7 @@ fn the_error_margin_keeps_a_slightly_better_far_window_from_winning() {
     v[21] = 285.0;
     let s = snapshot(&[("DE", &v)]);
     let strict = DeferralConfig::default();
-    let p = plan_release(&request(29, 2), &s, &PromisedCapacity::new(H), &strict);
+    let p = plan_release(&request(29, 2), &s, &CapacityLedger::new(H), &strict);
     assert_eq!(p.reason, ReleaseReason::NowIsBest);
     assert_eq!(p.reason.metric_label(), "green_window");
     let trusting = DeferralConfig {
@@ -170,7 +172,7 @@ fn the_error_margin_keeps_a_slightly_better_far_window_from_winning() {
         min_saving_fraction: 0.01,
         ..DeferralConfig::default()
     };
-    let p = plan_release(&request(29, 2), &s, &PromisedCapacity::new(H), &trusting);
+    let p = plan_release(&request(29, 2), &s, &CapacityLedger::new(H), &trusting);
     assert_eq!(
         (p.reason, p.release_at),
         (ReleaseReason::GreenWindow, T0 + 20 * H)
@@ -185,7 +187,7 @@ fn picks_the_cleanest_allowed_zone() {
         ("GB", &with_dip(24, 3)),
     ]);
     let cfg = DeferralConfig::default();
-    let p = plan_release(&request(12, 2), &s, &PromisedCapacity::new(H), &cfg);
+    let p = plan_release(&request(12, 2), &s, &CapacityLedger::new(H), &cfg);
     assert_eq!(
         (p.reason, p.zone.clone()),
         (ReleaseReason::NowIsBest, Some(zone("FR")))
@@ -193,7 +195,7 @@ fn picks_the_cleanest_allowed_zone() {
     let allowed = [zone("DE"), zone("GB")];
     let mut req = request(12, 2);
     req.zones = &allowed;
-    let p = plan_release(&req, &s, &PromisedCapacity::new(H), &cfg);
+    let p = plan_release(&req, &s, &CapacityLedger::new(H), &cfg);
     assert_eq!(
         (p.reason, p.zone, p.release_at),
         (ReleaseReason::GreenWindow, Some(zone("GB")), T0 + 3 * H)
@@ -212,13 +214,19 @@ fn promised_capacity_spreads_a_crowd_over_windows() {
     }
     let s = snapshot(&[("DE", &v)]);
     let cfg = DeferralConfig::default();
-    let mut ledger = PromisedCapacity::new(H);
+    let mut ledger = CapacityLedger::new(H);
     ledger.set_capacity(zone("DE"), 11_250);
     let mut per_start: BTreeMap<i64, u32> = BTreeMap::new();
     for _ in 0..100 {
         let p = plan_release(&request(40, 1), &s, &ledger, &cfg);
         if p.reason == ReleaseReason::GreenWindow {
-            ledger.promise(&zone("DE"), p.release_at, H, 1000);
+            ledger.promise(
+                &zone("DE"),
+                p.release_at,
+                H,
+                Resources::new(1000, 0),
+                p.latest_start,
+            );
         }
         *per_start.entry(p.release_at).or_default() += 1;
     }
@@ -232,31 +240,15 @@ fn promised_capacity_spreads_a_crowd_over_windows() {
     }
     assert_eq!(per_start.get(&T0), Some(&(100 - 54)));
     for t in per_start.keys() {
-        assert!(ledger.promised_at(&zone("DE"), *t) <= 9000);
+        assert!(ledger.cpu_used_at(&zone("DE"), *t) <= 9000);
     }
-}
-
-#[test]
-fn ledger_promises_withdraws_and_forgets() {
-    let mut l = PromisedCapacity::new(H);
-    let de = zone("DE");
-    l.promise(&de, T0 + 1800, 2 * H, 500);
-    assert_eq!(l.promised_at(&de, T0), 500);
-    assert_eq!(l.promised_at(&de, T0 + 2 * H), 500);
-    assert_eq!(l.promised_at(&de, T0 + 3 * H), 0);
-    l.promise(&de, T0 - 5 * H, H, 100);
-    assert_eq!(l.promised_at(&de, T0 - 5 * H), 100);
-    l.withdraw(&de, T0 + 1800, 2 * H, 500);
-    assert_eq!(l.promised_at(&de, T0 + H), 0);
-    l.forget_before(T0);
-    assert_eq!(l.promised_at(&de, T0 - 5 * H), 0);
 }
 
 #[test]
 fn revision_needs_a_clear_improvement() {
     let s = snapshot(&[("DE", &with_dip(24, 5))]);
     let cfg = DeferralConfig::default();
-    let standing = plan_release(&request(12, 2), &s, &PromisedCapacity::new(H), &cfg);
+    let standing = plan_release(&request(12, 2), &s, &CapacityLedger::new(H), &cfg);
     let mut fresh = standing.clone();
     fresh.expected_g_per_kwh = Some(98.0);
     assert!(!should_revise(&standing, &fresh, &cfg));
