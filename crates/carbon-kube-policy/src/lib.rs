@@ -9,9 +9,14 @@
 //! - [`zone_map`]: which grid zone a node draws power from.
 //! - [`placement`]: which nodes a pod may use (filter) and which it prefers (score).
 //! - [`deferral`]: when a deferrable pod should be released, and in which zone.
+//! - [`migration`]: whether moving a running pod to a greener zone pays, and where to.
+//! - [`energy`]: the power model of a pod or job (shared with the simulator).
 //! - [`overrides`]: the `carbon-kube-config` codec (placement and deferral keys, expiry).
 
 pub mod deferral;
+pub mod energy;
+mod forecast_window;
+pub mod migration;
 pub mod overrides;
 pub mod placement;
 pub mod zone_map;
