@@ -1,8 +1,10 @@
 //! Scheduling throughput of the real kube-scheduler (v1.37.2) with 5,000
 //! nodes, side by side in one run: the shipped carbon-kube configuration
-//! with the extender and the same configuration without it (and, with
-//! `E2E_ALL_NODES=1`, both again at `percentageOfNodesToScore: 100`). Same
-//! pods each time.
+//! with the extender, the same configuration without it (the stock
+//! kube-scheduler), and kube-scheduler-carbon with the shipped plugin
+//! configuration (`deploy/scheduler/kube-scheduler-plugin-config.yaml`;
+//! `E2E_NO_PLUGIN=1` skips it) (and, with `E2E_ALL_NODES=1`, extender and
+//! stock again at `percentageOfNodesToScore: 100`). Same pods each time.
 //!
 //! For each variant: `E2E_PODS` pods (10m CPU, 16Mi) are created while no
 //! scheduler serves their `schedulerName`, then the scheduler starts; the
@@ -25,8 +27,8 @@ use std::time::{Duration, Instant};
 
 use carbon_kube_model::{CarbonIntensity, Snapshot, Source, ZoneId, ZoneRecord, keys};
 use carbon_kube_testkit::{
-    ControlPlane, ControlPlaneOptions, Extender, SchedulerConfig, TestNamespace, nodes_in_zone,
-    pod_named,
+    CARBON_SCHEDULER, ControlPlane, ControlPlaneOptions, Extender, SchedulerConfig, TestNamespace,
+    nodes_in_zone, pod_named,
 };
 use clap::Parser;
 use futures::{StreamExt, stream};
@@ -35,6 +37,8 @@ use kube::Api;
 use kube::api::{ListParams, ObjectMeta, PostParams};
 
 const SHIPPED_CONFIG: &str = include_str!("../../../deploy/scheduler/kube-scheduler-config.yaml");
+const SHIPPED_PLUGIN_CONFIG: &str =
+    include_str!("../../../deploy/scheduler/kube-scheduler-plugin-config.yaml");
 
 #[derive(Parser)]
 struct Cli {
@@ -235,6 +239,7 @@ async fn run_variant(
     extender: Option<&ExtenderSetup>,
 ) -> f64 {
     let name = format!("{}-{label}", ns.scheduler_name());
+    let binary = config.binary();
     // Lift kube-scheduler's client rate limit (50 QPS by default), which
     // would otherwise cap every variant at the same ~100 bindings/s.
     let mut doc = config
@@ -242,7 +247,9 @@ async fn run_variant(
         .to_document(std::path::Path::new("/x"));
     doc["clientConnection"]["qps"] = serde_json::json!(5000);
     doc["clientConnection"]["burst"] = serde_json::json!(10000);
-    let config = SchedulerConfig::from_yaml(&doc.to_string()).unwrap();
+    let config = SchedulerConfig::from_yaml(&doc.to_string())
+        .unwrap()
+        .with_binary(binary);
     let api: Api<Pod> = ns.api();
     // E2E_DISTINCT=1: every pod requests a different amount of CPU, so
     // kube-scheduler's opportunistic batching (which reuses results for
@@ -322,6 +329,26 @@ async fn run_variant(
     let idle_before = cpu_sample(cp, sched.pid());
     tokio::time::sleep(Duration::from_secs(5)).await;
     let idle_after = cpu_sample(cp, sched.pid());
+    if binary == CARBON_SCHEDULER {
+        // The plugin's own time per pod (its latency histogram: the policy
+        // calls and the Go-side preparation, inside kube-scheduler).
+        let text = sched.metrics().await.unwrap_or_default();
+        let value = |name: &str, verb: &str| {
+            text.lines()
+                .find(|l| l.starts_with(name) && l.contains(&format!("verb=\"{verb}\"")))
+                .and_then(|l| l.split_whitespace().last())
+                .and_then(|v| v.parse::<f64>().ok())
+                .unwrap_or(0.0)
+        };
+        for verb in ["filter", "prioritize"] {
+            let sum = value("carbon_kube_scheduler_latency_seconds_sum", verb);
+            let count = value("carbon_kube_scheduler_latency_seconds_count", verb).max(1.0);
+            println!(
+                "e2e: {label}: plugin {verb}: {count:.0} calls, {:.1} µs per call",
+                sum / count * 1e6
+            );
+        }
+    }
     drop(sched);
     drop(running);
     let (mut total, mut marginal) = (0.0, 0.0);
@@ -481,17 +508,28 @@ fn main() {
                 .http_timeout(Duration::from_secs(1))
         };
         let with_extender = base().with_extender(extender_at(&url));
+        let plugin = {
+            let doc: serde_json::Value = serde_saphyr::from_str(SHIPPED_PLUGIN_CONFIG).unwrap();
+            let mut args = doc["profiles"][0]["pluginConfig"][0]["args"].clone();
+            args["namespace"] = ns.name().into();
+            SchedulerConfig::from_yaml(SHIPPED_PLUGIN_CONFIG)
+                .unwrap()
+                .with_binary(CARBON_SCHEDULER)
+                .restricted_to_node_pool(ns.node_pool())
+                .with_plugin_args("CarbonKube", args)
+        };
+        let with_plugin = std::env::var_os("E2E_NO_PLUGIN").is_none();
         // E2E_NOOP=1: a third variant per round, the same configuration with
         // an extender that does nothing (see `noop_router`).
         let noop = std::env::var_os("E2E_NOOP").map(|_| start_noop_extender());
         // E2E_ROUNDS rounds, alternating which variant runs first, so that
         // none always meets the fuller cluster.
         for round in 0..env("E2E_ROUNDS", 1) {
-            let (mut without, mut with, mut noop_rate) = (0.0, 0.0, None);
+            let (mut without, mut with, mut noop_rate, mut plugin_rate) = (0.0, 0.0, None, None);
             let order = if round % 2 == 0 {
-                ["without", "with", "noop"]
+                ["without", "plugin", "with", "noop"]
             } else {
-                ["noop", "with", "without"]
+                ["noop", "with", "plugin", "without"]
             };
             for variant in order {
                 let label = format!("{variant}{round}");
@@ -502,6 +540,11 @@ fn main() {
                     }
                     ("without", _) => {
                         without = run_variant(&cp, &ns, &label, base(), pods, None).await;
+                    }
+                    ("plugin", _) if with_plugin => {
+                        let config = plugin.clone();
+                        plugin_rate =
+                            Some(run_variant(&cp, &ns, &label, config, pods, None).await);
                     }
                     ("noop", Some((noop_url, _))) => {
                         let config = base().with_extender(extender_at(noop_url));
@@ -514,6 +557,12 @@ fn main() {
                 "e2e: shipped configuration, round {round}: with extender / without = {:.2}x",
                 with / without
             );
+            if let Some(rate) = plugin_rate {
+                println!(
+                    "e2e: shipped configuration, round {round}: plugin build / stock kube-scheduler = {:.2}x",
+                    rate / without
+                );
+            }
             if let Some(rate) = noop_rate {
                 println!(
                     "e2e: shipped configuration, round {round}: no-op extender / without = {:.2}x",

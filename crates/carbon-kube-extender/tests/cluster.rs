@@ -1,6 +1,9 @@
-//! The extender on a real control plane with the real kube-scheduler
-//! (carbon-kube-testkit): kwok nodes in three grid zones, the shipped
-//! scheduler configuration, snapshots built from real 2023 hours.
+//! The carbon behaviour suite on a real control plane (carbon-kube-testkit):
+//! kwok nodes in three grid zones, the shipped scheduler configurations,
+//! snapshots built from real 2023 hours. Every behaviour test runs twice:
+//! with the stock kube-scheduler and the extender (`_extender`), and with
+//! kube-scheduler-carbon, the framework plugin (`_plugin`,
+//! scheduler-plugin/), so the two modes cannot drift.
 
 #![allow(clippy::unwrap_used, missing_docs)]
 
@@ -13,8 +16,8 @@ use std::time::Duration;
 use carbon_kube_extender::Args;
 use carbon_kube_model::{CarbonIntensity, Snapshot, Source, ZoneId, ZoneRecord, keys};
 use carbon_kube_testkit::{
-    ControlPlane, Extender, Scheduler, SchedulerConfig, TestNamespace, nodes_in_zone, pod_named,
-    shared as shared_control_plane,
+    CARBON_SCHEDULER, ControlPlane, Extender, Scheduler, SchedulerConfig, TestNamespace,
+    nodes_in_zone, pod_named, shared as shared_control_plane,
 };
 use clap::Parser;
 use k8s_openapi::api::core::v1::{
@@ -27,6 +30,144 @@ use tokio::sync::oneshot;
 
 const BOUND: Duration = Duration::from_secs(60);
 const SHIPPED_CONFIG: &str = include_str!("../../../deploy/scheduler/kube-scheduler-config.yaml");
+const SHIPPED_PLUGIN_CONFIG: &str =
+    include_str!("../../../deploy/scheduler/kube-scheduler-plugin-config.yaml");
+
+/// Where the carbon decisions are made.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Mode {
+    /// The stock kube-scheduler calling the extender over HTTP.
+    Extender,
+    /// kube-scheduler-carbon with the CarbonKube framework plugin.
+    Plugin,
+}
+
+/// Runs a behaviour test in both modes.
+macro_rules! both_modes {
+    ($($test:ident),* $(,)?) => {
+        mod extender_mode {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $test() {
+                    super::$test(super::Mode::Extender).await;
+                }
+            )*
+        }
+        mod plugin_mode {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $test() {
+                    super::$test(super::Mode::Plugin).await;
+                }
+            )*
+        }
+    };
+}
+
+both_modes!(
+    pods_land_in_the_greenest_zone_that_fits_then_the_next,
+    hard_constraints_win_over_carbon,
+    a_new_snapshot_moves_the_next_pods,
+    threshold_override_opt_out_and_fail_open,
+    stale_or_deleted_data_is_neutral,
+);
+
+/// The value of the sample `name{labels}` in a Prometheus or OpenMetrics
+/// text, whatever the label order (the extender writes OpenMetrics, the
+/// plugin's kube-scheduler the Prometheus text format).
+fn sample(text: &str, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
+    text.lines().find_map(|line| {
+        let rest = line.strip_prefix(name)?;
+        let (set, value) = match rest.strip_prefix('{') {
+            Some(r) => r.split_once("} ")?,
+            None => ("", rest.strip_prefix(' ')?),
+        };
+        let mut have: Vec<(&str, &str)> = set
+            .split(',')
+            .filter(|p| !p.is_empty())
+            .filter_map(|p| p.split_once('='))
+            .map(|(k, v)| (k, v.trim_matches('"')))
+            .collect();
+        have.sort_unstable();
+        let mut want = labels.to_vec();
+        want.sort_unstable();
+        (have == want).then(|| value.split_whitespace().next()?.parse().ok())?
+    })
+}
+
+/// The carbon side of a test: the extender (and the stock kube-scheduler
+/// calling it), or kube-scheduler-carbon.
+struct Running {
+    mode: Mode,
+    ext: Option<RunningExtender>,
+    sched: Scheduler,
+}
+
+impl Running {
+    /// The metrics of whoever makes the carbon decisions.
+    async fn metrics(&self) -> String {
+        match &self.ext {
+            Some(ext) => ext.get("/metrics").await.1,
+            None => self.sched.metrics().await.unwrap_or_else(|e| e),
+        }
+    }
+
+    /// Waits until the sample `name{labels}` is `value` (`None`: absent).
+    async fn wait_sample(&self, name: &str, labels: &[(&str, &str)], value: Option<f64>) {
+        self.wait_sample_until(name, labels, |got| got == value)
+            .await;
+    }
+
+    /// Waits until the sample `name{labels}` satisfies `ok`.
+    async fn wait_sample_until(
+        &self,
+        name: &str,
+        labels: &[(&str, &str)],
+        ok: impl Fn(Option<f64>) -> bool,
+    ) {
+        carbon_kube_testkit::wait_until(format!("{name}{labels:?} to change"), BOUND, || async {
+            let got = sample(&self.metrics().await, name, labels);
+            if ok(got) {
+                carbon_kube_testkit::Progress::Done(())
+            } else {
+                carbon_kube_testkit::Progress::Waiting(format!("{got:?}"))
+            }
+        })
+        .await
+        .unwrap();
+    }
+
+    /// The `result` label of an Event handed over: the extender writes them
+    /// itself; the plugin hands them to kube-scheduler's broadcaster.
+    fn event_result(&self) -> &'static str {
+        match self.mode {
+            Mode::Extender => "written",
+            Mode::Plugin => "recorded",
+        }
+    }
+
+    async fn stop(self) {
+        if let Some(ext) = self.ext {
+            ext.stop().await;
+        }
+    }
+}
+
+/// The shipped plugin configuration, reading this test's ConfigMaps and
+/// confined to this test's nodes.
+fn plugin_scheduler_config(ns: &TestNamespace) -> SchedulerConfig {
+    let doc: serde_json::Value = serde_saphyr::from_str(SHIPPED_PLUGIN_CONFIG).unwrap();
+    assert_eq!(doc["profiles"][0]["schedulerName"], keys::SCHEDULER_NAME);
+    let mut args = doc["profiles"][0]["pluginConfig"][0]["args"].clone();
+    assert_eq!(args["namespace"], keys::DEFAULT_NAMESPACE);
+    args["namespace"] = ns.name().into();
+    SchedulerConfig::from_yaml(SHIPPED_PLUGIN_CONFIG)
+        .unwrap()
+        .with_binary(CARBON_SCHEDULER)
+        .with_scheduler_name(ns.scheduler_name())
+        .restricted_to_node_pool(ns.node_pool())
+        .with_plugin_args("CarbonKube", args)
+}
 
 #[derive(Parser)]
 struct Cli {
@@ -85,25 +226,6 @@ impl RunningExtender {
                 (_, body) => carbon_kube_testkit::Progress::Waiting(body),
             }
         })
-        .await
-        .unwrap();
-    }
-
-    /// Waits until /metrics contains `needle` (the extender has applied a
-    /// ConfigMap change).
-    async fn wait_metrics(&self, needle: &str) {
-        carbon_kube_testkit::wait_until(
-            format!("extender metrics to show {needle}"),
-            BOUND,
-            || async {
-                let (_, body) = self.get("/metrics").await;
-                if body.contains(needle) {
-                    carbon_kube_testkit::Progress::Done(())
-                } else {
-                    carbon_kube_testkit::Progress::Waiting("not yet".into())
-                }
-            },
-        )
         .await
         .unwrap();
     }
@@ -265,23 +387,41 @@ async fn place(ns: &TestNamespace, pod: Pod) -> &'static str {
     zone_of(&node)
 }
 
-async fn start(
-    ns: &TestNamespace,
-    extra: &[&str],
-) -> (&'static ControlPlane, RunningExtender, Scheduler) {
+async fn start(mode: Mode, ns: &TestNamespace) -> Running {
     let cp = shared_control_plane().await;
-    let ext = RunningExtender::start(cp, ns, extra).await;
-    let sched = cp
-        .start_scheduler(scheduler_config(ns, &ext.url()))
-        .await
-        .unwrap();
-    (cp, ext, sched)
+    match mode {
+        Mode::Extender => {
+            let ext = RunningExtender::start(cp, ns, &[]).await;
+            let sched = cp
+                .start_scheduler(scheduler_config(ns, &ext.url()))
+                .await
+                .unwrap();
+            Running {
+                mode,
+                ext: Some(ext),
+                sched,
+            }
+        }
+        Mode::Plugin => {
+            let sched = cp
+                .start_scheduler(plugin_scheduler_config(ns))
+                .await
+                .unwrap();
+            Running {
+                mode,
+                ext: None,
+                sched,
+            }
+        }
+    }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn pods_land_in_the_greenest_zone_that_fits_then_the_next() {
+async fn pods_land_in_the_greenest_zone_that_fits_then_the_next(mode: Mode) {
     let cp = shared_control_plane().await;
-    let ns = cp.test_namespace("greenest").await.unwrap();
+    let ns = cp
+        .test_namespace(&format!("greenest-{mode:?}").to_lowercase())
+        .await
+        .unwrap();
     three_zones(&ns).await;
     let (gb, de, tx) = real_hour_gb_de_tx();
     put_snapshot(
@@ -289,7 +429,7 @@ async fn pods_land_in_the_greenest_zone_that_fits_then_the_next() {
         &snapshot(&[("DE", de), ("GB", gb), ("US-TEX-ERCO", tx)], 60),
     )
     .await;
-    let (_cp, ext, sched) = start(&ns, &[]).await;
+    let run = start(mode, &ns).await;
     let mut zones = Vec::new();
     for i in 0..4 {
         let pod = pod_named(format!("job-{i}"))
@@ -305,7 +445,7 @@ async fn pods_land_in_the_greenest_zone_that_fits_then_the_next() {
         zones,
         ["GB", "GB", "GB", "DE"],
         "scheduler log:\n{}",
-        sched.log_tail(30)
+        run.sched.log_tail(30)
     );
 
     // The first pod has an Event saying why.
@@ -326,23 +466,31 @@ async fn pods_land_in_the_greenest_zone_that_fits_then_the_next() {
     })
     .await
     .unwrap();
-    let (_, metrics) = ext.get("/metrics").await;
+    let metrics = run.metrics().await;
     assert!(
-        metrics
-            .contains(r#"carbon_kube_scheduler_decisions_total{verb="filter",outcome="applied"}"#),
+        sample(
+            &metrics,
+            "carbon_kube_scheduler_decisions_total",
+            &[("verb", "filter"), ("outcome", "applied")]
+        )
+        .is_some_and(|n| n >= 4.0),
         "{metrics}"
     );
-    assert!(
-        metrics.contains(r#"carbon_kube_scheduler_events_total{result="written"}"#),
-        "{metrics}"
-    );
-    ext.stop().await;
+    run.wait_sample_until(
+        "carbon_kube_scheduler_events_total",
+        &[("result", run.event_result())],
+        |n| n.is_some_and(|n| n >= 1.0),
+    )
+    .await;
+    run.stop().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn hard_constraints_win_over_carbon() {
+async fn hard_constraints_win_over_carbon(mode: Mode) {
     let cp = shared_control_plane().await;
-    let ns = cp.test_namespace("affinity").await.unwrap();
+    let ns = cp
+        .test_namespace(&format!("affinity-{mode:?}").to_lowercase())
+        .await
+        .unwrap();
     three_zones(&ns).await;
     let (gb, de, tx) = real_hour_gb_de_tx();
     put_snapshot(
@@ -350,7 +498,7 @@ async fn hard_constraints_win_over_carbon() {
         &snapshot(&[("DE", de), ("GB", gb), ("US-TEX-ERCO", tx)], 60),
     )
     .await;
-    let (_cp, ext, _sched) = start(&ns, &[]).await;
+    let run = start(mode, &ns).await;
     let mut pod = pod_named("pinned-to-texas")
         .scheduled_by(ns.scheduler_name())
         .requesting("100m", "64Mi")
@@ -372,25 +520,32 @@ async fn hard_constraints_win_over_carbon() {
         ..Affinity::default()
     });
     assert_eq!(place(&ns, pod).await, "US-TEX-ERCO");
-    let (_, metrics) = ext.get("/metrics").await;
-    assert!(
-        metrics.contains(r#"{verb="filter",outcome="failed_open"} 1"#),
+    let metrics = run.metrics().await;
+    assert_eq!(
+        sample(
+            &metrics,
+            "carbon_kube_scheduler_decisions_total",
+            &[("verb", "filter"), ("outcome", "failed_open")]
+        ),
+        Some(1.0),
         "{metrics}"
     );
-    ext.stop().await;
+    run.stop().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_new_snapshot_moves_the_next_pods() {
+async fn a_new_snapshot_moves_the_next_pods(mode: Mode) {
     let cp = shared_control_plane().await;
-    let ns = cp.test_namespace("flip").await.unwrap();
+    let ns = cp
+        .test_namespace(&format!("flip-{mode:?}").to_lowercase())
+        .await
+        .unwrap();
     three_zones(&ns).await;
     put_snapshot(
         &ns,
         &snapshot(&[("DE", 120.0), ("GB", 200.0), ("US-TEX-ERCO", 410.0)], 60),
     )
     .await;
-    let (_cp, ext, _sched) = start(&ns, &[]).await;
+    let run = start(mode, &ns).await;
     let pod = |n: &str| {
         pod_named(n)
             .scheduled_by(ns.scheduler_name())
@@ -404,16 +559,22 @@ async fn a_new_snapshot_moves_the_next_pods() {
         &snapshot(&[("DE", 420.0), ("GB", 200.0), ("US-TEX-ERCO", 90.0)], 60),
     )
     .await;
-    ext.wait_metrics(r#"carbon_kube_carbon_intensity_current{zone="US-TEX-ERCO",source="electricity_maps"} 90.0"#)
-        .await;
+    run.wait_sample(
+        "carbon_kube_carbon_intensity_current",
+        &[("zone", "US-TEX-ERCO"), ("source", "electricity_maps")],
+        Some(90.0),
+    )
+    .await;
     assert_eq!(place(&ns, pod("after")).await, "US-TEX-ERCO");
-    ext.stop().await;
+    run.stop().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn threshold_override_opt_out_and_fail_open() {
+async fn threshold_override_opt_out_and_fail_open(mode: Mode) {
     let cp = shared_control_plane().await;
-    let ns = cp.test_namespace("threshold").await.unwrap();
+    let ns = cp
+        .test_namespace(&format!("threshold-{mode:?}").to_lowercase())
+        .await
+        .unwrap();
     three_zones(&ns).await;
     // Every zone above 250 g/kWh; reject mode first.
     put_snapshot(
@@ -422,7 +583,7 @@ async fn threshold_override_opt_out_and_fail_open() {
     )
     .await;
     put_config(&ns, &[("onNoGreenNode", "reject")]).await;
-    let (_cp, ext, _sched) = start(&ns, &[]).await;
+    let run = start(mode, &ns).await;
     let base = |n: &str| {
         pod_named(n)
             .scheduled_by(ns.scheduler_name())
@@ -465,16 +626,22 @@ async fn threshold_override_opt_out_and_fail_open() {
     place(&ns, out).await;
     // Fail open (the default): pods schedule although every zone is dirty.
     put_config(&ns, &[("onNoGreenNode", "failOpen")]).await;
-    ext.wait_metrics(r#"carbon_kube_scheduler_settings{setting="fail_open"} 1"#)
-        .await;
+    run.wait_sample(
+        "carbon_kube_scheduler_settings",
+        &[("setting", "fail_open")],
+        Some(1.0),
+    )
+    .await;
     place(&ns, base("failed-open").build()).await;
-    ext.stop().await;
+    run.stop().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn stale_or_deleted_data_is_neutral_and_a_stopped_extender_is_ignored() {
+async fn stale_or_deleted_data_is_neutral(mode: Mode) {
     let cp = shared_control_plane().await;
-    let ns = cp.test_namespace("neutral").await.unwrap();
+    let ns = cp
+        .test_namespace(&format!("neutral-{mode:?}").to_lowercase())
+        .await
+        .unwrap();
     three_zones(&ns).await;
     // Reject mode, every zone dirty, but the data is two hours old: neutral.
     put_snapshot(
@@ -486,7 +653,7 @@ async fn stale_or_deleted_data_is_neutral_and_a_stopped_extender_is_ignored() {
     )
     .await;
     put_config(&ns, &[("onNoGreenNode", "reject")]).await;
-    let (_cp, ext, _sched) = start(&ns, &[]).await;
+    let run = start(mode, &ns).await;
     let base = |n: &str| {
         pod_named(n)
             .scheduled_by(ns.scheduler_name())
@@ -500,8 +667,10 @@ async fn stale_or_deleted_data_is_neutral_and_a_stopped_extender_is_ignored() {
         &snapshot(&[("DE", 301.0), ("GB", 330.0), ("US-TEX-ERCO", 410.0)], 60),
     )
     .await;
-    ext.wait_metrics(
-        r#"carbon_kube_carbon_intensity_current{zone="DE",source="electricity_maps"} 301.0"#,
+    run.wait_sample(
+        "carbon_kube_carbon_intensity_current",
+        &[("zone", "DE"), ("source", "electricity_maps")],
+        Some(301.0),
     )
     .await;
     ns.create_pod(&base("blocked")).await.unwrap();
@@ -517,25 +686,23 @@ async fn stale_or_deleted_data_is_neutral_and_a_stopped_extender_is_ignored() {
     cms.delete(keys::SNAPSHOT_CONFIGMAP, &DeleteParams::default())
         .await
         .unwrap();
-    carbon_kube_testkit::wait_until("the deletion to reach the extender", BOUND, || async {
-        let (_, m) = ext.get("/metrics").await;
-        if m.contains("carbon_kube_carbon_intensity_current{zone=\"DE\"") {
-            carbon_kube_testkit::Progress::Waiting("DE still exported".into())
-        } else {
-            carbon_kube_testkit::Progress::Done(())
-        }
-    })
-    .await
-    .unwrap();
-    place(&ns, base("deleted")).await;
-    // The extender stops: kube-scheduler ignores it (ignorable: true).
-    put_snapshot(
-        &ns,
-        &snapshot(&[("DE", 300.0), ("GB", 330.0), ("US-TEX-ERCO", 410.0)], 60),
+    run.wait_sample(
+        "carbon_kube_carbon_intensity_current",
+        &[("zone", "DE"), ("source", "electricity_maps")],
+        None,
     )
     .await;
-    ext.stop().await;
-    place(&ns, base("no-extender")).await;
+    place(&ns, base("deleted")).await;
+    if mode == Mode::Extender {
+        // The extender stops: kube-scheduler ignores it (ignorable: true).
+        put_snapshot(
+            &ns,
+            &snapshot(&[("DE", 300.0), ("GB", 330.0), ("US-TEX-ERCO", 410.0)], 60),
+        )
+        .await;
+        run.stop().await;
+        place(&ns, base("no-extender")).await;
+    }
 }
 
 /// A stand-in extender that records what the real kube-scheduler sends and

@@ -47,7 +47,10 @@ pub use fixtures::{
     TestNamespace, ZONE_LABEL, node_is_ready, nodes_in_zone, pod_named,
 };
 pub use kwok::{KWOK_NODE_ANNOTATION, KWOK_NODE_ANNOTATION_VALUE};
-pub use scheduler::{Extender, SCHEDULER_CONFIG_API_VERSION, Scheduler, SchedulerConfig};
+pub use scheduler::{
+    CARBON_SCHEDULER, Extender, SCHEDULER_CONFIG_API_VERSION, STOCK_SCHEDULER, Scheduler,
+    SchedulerConfig,
+};
 pub use wait::{
     Progress, pod_is_running_and_ready, wait_for, wait_for_deletion, wait_for_pod_bound,
     wait_for_pod_running, wait_until,

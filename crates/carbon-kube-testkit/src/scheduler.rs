@@ -27,7 +27,14 @@ const SCHEDULER_START_TIMEOUT: Duration = Duration::from_secs(90);
 pub struct SchedulerConfig {
     document: Value,
     verbosity: Option<u8>,
+    binary: &'static str,
 }
+
+/// The stock kube-scheduler binary.
+pub const STOCK_SCHEDULER: &str = "kube-scheduler";
+/// kube-scheduler with Carbon-Kube's framework plugin compiled in
+/// (`scheduler-plugin/`, built by `make k8s-bin` with `test/k8s/build-plugin.sh`).
+pub const CARBON_SCHEDULER: &str = "kube-scheduler-carbon";
 
 impl SchedulerConfig {
     /// One profile named `scheduler_name` with the default plugins. Pods opt in
@@ -40,6 +47,7 @@ impl SchedulerConfig {
                 "profiles": [{ "schedulerName": scheduler_name.into() }],
             }),
             verbosity: None,
+            binary: STOCK_SCHEDULER,
         }
     }
 
@@ -55,7 +63,42 @@ impl SchedulerConfig {
         Ok(Self {
             document,
             verbosity: None,
+            binary: STOCK_SCHEDULER,
         })
+    }
+
+    /// Runs this binary of the binary directory instead of the stock
+    /// kube-scheduler, e.g. [`CARBON_SCHEDULER`].
+    pub fn with_binary(mut self, binary: &'static str) -> Self {
+        self.binary = binary;
+        self
+    }
+
+    /// The binary it runs with.
+    pub fn binary(&self) -> &'static str {
+        self.binary
+    }
+
+    /// Sets the args of plugin `name` in every profile (added to
+    /// `pluginConfig`, or replacing that plugin's entry), e.g. the carbon
+    /// plugin's threshold and namespace.
+    pub fn with_plugin_args(mut self, name: &str, args: Value) -> Self {
+        let profiles = self.profiles_mut();
+        if profiles.is_empty() {
+            profiles.push(json!({}));
+        }
+        for profile in profiles.iter_mut() {
+            let plugin_config = &mut profile["pluginConfig"];
+            if !plugin_config.is_array() {
+                *plugin_config = json!([]);
+            }
+            let Some(entries) = plugin_config.as_array_mut() else {
+                continue;
+            };
+            entries.retain(|e| e["name"] != name);
+            entries.push(json!({ "name": name, "args": args.clone() }));
+        }
+        self
     }
 
     /// Renames the first profile (and only the first).
@@ -252,6 +295,8 @@ pub struct Scheduler {
     process: Process,
     config_path: PathBuf,
     names: Vec<String>,
+    metrics_url: String,
+    client: reqwest::Client,
 }
 
 impl Scheduler {
@@ -260,7 +305,7 @@ impl Scheduler {
         config: SchedulerConfig,
         n: usize,
     ) -> Result<Self, Error> {
-        let binary = control_plane.binaries().path("kube-scheduler")?;
+        let binary = control_plane.binaries().path(config.binary)?;
         let dir = control_plane.dir();
         let config_path = dir.join(format!("kube-scheduler-{n}.config.json"));
         let document = config.to_document(control_plane.kubeconfig_path());
@@ -280,12 +325,15 @@ impl Scheduler {
             format!("--authentication-kubeconfig={kubeconfig}"),
             format!("--authorization-kubeconfig={kubeconfig}"),
             "--profiling=false".to_owned(),
+            // /metrics without credentials, for tests that read the plugin's
+            // metrics (the test control plane only listens on 127.0.0.1).
+            "--authorization-always-allow-paths=/healthz,/readyz,/livez,/metrics".to_owned(),
         ];
         if let Some(level) = config.verbosity {
             args.push(format!("--v={level}"));
         }
         let mut process = Process::spawn(
-            &format!("kube-scheduler-{n}"),
+            &format!("{}-{n}", config.binary),
             &binary,
             &args,
             &[],
@@ -301,7 +349,24 @@ impl Scheduler {
             process,
             config_path,
             names: config.scheduler_names(),
+            metrics_url: format!("https://127.0.0.1:{port}/metrics"),
+            client,
         })
+    }
+
+    /// Its `/metrics` text (kube-scheduler's registry, including the carbon
+    /// plugin's metrics in [`CARBON_SCHEDULER`]).
+    pub async fn metrics(&self) -> Result<String, String> {
+        let response = self
+            .client
+            .get(&self.metrics_url)
+            .send()
+            .await
+            .map_err(|e| e.to_string())?;
+        if !response.status().is_success() {
+            return Err(format!("GET {}: {}", self.metrics_url, response.status()));
+        }
+        response.text().await.map_err(|e| e.to_string())
     }
 
     /// `schedulerName` of the first profile.
@@ -377,6 +442,22 @@ mod tests {
         assert_eq!(extender["httpTimeout"], "2000ms");
         assert_eq!(extender["enableHTTPS"], false);
         assert_eq!(config.scheduler_names(), ["carbon-test"]);
+    }
+
+    #[test]
+    fn plugin_args_replace_the_plugins_entry_and_the_binary_is_chosen() {
+        let config = SchedulerConfig::new("carbon-test")
+            .restricted_to_node_pool("pool-a")
+            .with_plugin_args("CarbonKube", json!({ "threshold": 300 }))
+            .with_plugin_args("CarbonKube", json!({ "threshold": 200 }));
+        assert_eq!(config.binary(), STOCK_SCHEDULER);
+        let doc = config.to_document(Path::new("/k"));
+        let entries = doc["profiles"][0]["pluginConfig"].as_array().unwrap();
+        assert_eq!(entries.len(), 2, "NodeAffinity and one CarbonKube entry");
+        assert_eq!(entries[1]["name"], "CarbonKube");
+        assert_eq!(entries[1]["args"]["threshold"], 200);
+        let config = config.with_binary(CARBON_SCHEDULER);
+        assert_eq!(config.binary(), "kube-scheduler-carbon");
     }
 
     #[test]
