@@ -943,3 +943,156 @@ async fn a_thousand_pods_waiting_for_one_window_are_paced() {
     );
     controller.stop().await;
 }
+
+/// Issue 14: a zone nearly full (one 4-CPU node, 3 CPUs taken by work that
+/// was never deferred), many deferred pods that want the same green window,
+/// and one urgent pod. The ledger sees the running work and plans most urgent
+/// first, so the urgent pod gets the one free CPU in the window and is bound
+/// before its latest start; no deferred pod is planned into room that is
+/// not there (it waits for room, or is held for lack of it).
+#[tokio::test]
+async fn the_urgent_pod_gets_the_room_in_a_nearly_full_zone() {
+    ensure_crypto_provider();
+    let cp = shared().await;
+    let ns = cp.test_namespace("gates-urgent").await.unwrap();
+    ns.create_nodes(
+        &nodes_in_zone("eu-central", "de-a")
+            .named("de")
+            .with_label(keys::LABEL_GRID_ZONE, "DE")
+            .with_cpu("4"),
+    )
+    .await
+    .unwrap();
+    let _scheduler = cp.start_scheduler(ns.scheduler_config()).await.unwrap();
+    let pods = ns.api::<Pod>();
+    let filler = pod_named("filler")
+        .requesting("3", "1Gi")
+        .with_node_selector(NODE_POOL_LABEL, ns.node_pool())
+        .scheduled_by(ns.scheduler_name())
+        .build();
+    pods.create(&PostParams::default(), &filler).await.unwrap();
+    ns.wait_for_pod_bound("filler", Duration::from_secs(60))
+        .await
+        .unwrap();
+    // Green from 60 s to 150 s from now.
+    publish_snapshot(&ns, &[("DE", dip(400.0, 50.0, 6, 9))]).await;
+    let mut s = settings(&ns);
+    s.reconcile.deferral.capacity_headroom = 1.0;
+    let one_cpu = |name: &str, max_delay: &str, duration: &str| {
+        let mut p = gated_pod(
+            &ns,
+            name,
+            &[
+                (keys::ANNOTATION_MAX_DELAY, max_delay),
+                (keys::ANNOTATION_EXPECTED_DURATION, duration),
+            ],
+        );
+        let spec = p.spec.as_mut().unwrap();
+        spec.scheduler_name = Some(ns.scheduler_name().to_owned());
+        spec.containers[0].resources = Some(k8s_openapi::api::core::v1::ResourceRequirements {
+            requests: Some(BTreeMap::from([(
+                "cpu".to_owned(),
+                k8s_openapi::apimachinery::pkg::api::resource::Quantity("1".to_owned()),
+            )])),
+            ..Default::default()
+        });
+        p
+    };
+    // The deferred crowd first (long runs, deadlines far away), then the
+    // urgent pod: creation order must not decide who gets the room.
+    for i in 0..6 {
+        let p = one_cpu(&format!("deferred-{i}"), "30m", "20m");
+        pods.create(&PostParams::default(), &p).await.unwrap();
+    }
+    let urgent = pods
+        .create(&PostParams::default(), &one_cpu("urgent", "120s", "30s"))
+        .await
+        .unwrap();
+    let latest_start = urgent.metadata.creation_timestamp.unwrap().0.as_second() + 120 - 30;
+    let controller = start_controller(cp, s).await;
+
+    // Every pod gets a plan; the urgent one holds the window.
+    let planned = wait_until("every pod planned", Duration::from_secs(60), || async {
+        match pods.list(&ListParams::default()).await {
+            Ok(l) => {
+                let gated: Vec<Pod> = l
+                    .items
+                    .into_iter()
+                    .filter(|p| p.metadata.name.as_deref() != Some("filler"))
+                    .collect();
+                if gated.len() == 7
+                    && gated
+                        .iter()
+                        .all(|p| annotation(p, ANNOTATION_RELEASE_PLAN).is_some())
+                {
+                    Progress::Done(gated)
+                } else {
+                    Progress::Waiting("plans".to_owned())
+                }
+            }
+            Err(e) => Progress::Waiting(e.to_string()),
+        }
+    })
+    .await
+    .unwrap();
+    let plan_of = |p: &Pod| -> serde_json::Value {
+        serde_json::from_str(&annotation(p, ANNOTATION_RELEASE_PLAN).unwrap()).unwrap()
+    };
+    let urgent_plan = planned
+        .iter()
+        .find(|p| p.metadata.name.as_deref() == Some("urgent"))
+        .map(plan_of)
+        .unwrap();
+    assert_eq!(urgent_plan["reason"], "green_window", "{urgent_plan}");
+    let urgent_start = urgent_plan["releaseAt"].as_i64().unwrap();
+    let mut reasons = BTreeMap::<String, usize>::new();
+    for p in planned
+        .iter()
+        .filter(|p| p.metadata.name.as_deref() != Some("urgent"))
+    {
+        let plan = plan_of(p);
+        let reason = plan["reason"].as_str().unwrap().to_owned();
+        // The only free CPU is the urgent pod's from its window for 30 s: no
+        // deferred pod's 20-minute run may be planned to overlap it.
+        if reason == "green_window" || reason == "wait_for_room" {
+            assert!(
+                plan["releaseAt"].as_i64().unwrap() >= urgent_start + 30,
+                "{} planned into the urgent pod's room: {plan}",
+                p.metadata.name.as_deref().unwrap_or_default()
+            );
+        }
+        *reasons.entry(reason).or_default() += 1;
+    }
+    assert!(
+        reasons.get("no_room").copied().unwrap_or(0) >= 4,
+        "the crowd waits for room it does not have: {reasons:?}"
+    );
+
+    // The urgent pod is released in its window and bound before its latest start.
+    ns.wait_for_pod_bound("urgent", Duration::from_secs(120))
+        .await
+        .unwrap();
+    let bound = pods.get("urgent").await.unwrap();
+    let scheduled_at = bound
+        .status
+        .as_ref()
+        .and_then(|s| s.conditions.as_ref())
+        .and_then(|c| c.iter().find(|c| c.type_ == "PodScheduled" && c.status == "True"))
+        .and_then(|c| c.last_transition_time.as_ref())
+        .map(|t| t.0.as_second())
+        .unwrap();
+    assert!(
+        scheduled_at <= latest_start,
+        "bound at {scheduled_at}, after its latest start {latest_start}"
+    );
+    // Nothing else took the free CPU first.
+    for i in 0..6 {
+        let p = pods.get(&format!("deferred-{i}")).await.unwrap();
+        assert!(
+            p.spec.as_ref().and_then(|s| s.node_name.as_ref()).is_none(),
+            "deferred-{i} was bound before the urgent pod's run ended"
+        );
+    }
+    wait_event(&ns, "deferred-5", "Deferred").await;
+    controller.stop().await;
+}
