@@ -1,0 +1,328 @@
+//! `carbon-kube tune`: arguments, the run, the report.
+
+use std::io::Write as _;
+use std::path::PathBuf;
+
+use carbon_kube_model::{ZoneId, keys};
+use cpu_time::ProcessTime;
+use serde::Serialize;
+
+use crate::episode::{DIMENSIONS, Data, EpisodeSet, Evaluation, Knobs};
+use crate::optimise::{CmaEs, GridSearch, Optimiser};
+use crate::output::{Promotion, configmap, overrides, promotion};
+
+/// Arguments of `carbon-kube tune`. The defaults train on four weeks of
+/// 2022 in DE, US-CAL-CISO and IN-WE and validate on the same weeks of 2023,
+/// in those zones and in GB, US-TEX-ERCO and AU-NSW, which training never
+/// sees.
+#[derive(clap::Args, Debug, Clone)]
+pub struct TuneArgs {
+    /// Folder of Electricity Maps hourly exports (`ZONE_YEAR_hourly.csv`).
+    /// Default: the shared data folder's `carbon_intensity/electricitymaps_hourly`.
+    #[arg(long, value_name = "DIR")]
+    pub traces: Option<PathBuf>,
+    /// Job trace CSV (`arrival_time,length,cpus`, hours from January 1st).
+    /// Default: the shared data folder's GAIA `azure-100k.csv`.
+    #[arg(long, value_name = "FILE")]
+    pub jobs: Option<PathBuf>,
+    /// Zones tuned on (and validated on).
+    #[arg(long, value_delimiter = ',', default_value = "DE,US-CAL-CISO,IN-WE")]
+    pub train_zones: Vec<String>,
+    /// Zones only validated on, never tuned on ("" for none).
+    #[arg(long, value_delimiter = ',', default_value = "GB,US-TEX-ERCO,AU-NSW")]
+    pub unseen_zones: Vec<String>,
+    /// First days of the training episodes (`YYYY-MM-DD`).
+    #[arg(
+        long,
+        value_delimiter = ',',
+        default_value = "2022-02-07,2022-05-09,2022-08-08,2022-11-07"
+    )]
+    pub train_starts: Vec<String>,
+    /// First days of the validation episodes: a later period than training.
+    #[arg(
+        long,
+        value_delimiter = ',',
+        default_value = "2023-02-06,2023-05-08,2023-08-07,2023-11-06"
+    )]
+    pub validate_starts: Vec<String>,
+    /// Days per episode.
+    #[arg(long, default_value_t = 7)]
+    pub days: u32,
+    /// Jobs per episode at most (the first ones to arrive).
+    #[arg(long, default_value_t = 1500)]
+    pub max_jobs: usize,
+    /// Forecast-error seeds of the training episodes.
+    #[arg(long, default_value_t = 1)]
+    pub train_seeds: u64,
+    /// Forecast-error seeds of the validation replay (promotion needs the
+    /// margin on every one).
+    #[arg(long, default_value_t = 3)]
+    pub validate_seeds: u64,
+    /// Settings each optimiser may evaluate on the training episodes.
+    #[arg(long, default_value_t = 40)]
+    pub budget: usize,
+    /// Optimisers to compare: grid, cma-es.
+    #[arg(long, value_delimiter = ',', default_value = "grid,cma-es")]
+    pub optimisers: Vec<String>,
+    /// Reward margin over the current setting needed on every validation seed.
+    #[arg(long, default_value_t = 0.01)]
+    pub margin: f64,
+    /// Publish into carbon-kube-config (components apply it) when promoted;
+    /// default is shadow mode (the carbon-kube-tuner ConfigMap, read by no one).
+    #[arg(long)]
+    pub active: bool,
+    /// How long a published setting is valid (validUntil), hours.
+    #[arg(long, default_value_t = 12)]
+    pub valid_for_hours: i64,
+    /// Namespace of the ConfigMap.
+    #[arg(long, env = "CARBON_KUBE_NAMESPACE", default_value = keys::DEFAULT_NAMESPACE)]
+    pub namespace: String,
+    /// Where to write the ConfigMap (JSON): a file, or - for stdout.
+    #[arg(long, default_value = "-")]
+    pub output: String,
+    /// Where to write the report (JSON); the table goes to stderr either way.
+    #[arg(long)]
+    pub report: Option<PathBuf>,
+}
+
+/// One setting's results.
+#[derive(Clone, Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Row {
+    /// Optimiser (or `current`).
+    pub optimiser: String,
+    /// The setting.
+    pub knobs: Knobs,
+    /// On the training episodes.
+    pub train: Evaluation,
+    /// On the validation episodes, trained zones.
+    pub validate: Evaluation,
+    /// On the validation episodes, unseen zones (if any).
+    pub validate_unseen: Option<Evaluation>,
+    /// CPU seconds the optimiser spent (training only).
+    pub cpu_seconds: f64,
+    /// Settings evaluated.
+    pub evaluations: usize,
+}
+
+/// The report.
+#[derive(Clone, Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Report {
+    /// Training episodes.
+    pub train_episodes: Vec<String>,
+    /// Validation episodes (trained zones, then unseen zones).
+    pub validate_episodes: Vec<String>,
+    /// The current setting, then each optimiser's best.
+    pub rows: Vec<Row>,
+    /// The optimiser whose setting is proposed (best training reward).
+    pub chosen: String,
+    /// Promotion decision on the validation replay (trained zones).
+    pub promotion: Promotion,
+    /// Shadow or active.
+    pub mode: &'static str,
+}
+
+fn zones(list: &[String]) -> anyhow::Result<Vec<ZoneId>> {
+    list.iter()
+        .filter(|z| !z.trim().is_empty())
+        .map(|z| ZoneId::parse(z.trim()).map_err(|e| anyhow::anyhow!("zone {z:?}: {e}")))
+        .collect()
+}
+
+fn optimiser(name: &str) -> anyhow::Result<Box<dyn Optimiser>> {
+    match name {
+        "grid" => Ok(Box::new(GridSearch)),
+        "cma-es" => Ok(Box::new(CmaEs { seed: 7 })),
+        other => anyhow::bail!("unknown optimiser {other:?}; known: grid, cma-es"),
+    }
+}
+
+/// Runs the tuning and writes the ConfigMap; returns the report.
+pub fn run(args: &TuneArgs) -> anyhow::Result<Report> {
+    let shared = carbon_kube_sim::shared_data_dir();
+    let traces = args
+        .traces
+        .clone()
+        .unwrap_or_else(|| shared.join("carbon_intensity/electricitymaps_hourly"));
+    let jobs = args
+        .jobs
+        .clone()
+        .unwrap_or_else(|| shared.join("workload_traces/gaia/azure-100k.csv"));
+    let train_zones = zones(&args.train_zones)?;
+    let unseen_zones = zones(&args.unseen_zones)?;
+    if train_zones.is_empty() {
+        anyhow::bail!("--train-zones: at least one zone");
+    }
+    if args.margin < 0.0 || !args.margin.is_finite() {
+        anyhow::bail!("--margin: must be a number at least 0");
+    }
+    let optimisers: Vec<Box<dyn Optimiser>> = args
+        .optimisers
+        .iter()
+        .map(|n| optimiser(n.trim()))
+        .collect::<anyhow::Result<_>>()?;
+    let all: Vec<ZoneId> = train_zones.iter().chain(&unseen_zones).cloned().collect();
+    let data = Data::read(&traces, &jobs, &all)?;
+    let cut = |zs: &[ZoneId], starts: &[String]| -> anyhow::Result<Vec<_>> {
+        starts
+            .iter()
+            .map(|s| data.episode(zs, s.trim(), args.days, args.max_jobs))
+            .collect()
+    };
+    let train_seeds: Vec<u64> = (1..=args.train_seeds.max(1)).collect();
+    // Validation seeds never overlap training seeds.
+    let validate_seeds: Vec<u64> = (1001..=1000 + args.validate_seeds.max(1)).collect();
+    let mut train = EpisodeSet::new(cut(&train_zones, &args.train_starts)?, train_seeds)?;
+    let mut validate = EpisodeSet::new(
+        cut(&train_zones, &args.validate_starts)?,
+        validate_seeds.clone(),
+    )?;
+    let mut unseen = if unseen_zones.is_empty() {
+        None
+    } else {
+        Some(EpisodeSet::new(
+            cut(&unseen_zones, &args.validate_starts)?,
+            validate_seeds,
+        )?)
+    };
+    let mut rows = Vec::new();
+    let mut replay = |name: String,
+                      knobs: Knobs,
+                      train_eval: Evaluation,
+                      cpu: f64,
+                      evaluations: usize|
+     -> anyhow::Result<Row> {
+        Ok(Row {
+            optimiser: name,
+            validate: validate.evaluate(&knobs)?,
+            validate_unseen: unseen.as_mut().map(|u| u.evaluate(&knobs)).transpose()?,
+            knobs,
+            train: train_eval,
+            cpu_seconds: cpu,
+            evaluations,
+        })
+    };
+    let current = Knobs::current();
+    let current_train = train.evaluate(&current)?;
+    rows.push(replay("current".into(), current, current_train, 0.0, 0)?);
+    for mut opt in optimisers {
+        let before = train.evaluations;
+        let started = ProcessTime::now();
+        let mut failure = None;
+        let (x, _) = opt.maximise(DIMENSIONS, args.budget, &mut |x| match train
+            .evaluate(&Knobs::from_unit(x))
+        {
+            Ok(e) => e.reward,
+            Err(e) => {
+                failure.get_or_insert(e);
+                f64::NEG_INFINITY
+            }
+        });
+        if let Some(e) = failure {
+            return Err(e);
+        }
+        let cpu = started.elapsed().as_secs_f64();
+        let evaluations = train.evaluations - before;
+        let knobs = Knobs::from_unit(&x);
+        let train_eval = train.evaluate(&knobs)?;
+        rows.push(replay(
+            opt.name().to_owned(),
+            knobs,
+            train_eval,
+            cpu,
+            evaluations,
+        )?);
+    }
+    let best = rows
+        .iter()
+        .skip(1)
+        .max_by(|a, b| a.train.reward.total_cmp(&b.train.reward))
+        .ok_or_else(|| anyhow::anyhow!("--optimisers: at least one"))?;
+    let promotion = promotion(&best.validate, &rows[0].validate, args.margin);
+    let now = jiff::Timestamp::now().as_second();
+    let report = Report {
+        train_episodes: train.episodes.iter().map(|e| e.name.clone()).collect(),
+        validate_episodes: validate
+            .episodes
+            .iter()
+            .chain(unseen.iter().flat_map(|u| &u.episodes))
+            .map(|e| e.name.clone())
+            .collect(),
+        chosen: best.optimiser.clone(),
+        promotion,
+        mode: if args.active { "active" } else { "shadow" },
+        rows: rows.clone(),
+    };
+    eprint!("{}", table(&report));
+    let report_json = serde_json::to_string(&report)?;
+    let proposed = if report.promotion.promoted {
+        &best.knobs
+    } else {
+        &rows[0].knobs
+    };
+    let data = overrides(proposed, now + args.valid_for_hours.max(1) * 3600).to_string_map();
+    let cm = configmap(
+        &args.namespace,
+        data,
+        args.active,
+        report.promotion.promoted,
+        &report_json,
+    );
+    let text = serde_json::to_string_pretty(&cm)? + "\n";
+    if args.output == "-" {
+        std::io::stdout().write_all(text.as_bytes())?;
+    } else {
+        std::fs::write(&args.output, text).map_err(|e| anyhow::anyhow!("{}: {e}", args.output))?;
+    }
+    if let Some(p) = &args.report {
+        std::fs::write(p, serde_json::to_string_pretty(&report)? + "\n")
+            .map_err(|e| anyhow::anyhow!("{}: {e}", p.display()))?;
+    }
+    Ok(report)
+}
+
+/// The report as a table.
+pub fn table(r: &Report) -> String {
+    let mut s = String::new();
+    s.push_str(&format!(
+        "train: {}\nvalidate: {}\n",
+        r.train_episodes.join("; "),
+        r.validate_episodes.join("; ")
+    ));
+    s.push_str(
+        "optimiser | train saving | train misses (baseline) | validation saving | validation misses (baseline) | unseen-zone saving | unseen misses (baseline) | CPU s | evals | setting\n",
+    );
+    for row in &r.rows {
+        let u = row.validate_unseen.as_ref();
+        s.push_str(&format!(
+            "{} | {:.1} % | {} ({}) | {:.1} % | {} ({}) | {} | {} | {:.1} | {} | {}\n",
+            row.optimiser,
+            100.0 * row.train.saving,
+            row.train.deadline_misses,
+            row.train.baseline_misses,
+            100.0 * row.validate.saving,
+            row.validate.deadline_misses,
+            row.validate.baseline_misses,
+            u.map_or_else(|| "-".into(), |u| format!("{:.1} %", 100.0 * u.saving)),
+            u.map_or_else(
+                || "-".into(),
+                |u| format!("{} ({})", u.deadline_misses, u.baseline_misses)
+            ),
+            row.cpu_seconds,
+            row.evaluations,
+            row.knobs.describe()
+        ));
+    }
+    s.push_str(&format!(
+        "chosen: {} ({} mode): {}\n",
+        r.chosen,
+        r.mode,
+        if r.promotion.promoted {
+            format!("promoted: {}", r.promotion.reason)
+        } else {
+            format!("not promoted: {}", r.promotion.reason)
+        }
+    ));
+    s
+}

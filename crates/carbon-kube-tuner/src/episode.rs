@@ -1,0 +1,315 @@
+//! Episodes (a period, a set of zones, the jobs that arrive in it) and the
+//! evaluation of a setting on them.
+
+use std::path::Path;
+
+use carbon_kube_model::{CarbonIntensity, ZoneId};
+use carbon_kube_policy::deferral::DeferralConfig;
+use carbon_kube_policy::placement::ThresholdMode;
+use carbon_kube_sim::engine::{Outcome, Tuning, World};
+use carbon_kube_sim::forecast::{ErrorModel, ForecastView};
+use carbon_kube_sim::run::policy;
+use carbon_kube_sim::trace::{self, Column, HOUR, TraceSet, parse_utc};
+use carbon_kube_sim::workload::{self, ClusterSpec, Job, JobDefaults};
+use serde::Serialize;
+
+/// The knobs the tuner sets, in their units.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Knobs {
+    /// `thresholdMode`: `None` keeps the absolute threshold (the static
+    /// setting), `Some(p)` is `clusterPercentile` at `p`.
+    pub threshold_percentile: Option<f64>,
+    /// `carbonWeight` (the performance weight is 100 minus it).
+    pub carbon_weight: u32,
+    /// `deferral.minSavingFraction`.
+    pub min_saving_fraction: f64,
+    /// `deferral.errorMarginPerHour`.
+    pub error_margin_per_hour: f64,
+}
+
+/// How many numbers an optimiser searches over.
+pub const DIMENSIONS: usize = 4;
+
+impl Knobs {
+    /// The current static setting: the seed's defaults (absolute 250 g/kWh,
+    /// 70/30, the planner's defaults).
+    pub fn current() -> Self {
+        let t = Tuning::default();
+        Self {
+            threshold_percentile: None,
+            carbon_weight: t.placement.carbon_weight,
+            min_saving_fraction: t.deferral.min_saving_fraction,
+            error_margin_per_hour: t.deferral.error_margin_per_hour,
+        }
+    }
+
+    /// Knobs from a point of the unit cube `[0, 1]^4` (values outside are
+    /// clamped): percentile 0–100, carbon weight 10–100, minimum saving
+    /// 0–0.3, margin 0–0.02 per hour.
+    pub fn from_unit(x: &[f64]) -> Self {
+        let at = |i: usize| x.get(i).copied().unwrap_or(0.5).clamp(0.0, 1.0);
+        // 10..=100: the cast cannot truncate.
+        #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
+        let carbon_weight = (10.0 + 90.0 * at(1)).round() as u32;
+        Self {
+            threshold_percentile: Some((100.0 * at(0) * 10.0).round() / 10.0),
+            carbon_weight,
+            min_saving_fraction: (0.3 * at(2) * 1000.0).round() / 1000.0,
+            error_margin_per_hour: (0.02 * at(3) * 10_000.0).round() / 10_000.0,
+        }
+    }
+
+    /// The simulator's (and the policy crate's) settings.
+    pub fn tuning(&self) -> Tuning {
+        let mut t = Tuning::default();
+        if let Some(p) = self.threshold_percentile {
+            t.placement.threshold_mode = ThresholdMode::ClusterPercentile;
+            t.placement.threshold_percentile = p;
+        }
+        t.placement.carbon_weight = self.carbon_weight;
+        t.placement.performance_weight = 100 - self.carbon_weight.min(100);
+        t.deferral = DeferralConfig {
+            min_saving_fraction: self.min_saving_fraction,
+            error_margin_per_hour: self.error_margin_per_hour,
+            ..t.deferral
+        };
+        t
+    }
+
+    /// One line for reports.
+    pub fn describe(&self) -> String {
+        format!(
+            "threshold {}, weights {}/{}, minSaving {:.3}, margin {:.4}/h",
+            self.threshold_percentile.map_or_else(
+                || format!("{} (absolute)", Tuning::default().placement.threshold),
+                |p| format!("p{p} of candidate zones"),
+            ),
+            self.carbon_weight,
+            100 - self.carbon_weight.min(100),
+            self.min_saving_fraction,
+            self.error_margin_per_hour
+        )
+    }
+}
+
+/// One episode: a period of some zones' traces and the jobs in it.
+pub struct Episode {
+    /// Name in reports (`2022-03-07 DE,GB`).
+    pub name: String,
+    /// The traces of the period.
+    pub traces: TraceSet,
+    /// The jobs that arrive in it.
+    pub jobs: Vec<Job>,
+    /// The simulated cluster.
+    pub cluster: ClusterSpec,
+}
+
+/// Deadline misses beyond the baseline's cost this much reward each, as a
+/// share of the episode's jobs: one extra miss in a hundred jobs costs 0.2,
+/// more than any carbon saving the knobs can buy.
+pub const MISS_PENALTY: f64 = 20.0;
+
+/// The reward of one outcome against its baseline: the relative saving,
+/// minus [`MISS_PENALTY`] × the extra deadline misses per job.
+pub fn reward(policy: &Outcome, baseline: &Outcome, jobs: usize) -> f64 {
+    let saving = if baseline.kg_co2 > 0.0 {
+        (baseline.kg_co2 - policy.kg_co2) / baseline.kg_co2
+    } else {
+        0.0
+    };
+    let extra = policy
+        .deadline_misses
+        .saturating_sub(baseline.deadline_misses);
+    // Counts are far below 2^53.
+    #[allow(clippy::cast_precision_loss)]
+    let penalty = MISS_PENALTY * extra as f64 / jobs.max(1) as f64;
+    saving - penalty
+}
+
+/// One setting's result on a set of episodes and seeds.
+#[derive(Clone, Debug, Default, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Evaluation {
+    /// Mean reward.
+    pub reward: f64,
+    /// Mean relative saving against the baseline.
+    pub saving: f64,
+    /// Deadline misses, summed.
+    pub deadline_misses: u64,
+    /// The baseline's deadline misses, summed.
+    pub baseline_misses: u64,
+    /// Reward per forecast-error seed (mean over episodes).
+    pub reward_per_seed: Vec<f64>,
+}
+
+/// Episodes with their baselines, evaluated under several forecast-error
+/// seeds.
+pub struct EpisodeSet {
+    /// The episodes.
+    pub episodes: Vec<Episode>,
+    /// Forecast-error seeds.
+    pub seeds: Vec<u64>,
+    baselines: Vec<Vec<Outcome>>,
+    /// Evaluations so far (each one runs every episode once per seed).
+    pub evaluations: usize,
+}
+
+impl EpisodeSet {
+    /// Runs the baselines once.
+    pub fn new(episodes: Vec<Episode>, seeds: Vec<u64>) -> anyhow::Result<Self> {
+        let base = policy("baseline", &Default::default())
+            .ok_or_else(|| anyhow::anyhow!("the simulator has no baseline policy"))?;
+        let mut baselines = Vec::new();
+        for e in &episodes {
+            let mut per_seed = Vec::new();
+            for &seed in &seeds {
+                let world = world(e, seed, Tuning::default())?;
+                per_seed.push(world.run(&base, &|_| {}));
+            }
+            baselines.push(per_seed);
+        }
+        Ok(Self {
+            episodes,
+            seeds,
+            baselines,
+            evaluations: 0,
+        })
+    }
+
+    /// Evaluates a setting on every episode and seed.
+    pub fn evaluate(&mut self, knobs: &Knobs) -> anyhow::Result<Evaluation> {
+        let ck = policy("carbon-kube", &Default::default())
+            .ok_or_else(|| anyhow::anyhow!("the simulator has no carbon-kube policy"))?;
+        self.evaluations += 1;
+        let tuning = knobs.tuning();
+        let mut ev = Evaluation {
+            reward_per_seed: vec![0.0; self.seeds.len()],
+            ..Evaluation::default()
+        };
+        let n = self.episodes.len().max(1) as f64;
+        for (e, baselines) in self.episodes.iter().zip(&self.baselines) {
+            for (s, (&seed, base)) in self.seeds.iter().zip(baselines).enumerate() {
+                let world = world(e, seed, tuning.clone())?;
+                let out = world.run(&ck, &|_| {});
+                let r = reward(&out, base, e.jobs.len());
+                ev.reward_per_seed[s] += r / n;
+                ev.saving += if base.kg_co2 > 0.0 {
+                    (base.kg_co2 - out.kg_co2) / base.kg_co2
+                } else {
+                    0.0
+                };
+                ev.deadline_misses += out.deadline_misses;
+                ev.baseline_misses += base.deadline_misses;
+            }
+        }
+        let runs = (self.episodes.len() * self.seeds.len()).max(1) as f64;
+        ev.saving /= runs;
+        ev.reward = ev.reward_per_seed.iter().sum::<f64>() / self.seeds.len().max(1) as f64;
+        Ok(ev)
+    }
+}
+
+fn world(e: &Episode, seed: u64, tuning: Tuning) -> anyhow::Result<World<'_>> {
+    let forecast = ForecastView::new(&e.traces, ErrorModel::default(), seed);
+    Ok(World::new(
+        &e.traces, &e.cluster, &e.jobs, forecast, tuning,
+    )?)
+}
+
+/// The real data the episodes are cut from.
+pub struct Data {
+    /// Every zone's trace, all years joined.
+    pub traces: TraceSet,
+    /// The job trace file (hours from the start of a year).
+    pub jobs_csv: std::path::PathBuf,
+}
+
+impl Data {
+    /// Reads the Electricity Maps exports of `zones` from `dir`
+    /// (`{zone}_{year}_hourly.csv`, every year found).
+    pub fn read(dir: &Path, jobs_csv: &Path, zones: &[ZoneId]) -> anyhow::Result<Self> {
+        let mut series = Vec::new();
+        let mut names: Vec<std::path::PathBuf> = std::fs::read_dir(dir)
+            .map_err(|e| anyhow::anyhow!("{}: {e}", dir.display()))?
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .collect();
+        names.sort();
+        for z in zones {
+            let prefix = format!("{z}_");
+            let files: Vec<_> = names
+                .iter()
+                .filter(|p| {
+                    p.file_name()
+                        .and_then(|n| n.to_str())
+                        .is_some_and(|n| n.starts_with(&prefix) && n.ends_with("_hourly.csv"))
+                })
+                .collect();
+            if files.is_empty() {
+                anyhow::bail!(
+                    "no Electricity Maps export for zone {z} in {}",
+                    dir.display()
+                );
+            }
+            for f in files {
+                series.push(trace::read_em_csv(f, Column::Direct)?);
+            }
+        }
+        Ok(Self {
+            traces: trace::align(series)?,
+            jobs_csv: jobs_csv.to_owned(),
+        })
+    }
+
+    /// The episode of `zones` over `days` from `start` (`YYYY-MM-DD`), with
+    /// the jobs of the job trace that arrive then (the job trace's hour 0 is
+    /// January 1st of `start`'s year), at most `max_jobs` of them.
+    pub fn episode(
+        &self,
+        zones: &[ZoneId],
+        start: &str,
+        days: u32,
+        max_jobs: usize,
+    ) -> anyhow::Result<Episode> {
+        let from = parse_utc(start).map_err(|e| anyhow::anyhow!("episode start {start}: {e}"))?;
+        let to = from + i64::from(days) * 24 * HOUR;
+        let mut traces = self.traces.slice(from, to)?;
+        traces.zones.retain(|t| zones.contains(&t.zone));
+        if traces.zones.len() != zones.len() {
+            anyhow::bail!("episode {start}: not every zone of {zones:?} has data");
+        }
+        let year = start.get(..4).unwrap_or("1970");
+        let year_start = parse_utc(&format!("{year}-01-01"))
+            .map_err(|e| anyhow::anyhow!("episode start {start}: {e}"))?;
+        let defaults = JobDefaults {
+            slack_seconds: 24 * HOUR,
+            interruptible: false,
+            memory_gb_per_vcpu: 4.0,
+        };
+        let jobs = workload::read_jobs_csv(&self.jobs_csv, year_start, &defaults)?;
+        let (mut jobs, _) = workload::fit_to_period(jobs, traces.start, traces.end());
+        jobs.truncate(max_jobs);
+        if jobs.is_empty() {
+            anyhow::bail!("episode {start}: no job of the trace arrives in it");
+        }
+        let cluster = ClusterSpec::default_for(&traces, &jobs, 1.5);
+        Ok(Episode {
+            name: format!(
+                "{start} +{days}d {}",
+                zones
+                    .iter()
+                    .map(ZoneId::as_str)
+                    .collect::<Vec<_>>()
+                    .join(",")
+            ),
+            traces,
+            jobs,
+            cluster,
+        })
+    }
+}
+
+/// The absolute threshold of the static setting, for reports.
+pub fn static_threshold() -> CarbonIntensity {
+    Tuning::default().placement.threshold
+}
