@@ -5,17 +5,18 @@
 //! its required node affinity and whose `NoSchedule`/`NoExecute` taints it
 //! tolerates. Each node's zone comes from the placement policy's
 //! `zone_map::node_zone` (label `carbon-kube.io/grid-zone`, the operator's
-//! region map, the built-in cloud tables). This is Kubernetes' own matching
-//! semantics, not a decision, so it lives here rather than in the policy
-//! crate.
+//! region map, the built-in cloud tables). The matching is Kubernetes' own
+//! semantics, not a decision: it lives in `carbon_kube_k8s::node_match`,
+//! shared with the migrator.
 
 use std::collections::{BTreeMap, BTreeSet};
 
+use carbon_kube_k8s::node_match::{self, NodeFacts};
 use carbon_kube_model::{ZoneId, keys};
 use carbon_kube_policy::zone_map::{NodeView, RegionZoneMap, Resources, ZoneVia, node_zone};
 use k8s_openapi::api::core::v1::{
     Affinity, Node, NodeAffinity, NodeSelector, NodeSelectorRequirement, NodeSelectorTerm, Pod,
-    PodSpec, PreferredSchedulingTerm, Taint, Toleration,
+    PodSpec, PreferredSchedulingTerm, Taint,
 };
 
 /// What the controller keeps about a node.
@@ -144,91 +145,28 @@ pub fn eligible_zones(pod: &Pod, nodes: &[NodeEntry]) -> Eligibility {
     e
 }
 
+impl NodeEntry {
+    /// What `carbon_kube_k8s::node_match` reads of the node.
+    pub fn facts(&self) -> NodeFacts<'_> {
+        NodeFacts {
+            name: &self.name,
+            labels: &self.labels,
+            taints: &self.taints,
+            unschedulable: self.unschedulable,
+        }
+    }
+}
+
 /// Whether the scheduler could place a pod with `spec` on `node`, as far as
 /// node selection goes (selector, required affinity, taints, cordon).
 pub fn pod_fits_node(spec: &PodSpec, node: &NodeEntry) -> bool {
-    if node.unschedulable {
-        return false;
-    }
-    if let Some(sel) = &spec.node_selector
-        && !sel.iter().all(|(k, v)| node.labels.get(k) == Some(v))
-    {
-        return false;
-    }
-    if let Some(required) = spec
-        .affinity
-        .as_ref()
-        .and_then(|a| a.node_affinity.as_ref())
-        .and_then(|na| {
-            na.required_during_scheduling_ignored_during_execution
-                .as_ref()
-        })
-        && !required
-            .node_selector_terms
-            .iter()
-            .any(|t| term_matches(t, node))
-    {
-        return false;
-    }
-    let tolerations = spec.tolerations.as_deref().unwrap_or_default();
-    node.taints
-        .iter()
-        .all(|t| tolerations.iter().any(|tol| tolerates(tol, t)))
+    node_match::pod_fits_node(spec, &node.facts())
 }
 
 /// A node selector term matches when all its expressions and fields do. An
 /// empty term matches nothing (as in Kubernetes).
 pub fn term_matches(term: &NodeSelectorTerm, node: &NodeEntry) -> bool {
-    let exprs = term.match_expressions.as_deref().unwrap_or_default();
-    let fields = term.match_fields.as_deref().unwrap_or_default();
-    if exprs.is_empty() && fields.is_empty() {
-        return false;
-    }
-    exprs
-        .iter()
-        .all(|r| requirement_matches(r, node.labels.get(&r.key).map(String::as_str)))
-        && fields.iter().all(|r| {
-            let value = (r.key == "metadata.name").then_some(node.name.as_str());
-            requirement_matches(r, value)
-        })
-}
-
-fn requirement_matches(r: &NodeSelectorRequirement, value: Option<&str>) -> bool {
-    let values = r.values.as_deref().unwrap_or_default();
-    let int = |s: &str| s.trim().parse::<i64>().ok();
-    match r.operator.as_str() {
-        "In" => value.is_some_and(|v| values.iter().any(|x| x == v)),
-        "NotIn" => value.is_none_or(|v| !values.iter().any(|x| x == v)),
-        "Exists" => value.is_some(),
-        "DoesNotExist" => value.is_none(),
-        "Gt" => {
-            matches!((value.and_then(int), values.first().and_then(|x| int(x))), (Some(a), Some(b)) if a > b)
-        }
-        "Lt" => {
-            matches!((value.and_then(int), values.first().and_then(|x| int(x))), (Some(a), Some(b)) if a < b)
-        }
-        _ => false,
-    }
-}
-
-fn tolerates(tol: &Toleration, taint: &Taint) -> bool {
-    if let Some(effect) = tol.effect.as_deref()
-        && !effect.is_empty()
-        && effect != taint.effect
-    {
-        return false;
-    }
-    let key_ok = match tol.key.as_deref() {
-        None | Some("") => tol.operator.as_deref() == Some("Exists"),
-        Some(k) => k == taint.key,
-    };
-    if !key_ok {
-        return false;
-    }
-    match tol.operator.as_deref().unwrap_or("Equal") {
-        "Exists" => true,
-        _ => tol.value.as_deref().unwrap_or("") == taint.value.as_deref().unwrap_or(""),
-    }
+    node_match::term_matches(term, &node.facts())
 }
 
 /// Node selector terms that select the nodes of `zone` among `nodes`: by the
@@ -362,6 +300,7 @@ fn add_preferred(affinity: &mut Affinity, terms: &[NodeSelectorTerm]) {
 mod tests {
     use super::*;
     use crate::fixtures::{node_in_zone, node_with_labels, pod};
+    use k8s_openapi::api::core::v1::Toleration;
 
     fn zone(z: &str) -> ZoneId {
         ZoneId::parse(z).unwrap()

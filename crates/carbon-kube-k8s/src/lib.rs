@@ -3,10 +3,14 @@
 //! - [`snapshot_store`]: the `carbon-intensity-data` ConfigMap, read and written safely.
 //! - [`serve`]: `/metrics`, `/healthz` and `/readyz` for every long-running component.
 //! - [`telemetry`]: logging and TLS provider setup.
+//! - [`node_match`]: Kubernetes' node selection semantics and a pod's effective requests.
+//! - [`quantity`]: resource quantities as CPU millicores and memory bytes.
 //!
 //! Decisions do not live here: see `carbon-kube-policy`.
 
 pub mod metrics;
+pub mod node_match;
+pub mod quantity;
 pub mod serve;
 pub mod snapshot_store;
 pub mod telemetry;

@@ -39,3 +39,14 @@ pub const LABEL_NAMESPACE_DEFER: &str = "carbon-kube.io/defer";
 pub const SCHEDULING_GATE: &str = "carbon-kube.io/green-window";
 /// Scheduler name of Carbon-Kube's kube-scheduler profile.
 pub const SCHEDULER_NAME: &str = "carbon-kube";
+/// Pod annotation or namespace label opting pods into migration: `"true"`
+/// (ReplicaSet and eligible Job pods) or `"statefulset"` (also StatefulSet
+/// members).
+pub const MIGRATE: &str = "carbon-kube.io/migrate";
+/// Annotation the migrator writes on a pod's owner (ReplicaSet, StatefulSet,
+/// Job): its recent moves and the move in flight, as JSON. Restart-safe
+/// state: the migrator keeps nothing that matters in memory.
+pub const ANNOTATION_MIGRATIONS: &str = "carbon-kube.io/migrations";
+/// Pod annotation a Job pod may set: RFC 3339 time of its last checkpoint
+/// (work before it is not lost by a move).
+pub const ANNOTATION_LAST_CHECKPOINT: &str = "carbon-kube.io/last-checkpoint";

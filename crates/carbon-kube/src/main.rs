@@ -35,6 +35,9 @@ enum Command {
     /// and the controller that releases them in green windows.
     #[command(subcommand)]
     Gates(carbon_kube_gates::GatesCommand),
+    /// Migration: move opted-in running pods to a greener zone through the
+    /// Eviction API, only when the move pays, within caps, never looping.
+    Migrator(carbon_kube_migrator::Args),
 }
 
 fn main() -> ExitCode {
@@ -61,6 +64,9 @@ fn main() -> ExitCode {
                 .map(|()| ExitCode::SUCCESS),
             Command::Simulate(args) => carbon_kube_sim::run(args).map(|_| ExitCode::SUCCESS),
             Command::Gates(cmd) => carbon_kube_gates::run(cmd)
+                .await
+                .map(|()| ExitCode::SUCCESS),
+            Command::Migrator(args) => carbon_kube_migrator::run(args)
                 .await
                 .map(|()| ExitCode::SUCCESS),
         }

@@ -1,0 +1,395 @@
+//! Kubernetes objects to the plain views `carbon_kube_policy::migration`
+//! takes: which pods may move at all ([`pod_facts`]), their requests, the
+//! nodes with their free room, and the nodes a replacement could use.
+
+use std::collections::{BTreeMap, HashMap};
+
+use carbon_kube_k8s::node_match::{NodeFacts, pod_requests};
+use carbon_kube_k8s::quantity::{cpu_millis, memory_bytes};
+use carbon_kube_model::{UnixSeconds, keys};
+use carbon_kube_policy::migration::{OwnerKind, PodFacts};
+use carbon_kube_policy::placement::PodView;
+use carbon_kube_policy::zone_map::{NodeView, RegionZoneMap, Resources, ZoneResolution, node_zone};
+use k8s_openapi::api::batch::v1::Job;
+use k8s_openapi::api::core::v1::{Node, Pod, Taint};
+
+/// The pod's controller owner: kind, name, uid.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Owner {
+    /// `ReplicaSet`, `StatefulSet`, `Job`, …
+    pub kind: String,
+    /// Its name.
+    pub name: String,
+    /// Its uid.
+    pub uid: String,
+}
+
+impl Owner {
+    /// The policy's kind.
+    pub fn policy_kind(&self) -> OwnerKind {
+        match self.kind.as_str() {
+            "ReplicaSet" => OwnerKind::ReplicaSet,
+            "StatefulSet" => OwnerKind::StatefulSet,
+            "Job" => OwnerKind::Job,
+            "DaemonSet" => OwnerKind::DaemonSet,
+            "Node" => OwnerKind::Node,
+            _ => OwnerKind::Other,
+        }
+    }
+}
+
+/// The pod's controller owner reference, if any.
+pub fn owner(pod: &Pod) -> Option<Owner> {
+    pod.metadata
+        .owner_references
+        .as_deref()
+        .unwrap_or_default()
+        .iter()
+        .find(|r| r.controller == Some(true))
+        .map(|r| Owner {
+            kind: r.kind.clone(),
+            name: r.name.clone(),
+            uid: r.uid.clone(),
+        })
+}
+
+/// The opt-in value on the pod, else on its namespace's labels.
+fn opt_in<'a>(pod: &'a Pod, namespace_labels: Option<&'a BTreeMap<String, String>>) -> &'a str {
+    pod.metadata
+        .annotations
+        .as_ref()
+        .and_then(|a| a.get(keys::MIGRATE))
+        .or_else(|| namespace_labels.and_then(|l| l.get(keys::MIGRATE)))
+        .map_or("", |v| v.trim())
+}
+
+/// Whether a Job would replace an evicted pod: it is not finished and its
+/// `backoffLimit` (default 6) has room for one more failure (an evicted pod
+/// counts as failed unless a pod failure policy ignores disruptions).
+pub fn job_recreates(job: &Job) -> bool {
+    let spec = job.spec.as_ref();
+    let status = job.status.as_ref();
+    let finished = status.and_then(|s| s.conditions.as_ref()).is_some_and(|c| {
+        c.iter()
+            .any(|c| (c.type_ == "Complete" || c.type_ == "Failed") && c.status == "True")
+    });
+    if finished {
+        return false;
+    }
+    let ignores_disruption = spec
+        .and_then(|s| s.pod_failure_policy.as_ref())
+        .is_some_and(|p| {
+            p.rules.iter().any(|r| {
+                r.action == "Ignore"
+                    && r.on_pod_conditions
+                        .as_deref()
+                        .unwrap_or_default()
+                        .iter()
+                        .any(|c| c.type_ == "DisruptionTarget")
+            })
+        });
+    let limit = spec.and_then(|s| s.backoff_limit).unwrap_or(6);
+    let failed = status.and_then(|s| s.failed).unwrap_or(0);
+    ignores_disruption || failed < limit
+}
+
+/// The facts `eligibility` decides on. `job_recreates` is only read for Job pods.
+pub fn pod_facts(
+    pod: &Pod,
+    namespace_labels: Option<&BTreeMap<String, String>>,
+    job_recreates: bool,
+) -> PodFacts {
+    let annotations = pod.metadata.annotations.as_ref();
+    let spec = pod.spec.as_ref();
+    let value = opt_in(pod, namespace_labels).to_ascii_lowercase();
+    let critical_class = spec
+        .and_then(|s| s.priority_class_name.as_deref())
+        .is_some_and(|c| c == "system-cluster-critical" || c == "system-node-critical");
+    let local_storage = spec.and_then(|s| s.volumes.as_ref()).is_some_and(|v| {
+        v.iter().any(|v| {
+            v.host_path.is_some()
+                || v.empty_dir.as_ref().is_some_and(|e| {
+                    e.size_limit.is_some() || e.medium.as_deref() == Some("Memory")
+                })
+        })
+    });
+    let phase = pod.status.as_ref().and_then(|s| s.phase.as_deref());
+    PodFacts {
+        namespace: pod.metadata.namespace.clone().unwrap_or_default(),
+        owner: owner(pod).map(|o| o.policy_kind()),
+        opted_in: value == "true",
+        stateful_opt_in: value == "statefulset",
+        job_recreates,
+        mirror: annotations.is_some_and(|a| a.contains_key("kubernetes.io/config.mirror")),
+        system_critical: critical_class
+            || spec
+                .and_then(|s| s.priority)
+                .is_some_and(|p| p >= 2_000_000_000),
+        local_storage,
+        opted_out: annotations
+            .and_then(|a| a.get(keys::ANNOTATION_OPT_OUT))
+            .is_some_and(|v| v.trim().eq_ignore_ascii_case("true")),
+        not_running: phase != Some("Running")
+            || pod.metadata.deletion_timestamp.is_some()
+            || spec
+                .and_then(|s| s.node_name.as_deref())
+                .is_none_or(str::is_empty),
+    }
+}
+
+/// The pod as the placement and migration rules see it.
+pub fn pod_view(pod: &Pod) -> PodView {
+    let (cpu, mem) = pod.spec.as_ref().map_or((0, 0), pod_requests);
+    PodView {
+        name: pod.metadata.name.clone().unwrap_or_default(),
+        namespace: pod.metadata.namespace.clone().unwrap_or_default(),
+        annotations: pod.metadata.annotations.clone().unwrap_or_default(),
+        requests: Resources::new(cpu, mem),
+    }
+}
+
+/// When the pod started running (its `status.startTime`, else creation).
+pub fn started_at(pod: &Pod) -> Option<UnixSeconds> {
+    pod.status
+        .as_ref()
+        .and_then(|s| s.start_time.as_ref())
+        .or(pod.metadata.creation_timestamp.as_ref())
+        .map(|t| t.0.as_second())
+}
+
+/// The pod's `carbon-kube.io/last-checkpoint` (RFC 3339), if readable.
+pub fn last_checkpoint(pod: &Pod) -> Option<UnixSeconds> {
+    pod.metadata
+        .annotations
+        .as_ref()?
+        .get(keys::ANNOTATION_LAST_CHECKPOINT)?
+        .trim()
+        .parse::<jiff::Timestamp>()
+        .ok()
+        .map(|t| t.as_second())
+}
+
+/// Expected remaining run from `carbon-kube.io/expected-duration` (a
+/// duration such as `2h`, counted from the start), if set.
+pub fn expected_remaining(pod: &Pod, now: UnixSeconds) -> Option<i64> {
+    let d = pod
+        .metadata
+        .annotations
+        .as_ref()?
+        .get(keys::ANNOTATION_EXPECTED_DURATION)?;
+    let secs = humantime::parse_duration(d.trim()).ok()?.as_secs();
+    let start = started_at(pod)?;
+    Some((start + i64::try_from(secs).ok()? - now).max(0))
+}
+
+/// A node as the rules see it, with what matching needs.
+#[derive(Clone, Debug)]
+pub struct NodeEntry {
+    /// Name, labels, allocatable and requested room.
+    pub view: NodeView,
+    /// Its zone.
+    pub zone: ZoneResolution,
+    /// Taints.
+    pub taints: Vec<Taint>,
+    /// Cordoned.
+    pub unschedulable: bool,
+}
+
+impl NodeEntry {
+    /// What node matching reads.
+    pub fn facts(&self) -> NodeFacts<'_> {
+        NodeFacts {
+            name: &self.view.name,
+            labels: &self.view.labels,
+            taints: &self.taints,
+            unschedulable: self.unschedulable,
+        }
+    }
+}
+
+/// Nodes with their zone and the room the bound pods take.
+pub fn node_entries<'a>(
+    nodes: impl Iterator<Item = &'a Node>,
+    bound: impl Iterator<Item = &'a Pod>,
+    region_map: &RegionZoneMap,
+) -> HashMap<String, NodeEntry> {
+    let mut requested: HashMap<&str, Resources> = HashMap::new();
+    for p in bound {
+        let phase = p.status.as_ref().and_then(|s| s.phase.as_deref());
+        if matches!(phase, Some("Succeeded" | "Failed")) {
+            continue;
+        }
+        let Some(node) = p.spec.as_ref().and_then(|s| s.node_name.as_deref()) else {
+            continue;
+        };
+        let (cpu, mem) = p.spec.as_ref().map_or((0, 0), pod_requests);
+        let e = requested.entry(node).or_default();
+        *e = e.saturating_add(Resources::new(cpu, mem));
+    }
+    nodes
+        .map(|n| {
+            let name = n.metadata.name.clone().unwrap_or_default();
+            let q = |k: &str, f: fn(&str) -> Option<i64>| {
+                n.status
+                    .as_ref()
+                    .and_then(|s| s.allocatable.as_ref())
+                    .and_then(|a| a.get(k))
+                    .and_then(|q| f(&q.0))
+                    .unwrap_or(0)
+            };
+            let view = NodeView {
+                name: name.clone(),
+                labels: n.metadata.labels.clone().unwrap_or_default(),
+                provider_id: n.spec.as_ref().and_then(|s| s.provider_id.clone()),
+                allocatable: Resources::new(q("cpu", cpu_millis), q("memory", memory_bytes)),
+                requested: requested.get(name.as_str()).copied().unwrap_or_default(),
+            };
+            let zone = node_zone(&view, region_map);
+            let spec = n.spec.as_ref();
+            let entry = NodeEntry {
+                view,
+                zone,
+                taints: spec.and_then(|s| s.taints.clone()).unwrap_or_default(),
+                unschedulable: spec.and_then(|s| s.unschedulable).unwrap_or(false),
+            };
+            (name, entry)
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use carbon_kube_policy::migration::{Ineligible, WorkloadKind, eligibility};
+    use k8s_openapi::api::core::v1::{EmptyDirVolumeSource, PodSpec, PodStatus, Volume};
+    use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
+    use kube::api::ObjectMeta;
+
+    fn running(kind: &str, annotations: &[(&str, &str)]) -> Pod {
+        Pod {
+            metadata: ObjectMeta {
+                name: Some("p".into()),
+                namespace: Some("shop".into()),
+                annotations: Some(
+                    annotations
+                        .iter()
+                        .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+                        .collect(),
+                ),
+                owner_references: Some(vec![OwnerReference {
+                    api_version: "apps/v1".into(),
+                    kind: kind.into(),
+                    name: "web-abc".into(),
+                    uid: "u".into(),
+                    controller: Some(true),
+                    block_owner_deletion: None,
+                }]),
+                ..ObjectMeta::default()
+            },
+            spec: Some(PodSpec {
+                node_name: Some("n1".into()),
+                ..PodSpec::default()
+            }),
+            status: Some(PodStatus {
+                phase: Some("Running".into()),
+                ..PodStatus::default()
+            }),
+        }
+    }
+
+    #[test]
+    fn opt_in_on_the_pod_or_its_namespace() {
+        let p = running("ReplicaSet", &[(keys::MIGRATE, "true")]);
+        assert_eq!(
+            eligibility(&pod_facts(&p, None, false)),
+            Ok(WorkloadKind::Stateless)
+        );
+        let p = running("ReplicaSet", &[]);
+        assert_eq!(
+            eligibility(&pod_facts(&p, None, false)),
+            Err(Ineligible::NotOptedIn)
+        );
+        let ns = BTreeMap::from([(keys::MIGRATE.to_owned(), "true".to_owned())]);
+        assert_eq!(
+            eligibility(&pod_facts(&p, Some(&ns), false)),
+            Ok(WorkloadKind::Stateless)
+        );
+        let p = running("StatefulSet", &[(keys::MIGRATE, "statefulset")]);
+        assert_eq!(
+            eligibility(&pod_facts(&p, None, false)),
+            Ok(WorkloadKind::Stateful)
+        );
+    }
+
+    #[test]
+    fn never_daemonsets_mirrors_critical_or_local_storage() {
+        let p = running("DaemonSet", &[(keys::MIGRATE, "true")]);
+        assert_eq!(
+            eligibility(&pod_facts(&p, None, false)),
+            Err(Ineligible::DaemonSet)
+        );
+        let p = running(
+            "ReplicaSet",
+            &[
+                (keys::MIGRATE, "true"),
+                ("kubernetes.io/config.mirror", "x"),
+            ],
+        );
+        assert_eq!(
+            eligibility(&pod_facts(&p, None, false)),
+            Err(Ineligible::MirrorOrStatic)
+        );
+        let mut p = running("ReplicaSet", &[(keys::MIGRATE, "true")]);
+        p.spec.as_mut().unwrap().priority_class_name = Some("system-node-critical".into());
+        assert_eq!(
+            eligibility(&pod_facts(&p, None, false)),
+            Err(Ineligible::SystemCritical)
+        );
+        let mut p = running("ReplicaSet", &[(keys::MIGRATE, "true")]);
+        p.spec.as_mut().unwrap().volumes = Some(vec![Volume {
+            name: "scratch".into(),
+            empty_dir: Some(EmptyDirVolumeSource {
+                size_limit: Some(Quantity("1Gi".into())),
+                medium: None,
+                mode: None,
+            }),
+            ..Volume::default()
+        }]);
+        assert_eq!(
+            eligibility(&pod_facts(&p, None, false)),
+            Err(Ineligible::LocalStorage)
+        );
+        let mut p = running("ReplicaSet", &[(keys::MIGRATE, "true")]);
+        p.status.as_mut().unwrap().phase = Some("Pending".into());
+        assert_eq!(
+            eligibility(&pod_facts(&p, None, false)),
+            Err(Ineligible::NotRunning)
+        );
+        let mut p = running("ReplicaSet", &[(keys::MIGRATE, "true")]);
+        p.metadata.owner_references = None;
+        assert_eq!(
+            eligibility(&pod_facts(&p, None, false)),
+            Err(Ineligible::BarePod)
+        );
+    }
+
+    #[test]
+    fn jobs_recreate_while_their_backoff_limit_has_room() {
+        use k8s_openapi::api::batch::v1::{JobSpec, JobStatus};
+        let job = |limit: i32, failed: i32| Job {
+            spec: Some(JobSpec {
+                backoff_limit: Some(limit),
+                ..JobSpec::default()
+            }),
+            status: Some(JobStatus {
+                failed: Some(failed),
+                ..JobStatus::default()
+            }),
+            ..Job::default()
+        };
+        assert!(job_recreates(&job(6, 0)));
+        assert!(!job_recreates(&job(0, 0)));
+        assert!(!job_recreates(&job(2, 2)));
+    }
+}
