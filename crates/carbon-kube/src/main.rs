@@ -31,6 +31,10 @@ enum Command {
     /// Replay real (or modelled) carbon traces and a workload through
     /// Carbon-Kube's policies, a baseline, peer strategies and an oracle.
     Simulate(carbon_kube_sim::Args),
+    /// Tune Carbon-Kube's knobs on the simulator over real traces (train on
+    /// one period, validate on a later one and on unseen zones) and write the
+    /// carbon-kube-config override only when it beats the current setting.
+    Tune(carbon_kube_tuner::TuneArgs),
     /// Temporal shifting: the admission webhook that gates deferrable pods
     /// and the controller that releases them in green windows.
     #[command(subcommand)]
@@ -63,6 +67,7 @@ fn main() -> ExitCode {
                 .await
                 .map(|()| ExitCode::SUCCESS),
             Command::Simulate(args) => carbon_kube_sim::run(args).map(|_| ExitCode::SUCCESS),
+            Command::Tune(args) => carbon_kube_tuner::run(&args).map(|_| ExitCode::SUCCESS),
             Command::Gates(cmd) => carbon_kube_gates::run(cmd)
                 .await
                 .map(|()| ExitCode::SUCCESS),
