@@ -674,8 +674,9 @@ pub async fn run_controller(
     ];
     let overrides: OverrideState = Arc::default();
     let mut tasks = tasks;
+    // Not a readiness check: until the override is read (or if it cannot be,
+    // e.g. without RBAC for it), the flags apply. Fail open.
     if let Some(name) = &settings.overrides_configmap {
-        readiness.register("overrides");
         tasks.push(tokio::spawn(watch_overrides(
             client.clone(),
             settings.snapshot_namespace.clone(),

@@ -56,8 +56,9 @@ pub fn effective_deferral(
     }
 }
 
-/// Watches the overrides ConfigMap into `state`. Marks readiness check
-/// `overrides` after the first list.
+/// Watches the overrides ConfigMap into `state`. Sets readiness entry
+/// `overrides` after the first list (informational: the controller does not
+/// wait for it; until then the flags apply).
 pub async fn watch_overrides(
     client: kube::Client,
     namespace: String,
