@@ -146,8 +146,9 @@ impl Running {
         }
     }
 
-    async fn stop(self) {
-        if let Some(ext) = self.ext {
+    /// Stops the extender (the scheduler keeps running until dropped).
+    async fn stop(&mut self) {
+        if let Some(ext) = self.ext.take() {
             ext.stop().await;
         }
     }
@@ -429,7 +430,7 @@ async fn pods_land_in_the_greenest_zone_that_fits_then_the_next(mode: Mode) {
         &snapshot(&[("DE", de), ("GB", gb), ("US-TEX-ERCO", tx)], 60),
     )
     .await;
-    let run = start(mode, &ns).await;
+    let mut run = start(mode, &ns).await;
     let mut zones = Vec::new();
     for i in 0..4 {
         let pod = pod_named(format!("job-{i}"))
@@ -498,7 +499,7 @@ async fn hard_constraints_win_over_carbon(mode: Mode) {
         &snapshot(&[("DE", de), ("GB", gb), ("US-TEX-ERCO", tx)], 60),
     )
     .await;
-    let run = start(mode, &ns).await;
+    let mut run = start(mode, &ns).await;
     let mut pod = pod_named("pinned-to-texas")
         .scheduled_by(ns.scheduler_name())
         .requesting("100m", "64Mi")
@@ -545,7 +546,7 @@ async fn a_new_snapshot_moves_the_next_pods(mode: Mode) {
         &snapshot(&[("DE", 120.0), ("GB", 200.0), ("US-TEX-ERCO", 410.0)], 60),
     )
     .await;
-    let run = start(mode, &ns).await;
+    let mut run = start(mode, &ns).await;
     let pod = |n: &str| {
         pod_named(n)
             .scheduled_by(ns.scheduler_name())
@@ -583,7 +584,7 @@ async fn threshold_override_opt_out_and_fail_open(mode: Mode) {
     )
     .await;
     put_config(&ns, &[("onNoGreenNode", "reject")]).await;
-    let run = start(mode, &ns).await;
+    let mut run = start(mode, &ns).await;
     let base = |n: &str| {
         pod_named(n)
             .scheduled_by(ns.scheduler_name())
@@ -653,7 +654,7 @@ async fn stale_or_deleted_data_is_neutral(mode: Mode) {
     )
     .await;
     put_config(&ns, &[("onNoGreenNode", "reject")]).await;
-    let run = start(mode, &ns).await;
+    let mut run = start(mode, &ns).await;
     let base = |n: &str| {
         pod_named(n)
             .scheduled_by(ns.scheduler_name())
