@@ -23,8 +23,9 @@ build: ## Build the carbon-kube binary (release)
 	$(CARGO) build --release -p carbon-kube
 
 .PHONY: k8s-bin
-k8s-bin: ## Build the Kubernetes test binaries, fetch promtool and the chart-test CRDs (skips what exists)
+k8s-bin: ## Build the Kubernetes test binaries and kube-scheduler-carbon, fetch promtool and the chart-test CRDs (skips what exists)
 	test/k8s/build.sh
+	test/k8s/build-plugin.sh
 	hack/install-test-tools.sh
 
 .PHONY: test

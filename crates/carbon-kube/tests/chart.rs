@@ -368,6 +368,66 @@ fn the_scheduler_configuration_is_the_one_in_deploy() {
     assert_eq!(settings, example);
 }
 
+/// `scheduler.mode: plugin` runs kube-scheduler-carbon from the Carbon-Kube
+/// image with the plugin configuration that deploy/ ships (and the
+/// behaviour suite runs against), and no extender sidecar.
+#[test]
+fn plugin_mode_runs_the_plugin_build_with_the_shipped_configuration() {
+    let objects = render(
+        "carbon-kube",
+        "carbon-kube",
+        "default",
+        &["scheduler.mode=plugin", "zoneMap.dc-1=DE"],
+    );
+    let deploy = of_kind(&objects, "Deployment")
+        .into_iter()
+        .find(|d| d["metadata"]["name"] == "carbon-kube-scheduler")
+        .expect("scheduler Deployment");
+    let containers = deploy["spec"]["template"]["spec"]["containers"]
+        .as_array()
+        .unwrap();
+    assert_eq!(containers.len(), 1, "no extender sidecar");
+    assert_eq!(containers[0]["command"][0], "kube-scheduler-carbon");
+    assert!(
+        containers[0]["image"]
+            .as_str()
+            .unwrap()
+            .contains("/carbon-kube:")
+    );
+    let cm = of_kind(&objects, "ConfigMap")
+        .into_iter()
+        .find(|c| c["metadata"]["name"] == "carbon-kube-scheduler")
+        .expect("scheduler ConfigMap");
+    assert!(cm["data"].get("extender.yaml").is_none());
+    let mut rendered: Value =
+        serde_saphyr::from_str(cm["data"]["scheduler-config.yaml"].as_str().unwrap()).unwrap();
+    let shipped: Value = serde_saphyr::from_str(
+        &std::fs::read_to_string(
+            Path::new(env!("CARGO_MANIFEST_DIR"))
+                .join("../../deploy/scheduler/kube-scheduler-plugin-config.yaml"),
+        )
+        .unwrap(),
+    )
+    .unwrap();
+    // The chart spells out every setting the shipped file leaves at its
+    // default; the rest is the same document.
+    let args = rendered["profiles"][0]["pluginConfig"][0]["args"].clone();
+    assert_eq!(args["threshold"], 250);
+    assert_eq!(args["carbonWeight"], 70);
+    assert_eq!(args["onNoGreenNode"], "failOpen");
+    assert_eq!(args["regionZones"]["dc-1"], "DE");
+    rendered["profiles"][0]["pluginConfig"][0]["args"] = json!({"namespace": args["namespace"]});
+    assert_eq!(rendered, shipped);
+    // Metrics come from kube-scheduler's port only.
+    let service = of_kind(&objects, "Service")
+        .into_iter()
+        .find(|s| s["metadata"]["name"] == "carbon-kube-scheduler-metrics")
+        .expect("metrics Service");
+    let ports: Vec<&Value> = service["spec"]["ports"].as_array().unwrap().iter().collect();
+    assert_eq!(ports.len(), 1);
+    assert_eq!(ports[0]["name"], "https-metrics");
+}
+
 /// Every carbon-kube container's rendered arguments are accepted by the real
 /// binary: run with no cluster, each gets past argument parsing and settings
 /// validation and stops where it needs Kubernetes or its mounted files.
