@@ -73,7 +73,8 @@ pub struct Args {
     #[arg(long, default_value = "6h", value_parser = seconds)]
     pub owner_memory: i64,
 
-    /// An owner moved this many times within its memory is not moved again.
+    /// A workload moved this many times per replica within its memory is not
+    /// moved again.
     #[arg(long, default_value_t = 3)]
     pub max_owner_moves: u32,
 

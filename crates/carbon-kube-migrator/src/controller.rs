@@ -575,6 +575,7 @@ impl Migrator {
                 history: MoveHistory {
                     pod_last_moved: None,
                     owner_moves: &history,
+                    owner_replicas: o.replicas,
                 },
             };
             let decision = decide_migration(
@@ -639,8 +640,15 @@ impl Migrator {
         }
         self.last_skip.insert(uid, label);
         if !self.settings.dry_run {
-            self.events
-                .emit(p, EventType::Normal, "MigrationSkipped", "Migrate", text);
+            // Events are aggregated by (reason, action): one action per kind
+            // of skip keeps each kind's note, with a count.
+            self.events.emit(
+                p,
+                EventType::Normal,
+                "MigrationSkipped",
+                skip_action(label),
+                text,
+            );
         }
     }
 
@@ -836,6 +844,21 @@ impl Migrator {
             tracing::warn!(owner = %o.key(), error = %e, "updating the owner's migration record failed; retrying next cycle");
         }
         changed
+    }
+}
+
+/// The Event action of a skip (Events with the same reason and action are
+/// merged into one series, keeping the first note).
+fn skip_action(label: &str) -> &'static str {
+    match label {
+        "blocked_pdb" => "Evict",
+        "capped" => "Cap",
+        "skipped_dwell" => "Dwell",
+        "skipped_stale_data" => "CheckData",
+        "skipped_no_target" => "FindTarget",
+        "skipped_not_worth_it" => "WeighCost",
+        "skipped_ping_pong" => "AvoidPingPong",
+        _ => "Decide",
     }
 }
 

@@ -72,7 +72,8 @@ pub struct MigrationConfig {
     pub min_dwell_seconds: i64,
     /// How long an owner's moves are remembered, seconds.
     pub owner_memory_seconds: i64,
-    /// An owner moved this many times within the memory is not moved again.
+    /// An owner moved this many times per replica within the memory is not
+    /// moved again.
     pub max_owner_moves: u32,
     /// Savings are counted over at most this much of the remaining run
     /// (forecasts beyond it are guesses); also the remaining run assumed for
@@ -302,6 +303,9 @@ pub struct MoveHistory<'a> {
     pub pod_last_moved: Option<UnixSeconds>,
     /// The owner's recent moves (older ones are ignored).
     pub owner_moves: &'a [OwnerMove],
+    /// The owner's replicas (0 counts as 1): the owner may move
+    /// `maxOwnerMoves` times per replica within its memory.
+    pub owner_replicas: u32,
 }
 
 /// What the rule needs to know about one running pod.
@@ -513,7 +517,7 @@ impl MigrationDecision {
                         "stays: its owner left {z} recently ({recent_moves} moves in memory); no ping-pong"
                     ),
                     None => format!(
-                        "stays: its owner moved {recent_moves} times recently (maxOwnerMoves)"
+                        "stays: its owner moved {recent_moves} times recently (maxOwnerMoves per replica)"
                     ),
                 },
                 SkipReason::EndingSoon => format!(
@@ -618,7 +622,8 @@ pub fn decide_migration(
         .iter()
         .filter(|m| now - m.at < cfg.owner_memory_seconds)
         .collect();
-    if recent.len() >= cfg.max_owner_moves as usize {
+    let owner_budget = cfg.max_owner_moves as usize * req.history.owner_replicas.max(1) as usize;
+    if recent.len() >= owner_budget {
         return skip(
             SkipReason::PingPong {
                 zone: None,

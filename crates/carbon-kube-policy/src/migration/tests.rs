@@ -72,6 +72,7 @@ struct Case {
     remaining: Option<i64>,
     moves: Vec<OwnerMove>,
     pod_last_moved: Option<i64>,
+    replicas: u32,
 }
 
 impl Case {
@@ -89,6 +90,7 @@ impl Case {
             remaining: None,
             moves: Vec::new(),
             pod_last_moved: None,
+            replicas: 1,
         }
     }
 
@@ -116,6 +118,7 @@ impl Case {
             history: MoveHistory {
                 pod_last_moved: self.pod_last_moved,
                 owner_moves: &self.moves,
+                owner_replicas: self.replicas,
             },
         };
         decide_migration(
@@ -390,6 +393,12 @@ fn an_owner_never_goes_back_to_a_zone_it_left_within_its_memory() {
             ..
         }
     ));
+    // The budget is per replica: a Deployment of two may move six times.
+    c.replicas = 2;
+    assert!(matches!(
+        c.decide(&dirty_de(), &MigrationConfig::default()),
+        MigrationDecision::Migrate(_)
+    ));
 }
 
 #[test]
@@ -520,6 +529,7 @@ fn on_a_real_year_every_move_pays_and_none_loops() {
             history: MoveHistory {
                 pod_last_moved: None,
                 owner_moves: &moves,
+                owner_replicas: 1,
             },
         };
         let d = decide_migration(&req, &s, &PlacementConfig::default(), &energy, &cfg);
