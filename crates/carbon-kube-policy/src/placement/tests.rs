@@ -714,10 +714,6 @@ fn a_forecast_percentile_ranks_each_zone_against_its_own_window() {
         snap.zones
             .insert(ZoneId::parse("DE").unwrap(), with_forecast(&de, i, 24));
         let out = filter_nodes(&pod(&[]), &cands, &snap, &cfg, de[i].time);
-        assert_eq!(
-            out.passed().count() == 1 || out.no_green_node.is_some(),
-            true
-        );
         let verdict = out.verdicts[0].verdict;
         if passes {
             assert_eq!(verdict, Verdict::Green, "hour {i}");
