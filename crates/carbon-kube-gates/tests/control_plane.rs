@@ -1096,3 +1096,86 @@ async fn the_urgent_pod_gets_the_room_in_a_nearly_full_zone() {
     wait_event(&ns, "deferred-5", "Deferred").await;
     controller.stop().await;
 }
+// ---------------------------------------------------------------------------
+// Runtime overrides
+
+#[tokio::test]
+async fn a_runtime_override_applies_until_its_valid_until_and_then_the_flags_do() {
+    ensure_crypto_provider();
+    let cp = shared().await;
+    let ns = cp.test_namespace("gates-overrides").await.unwrap();
+    ns.create_nodes(
+        &nodes_in_zone("eu-central", "de-a")
+            .named("de")
+            .with_label(keys::LABEL_GRID_ZONE, "DE")
+            .count(1),
+    )
+    .await
+    .unwrap();
+    // Waiting a minute halves the intensity: with the flags (minimum saving
+    // 3 %) a pod is held for the window.
+    publish_snapshot(&ns, &[("DE", dip(400.0, 200.0, 6, 30))]).await;
+    let time = |t: i64| jiff::Timestamp::from_second(t).unwrap().to_string();
+    let overrides = |min_saving: &str, valid_until: String| ConfigMap {
+        metadata: ObjectMeta {
+            name: Some(keys::CONFIG_CONFIGMAP.to_owned()),
+            ..ObjectMeta::default()
+        },
+        data: Some(BTreeMap::from([
+            (
+                "deferral.minSavingFraction".to_owned(),
+                min_saving.to_owned(),
+            ),
+            ("validUntil".to_owned(), valid_until),
+        ])),
+        ..ConfigMap::default()
+    };
+    // The override asks for a 90 % saving, valid for an hour: nothing is
+    // worth holding, the pod is released at once.
+    let cms = ns.api::<ConfigMap>();
+    cms.create(
+        &PostParams::default(),
+        &overrides("0.9", time(now() + 3600)),
+    )
+    .await
+    .unwrap();
+    let controller = start_controller(cp, settings(&ns)).await;
+    let pods = ns.api::<Pod>();
+    let annotations = [
+        (keys::ANNOTATION_MAX_DELAY, "20m"),
+        (keys::ANNOTATION_EXPECTED_DURATION, "1m"),
+    ];
+    pods.create(
+        &PostParams::default(),
+        &gated_pod(&ns, "overridden", &annotations),
+    )
+    .await
+    .unwrap();
+    let p = wait_released(&ns, "overridden", Duration::from_secs(30)).await;
+    assert_eq!(
+        annotation(&p, keys::ANNOTATION_RELEASE_REASON).as_deref(),
+        Some("now_is_best"),
+        "{:?}",
+        p.metadata.annotations
+    );
+    // The same override, expired: the flags apply again and the next pod
+    // waits for the window.
+    cms.replace(
+        keys::CONFIG_CONFIGMAP,
+        &PostParams::default(),
+        &overrides("0.9", time(now() - 1)),
+    )
+    .await
+    .unwrap();
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    pods.create(
+        &PostParams::default(),
+        &gated_pod(&ns, "flags", &annotations),
+    )
+    .await
+    .unwrap();
+    wait_event(&ns, "flags", "Deferred").await;
+    let p = pods.get("flags").await.unwrap();
+    assert!(has_gate(&p), "held for the window with the flags");
+    controller.stop().await;
+}
