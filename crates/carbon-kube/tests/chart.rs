@@ -481,6 +481,7 @@ fn rendered_arguments_are_accepted_by_the_binary() {
         "extender",
         "gates controller",
         "gates webhook",
+        "migrator",
         "poller --interval",
         "poller --once",
     ];
@@ -1028,7 +1029,12 @@ async fn assert_access(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn each_service_account_has_exactly_the_access_it_needs() {
     let ns = restricted_namespace("chart-rbac").await;
-    let objects = install(&ns, "default", &["gates.enabled=true"]).await;
+    let objects = install(
+        &ns,
+        "default",
+        &["gates.enabled=true", "migrator.enabled=true"],
+    )
+    .await;
     let client = ns.client();
     let n = ns.name();
     let sa = |component: &str| format!("system:serviceaccount:{n}:{n}-carbon-kube-{component}");
@@ -1047,11 +1053,13 @@ async fn each_service_account_has_exactly_the_access_it_needs() {
             sa("scheduler"),
             sa("poller"),
             sa("gates-webhook"),
-            sa("gates-controller")
+            sa("gates-controller"),
+            sa("migrator")
         ]),
         "one ServiceAccount per component"
     );
     let gates_lease = format!("{n}-carbon-kube-gates-controller");
+    let migrator_lease = format!("{n}-carbon-kube-migrator");
     let scheduler_lease = format!("{n}-carbon-kube-scheduler");
 
     // Dangerous for everyone.
@@ -1249,13 +1257,75 @@ async fn each_service_account_has_exactly_the_access_it_needs() {
     )
     .await;
 
+    // The migrator: reads pods, nodes, namespaces and the snapshot; evicts
+    // through the Eviction API only (never deletes or patches pods); keeps
+    // its state on ReplicaSets, StatefulSets and Jobs; writes Events; holds
+    // its Lease.
+    assert_access(
+        &client,
+        &sa("migrator"),
+        &[
+            access("list", "", "pods"),
+            access("watch", "", "pods"),
+            access("create", "", "pods")
+                .ns("default")
+                .named("p")
+                .sub("eviction"),
+            access("list", "", "nodes"),
+            access("list", "", "namespaces"),
+            access("watch", "apps", "replicasets"),
+            access("patch", "apps", "replicasets").ns("default").named("r"),
+            access("patch", "apps", "statefulsets").ns("default").named("s"),
+            access("patch", "batch", "jobs").ns("default").named("j"),
+            access("get", "", "configmaps")
+                .ns(n)
+                .named("carbon-intensity-data"),
+            access("create", "events.k8s.io", "events").ns("default"),
+            access("create", "coordination.k8s.io", "leases").ns(n),
+            access("update", "coordination.k8s.io", "leases")
+                .ns(n)
+                .named(&migrator_lease),
+        ],
+        &[
+            &dangerous[..],
+            &[
+                access("delete", "", "pods").ns("default").named("p"),
+                access("patch", "", "pods").ns("default").named("p"),
+                access("create", "", "pods").ns("default"),
+                access("delete", "apps", "replicasets").ns("default").named("r"),
+                access("patch", "apps", "deployments").ns("default").named("d"),
+                access("update", "apps", "replicasets").ns("default").named("r"),
+                access("update", "", "configmaps")
+                    .ns(n)
+                    .named("carbon-intensity-data"),
+                access("update", "coordination.k8s.io", "leases")
+                    .ns(n)
+                    .named(&gates_lease),
+            ],
+        ]
+        .concat(),
+    )
+    .await;
+
     // Nothing cluster-wide that a namespaced Role could do: every ClusterRole
     // rule names cluster-scoped resources or ones needed in every namespace.
     for role in of_kind(&objects, "ClusterRole") {
         for rule in role["rules"].as_array().unwrap() {
             for resource in rule["resources"].as_array().unwrap() {
                 assert!(
-                    ["nodes", "pods", "events", "namespaces"].contains(&resource.as_str().unwrap()),
+                    // The migrator's evictions and owner state are needed
+                    // in every namespace it watches.
+                    [
+                        "nodes",
+                        "pods",
+                        "events",
+                        "namespaces",
+                        "pods/eviction",
+                        "replicasets",
+                        "statefulsets",
+                        "jobs",
+                    ]
+                    .contains(&resource.as_str().unwrap()),
                     "{}: {resource} could be namespaced",
                     kind_name(role)
                 );
@@ -1685,6 +1755,28 @@ async fn exported_metrics() -> BTreeSet<String> {
     names.extend(series_names(
         &get_ok(&http, &format!("{base}/metrics"), &webhook_log).await,
     ));
+    // The migrator, confined to the test namespace (nothing opted in there).
+    let migrator_port = free_port().to_string();
+    let migrator_log = dir.path().join("migrator.log");
+    let _migrator = spawn(
+        &[
+            "migrator",
+            "--namespace",
+            ns.name(),
+            "--watch-namespace",
+            ns.name(),
+            "--no-leader-elect",
+            "--health-listen",
+            &format!("127.0.0.1:{migrator_port}"),
+        ],
+        Some(cp.kubeconfig_path()),
+        &migrator_log,
+    );
+    let base = format!("http://127.0.0.1:{migrator_port}");
+    get_ok(&http, &format!("{base}/readyz"), &migrator_log).await;
+    names.extend(series_names(
+        &get_ok(&http, &format!("{base}/metrics"), &migrator_log).await,
+    ));
     names
 }
 
@@ -1785,6 +1877,9 @@ async fn every_promql_expression_names_only_exported_metrics() {
         "carbon_kube_deferral_expected_savings_grams_total",
         "carbon_kube_gate_releases_total",
         "carbon_kube_gates_webhook_errors_total",
+        "carbon_kube_migrations_total",
+        "carbon_kube_migration_expected_savings_grams_total",
+        "carbon_kube_migration_landings_total",
     ] {
         assert!(exported.contains(name), "{name} not exported: {exported:?}");
     }
