@@ -322,6 +322,7 @@ pub fn ledger(
                 s.duration_seconds,
                 s.requests(),
                 s.plan.latest_start,
+                &pods[i].eligibility.nodes,
             ));
         }
     }
@@ -564,6 +565,7 @@ fn reconcile_one(
         expected_duration_seconds: duration,
         zones: &pod.eligibility.zones,
         requests: Resources::new(i64::try_from(pod.cpu_millis).unwrap_or(i64::MAX), 0),
+        nodes: &pod.eligibility.nodes,
     };
     let fresh = plan_release(&req, snapshot, ledger, &cfg.deferral);
     let fresh = StoredPlan {
@@ -601,6 +603,7 @@ fn reconcile_one(
             s.duration_seconds,
             s.requests(),
             s.plan.latest_start,
+            &pod.eligibility.nodes,
         );
         if b.fits() {
             return None;
@@ -615,6 +618,7 @@ fn reconcile_one(
             duration,
             fresh.requests(),
             fresh.plan.latest_start,
+            &pod.eligibility.nodes,
         );
     }
     let mut message = fresh.plan.explain();

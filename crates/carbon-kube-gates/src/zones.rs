@@ -124,6 +124,9 @@ pub struct Eligibility {
     pub matching_nodes: usize,
     /// How many of those have no known zone.
     pub unknown_zone_nodes: usize,
+    /// Names of the matching nodes with a known zone, sorted (the capacity
+    /// ledger only counts room on these).
+    pub nodes: Vec<String>,
 }
 
 /// The zones of the nodes `pod` may be scheduled on.
@@ -137,11 +140,13 @@ pub fn eligible_zones(pod: &Pod, nodes: &[NodeEntry]) -> Eligibility {
         match &n.zone {
             Some(z) => {
                 zones.insert(z.clone());
+                e.nodes.push(n.name.clone());
             }
             None => e.unknown_zone_nodes += 1,
         }
     }
     e.zones = zones.into_iter().collect();
+    e.nodes.sort();
     e
 }
 

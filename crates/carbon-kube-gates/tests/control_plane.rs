@@ -974,8 +974,9 @@ async fn the_urgent_pod_gets_the_room_in_a_nearly_full_zone() {
     ns.wait_for_pod_bound("filler", Duration::from_secs(60))
         .await
         .unwrap();
-    // Green from 60 s to 150 s from now.
-    publish_snapshot(&ns, &[("DE", dip(400.0, 50.0, 6, 9))]).await;
+    // Green from 120 s to 240 s from now (room for a slow controller start
+    // when the suite runs in parallel).
+    publish_snapshot(&ns, &[("DE", dip(400.0, 50.0, 12, 12))]).await;
     let mut s = settings(&ns);
     s.reconcile.deferral.capacity_headroom = 1.0;
     let one_cpu = |name: &str, max_delay: &str, duration: &str| {
@@ -1005,14 +1006,14 @@ async fn the_urgent_pod_gets_the_room_in_a_nearly_full_zone() {
         pods.create(&PostParams::default(), &p).await.unwrap();
     }
     let urgent = pods
-        .create(&PostParams::default(), &one_cpu("urgent", "120s", "30s"))
+        .create(&PostParams::default(), &one_cpu("urgent", "300s", "30s"))
         .await
         .unwrap();
-    let latest_start = urgent.metadata.creation_timestamp.unwrap().0.as_second() + 120 - 30;
+    let latest_start = urgent.metadata.creation_timestamp.unwrap().0.as_second() + 300 - 30;
     let controller = start_controller(cp, s).await;
 
     // Every pod gets a plan; the urgent one holds the window.
-    let planned = wait_until("every pod planned", Duration::from_secs(60), || async {
+    let planned = wait_until("every pod planned", Duration::from_secs(120), || async {
         match pods.list(&ListParams::default()).await {
             Ok(l) => {
                 let gated: Vec<Pod> = l
@@ -1027,7 +1028,17 @@ async fn the_urgent_pod_gets_the_room_in_a_nearly_full_zone() {
                 {
                     Progress::Done(gated)
                 } else {
-                    Progress::Waiting("plans".to_owned())
+                    Progress::Waiting(format!(
+                        "without a plan: {:?}",
+                        gated
+                            .iter()
+                            .filter(|p| annotation(p, ANNOTATION_RELEASE_PLAN).is_none())
+                            .map(|p| (
+                                p.metadata.name.clone().unwrap_or_default(),
+                                annotation(p, keys::ANNOTATION_RELEASE_REASON)
+                            ))
+                            .collect::<Vec<_>>()
+                    ))
                 }
             }
             Err(e) => Progress::Waiting(e.to_string()),
@@ -1069,7 +1080,7 @@ async fn the_urgent_pod_gets_the_room_in_a_nearly_full_zone() {
     );
 
     // The urgent pod is released in its window and bound before its latest start.
-    ns.wait_for_pod_bound("urgent", Duration::from_secs(120))
+    ns.wait_for_pod_bound("urgent", Duration::from_secs(300))
         .await
         .unwrap();
     let bound = pods.get("urgent").await.unwrap();
@@ -1077,7 +1088,10 @@ async fn the_urgent_pod_gets_the_room_in_a_nearly_full_zone() {
         .status
         .as_ref()
         .and_then(|s| s.conditions.as_ref())
-        .and_then(|c| c.iter().find(|c| c.type_ == "PodScheduled" && c.status == "True"))
+        .and_then(|c| {
+            c.iter()
+                .find(|c| c.type_ == "PodScheduled" && c.status == "True")
+        })
         .and_then(|c| c.last_transition_time.as_ref())
         .map(|t| t.0.as_second())
         .unwrap();

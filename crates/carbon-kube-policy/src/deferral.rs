@@ -119,6 +119,9 @@ pub struct DeferralRequest<'a> {
     /// CPU and memory the pod requests (for the capacity ledger: the pod
     /// needs this much room on one node).
     pub requests: Resources,
+    /// The nodes the pod may run on (its node selector, affinity and
+    /// tolerations), sorted; empty means every node of its zones.
+    pub nodes: &'a [String],
 }
 
 impl DeferralRequest<'_> {
@@ -370,6 +373,7 @@ pub fn plan_release(
             need,
             1.0,
             None,
+            req.nodes,
             &mut fits,
             &mut scratch,
         );
@@ -408,6 +412,7 @@ pub fn plan_release(
                 need,
                 cfg.capacity_headroom,
                 None,
+                req.nodes,
                 &mut fits,
                 &mut scratch,
             );
@@ -439,6 +444,7 @@ pub fn plan_release(
                 need,
                 1.0,
                 Some(latest_start),
+                req.nodes,
                 &mut fits,
                 &mut scratch,
             );

@@ -653,6 +653,7 @@ impl<'w, 'a> Run<'w, 'a> {
             expected_duration_seconds: j.duration,
             zones: &zones,
             requests: job_requests(j),
+            nodes: &[],
         };
         if use_ledger {
             if self.hour_of(now) != self.ledger_hour {
@@ -689,6 +690,7 @@ impl<'w, 'a> Run<'w, 'a> {
                     j.duration,
                     job_requests(j),
                     plan.latest_start,
+                    &[],
                 );
                 self.state[id as usize].booking = Some(booking);
             }

@@ -185,6 +185,7 @@ fn the_deadline_wins_over_the_plan_and_over_missing_data() {
                 expected_duration_seconds: H,
                 zones: &[],
                 requests: carbon_kube_policy::zone_map::Resources::default(),
+                nodes: &[],
             },
             &s,
             &CapacityLedger::new(H),

@@ -272,6 +272,7 @@ impl CapacityLedger {
         duration_seconds: i64,
         need: Resources,
         urgency: UnixSeconds,
+        allowed: &[String],
     ) -> Booking {
         let (from, to) = slots(self.slot_seconds, start, duration_seconds);
         let mut booking = Booking {
@@ -292,6 +293,7 @@ impl CapacityLedger {
         let best = nodes
             .iter()
             .enumerate()
+            .filter(|(_, n)| allowed.is_empty() || allowed.binary_search(&n.name).is_ok())
             .map(|(i, n)| {
                 let left = n.tightest_cpu_left(from, to, need, None);
                 let key = if left >= 0 {
@@ -422,8 +424,9 @@ impl CapacityLedger {
     /// Which of `n_starts` consecutive starts, the first at slot
     /// `first_slot`, have one node of `zone` with room for `need` over
     /// `run_slots` slots, each node filled to at most `headroom` of its
-    /// allocatable; with `yield_after`, the room promised to pods whose
-    /// latest start is later than it counts as free. Writes one flag per start into `out`; returns false (and
+    /// allocatable, among the `allowed` nodes (sorted; empty: all); with
+    /// `yield_after`, the room promised to pods whose latest start is later
+    /// than it counts as free. Writes one flag per start into `out`; returns false (and
     /// leaves `out` empty) when the zone is not limited.
     pub(crate) fn fitting_starts(
         &self,
@@ -434,6 +437,7 @@ impl CapacityLedger {
         need: Resources,
         headroom: f64,
         yield_after: Option<UnixSeconds>,
+        allowed: &[String],
         out: &mut Vec<bool>,
         scratch: &mut Vec<u32>,
     ) -> bool {
@@ -448,6 +452,9 @@ impl CapacityLedger {
         for node in nodes {
             if missing == 0 {
                 break;
+            }
+            if !allowed.is_empty() && allowed.binary_search(&node.name).is_err() {
+                continue;
             }
             let limit = node.limit(headroom);
             if need.cpu_millis > limit.cpu_millis || need.memory_bytes > limit.memory_bytes {
@@ -510,6 +517,7 @@ mod tests {
             Resources::new(cpu, GIB),
             1.0,
             None,
+            &[],
             &mut out,
             &mut scratch,
         );
@@ -551,7 +559,7 @@ mod tests {
         let mut l = CapacityLedger::new(H);
         l.add_node(de.clone(), "big", Resources::new(32_000, 128 * GIB));
         l.add_node(de.clone(), "small", Resources::new(8_000, 32 * GIB));
-        let b = l.promise(&de, T0, H, Resources::new(6_000, GIB), T0);
+        let b = l.promise(&de, T0, H, Resources::new(6_000, GIB), T0, &[]);
         assert!(b.fits());
         // Best fit used the small node: 32 vCPUs are still free on one node.
         let s = T0 / H;
@@ -560,7 +568,7 @@ mod tests {
         l.withdraw(&b);
         assert_eq!(l.cpu_used_at(&de, T0), 0);
         // A promise that fits nowhere is still booked, and says so.
-        let over = l.promise(&de, T0, H, Resources::new(40_000, GIB), T0);
+        let over = l.promise(&de, T0, H, Resources::new(40_000, GIB), T0, &[]);
         assert!(!over.fits());
         assert_eq!(l.cpu_used_at(&de, T0), 40_000);
     }
@@ -574,7 +582,7 @@ mod tests {
         // A small pod whose latest start is a day away was promised an hour
         // of this node; a 30-vCPU pod that must start within hours cannot
         // use the node as booked, but may take that room.
-        l.promise(&de, T0 + H, H, Resources::new(4_000, GIB), T0 + 24 * H);
+        l.promise(&de, T0 + H, H, Resources::new(4_000, GIB), T0 + 24 * H, &[]);
         let big = Resources::new(30_000, GIB);
         assert!(!l.fits_on_node(&de, "a", T0, 2 * H, big));
         assert!(l.fits_on_node_before(&de, "a", T0, 2 * H, big, T0 + 3 * H));
@@ -591,9 +599,31 @@ mod tests {
         l.add_node(de.clone(), "a", Resources::new(10_000, 64 * GIB));
         let (mut out, mut scratch) = (Vec::new(), Vec::new());
         let need = Resources::new(9_000, GIB);
-        l.fitting_starts(&de, T0 / H, 1, 1, need, 0.8, None, &mut out, &mut scratch);
+        l.fitting_starts(
+            &de,
+            T0 / H,
+            1,
+            1,
+            need,
+            0.8,
+            None,
+            &[],
+            &mut out,
+            &mut scratch,
+        );
         assert_eq!(out, vec![false]);
-        l.fitting_starts(&de, T0 / H, 1, 1, need, 1.0, None, &mut out, &mut scratch);
+        l.fitting_starts(
+            &de,
+            T0 / H,
+            1,
+            1,
+            need,
+            1.0,
+            None,
+            &[],
+            &mut out,
+            &mut scratch,
+        );
         assert_eq!(out, vec![true]);
     }
 
@@ -609,6 +639,7 @@ mod tests {
             Resources::new(1, 1),
             1.0,
             None,
+            &[],
             &mut out,
             &mut scratch
         ));
@@ -624,6 +655,7 @@ mod tests {
                     Resources::new(1_000, 9 * GIB),
                     1.0,
                     None,
+                    &[],
                     &mut out,
                     &mut scratch,
                 );
@@ -634,11 +666,54 @@ mod tests {
     }
 
     #[test]
+    fn only_the_nodes_a_pod_may_use_count() {
+        // A pod pinned by its node selector to the full node has no room,
+        // however empty its zone's other nodes are.
+        let de = zone("DE");
+        let mut l = CapacityLedger::new(H);
+        l.add_node(de.clone(), "empty", Resources::new(8_000, 32 * GIB));
+        l.add_node(de.clone(), "full", Resources::new(8_000, 32 * GIB));
+        l.occupy(&de, "full", T0, None, Resources::new(8_000, GIB));
+        let (mut out, mut scratch) = (Vec::new(), Vec::new());
+        let need = Resources::new(1_000, GIB);
+        let only_full = ["full".to_owned()];
+        l.fitting_starts(
+            &de,
+            T0 / H,
+            1,
+            1,
+            need,
+            1.0,
+            None,
+            &only_full,
+            &mut out,
+            &mut scratch,
+        );
+        assert_eq!(out, vec![false]);
+        l.fitting_starts(
+            &de,
+            T0 / H,
+            1,
+            1,
+            need,
+            1.0,
+            None,
+            &[],
+            &mut out,
+            &mut scratch,
+        );
+        assert_eq!(out, vec![true]);
+        let b = l.promise(&de, T0, H, need, T0, &only_full);
+        assert!(!b.fits());
+        assert_eq!(l.booked_node(&b), Some("full"));
+    }
+
+    #[test]
     fn forgets_old_slots() {
         let de = zone("DE");
         let mut l = CapacityLedger::new(H);
         l.set_capacity(de.clone(), 10_000);
-        l.promise(&de, T0 - 5 * H, H, Resources::new(100, 0), T0);
+        l.promise(&de, T0 - 5 * H, H, Resources::new(100, 0), T0, &[]);
         assert_eq!(l.cpu_used_at(&de, T0 - 5 * H), 100);
         l.forget_before(T0);
         assert_eq!(l.cpu_used_at(&de, T0 - 5 * H), 0);

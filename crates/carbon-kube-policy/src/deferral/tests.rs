@@ -43,6 +43,7 @@ fn request(deadline_h: i64, duration_h: i64) -> DeferralRequest<'static> {
         expected_duration_seconds: duration_h * H,
         zones: &[],
         requests: Resources::new(1000, 1 << 30),
+        nodes: &[],
     }
 }
 
@@ -226,6 +227,7 @@ fn promised_capacity_spreads_a_crowd_over_windows() {
                 H,
                 Resources::new(1000, 0),
                 p.latest_start,
+                &[],
             );
         }
         *per_start.entry(p.release_at).or_default() += 1;
