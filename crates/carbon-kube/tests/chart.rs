@@ -1755,6 +1755,7 @@ async fn exported_metrics() -> BTreeSet<String> {
     names.extend(series_names(
         &get_ok(&http, &format!("{base}/metrics"), &webhook_log).await,
     ));
+
     // The migrator, confined to the test namespace (nothing opted in there).
     let migrator_port = free_port().to_string();
     let migrator_log = dir.path().join("migrator.log");
