@@ -398,16 +398,13 @@ pub fn reconcile(
     let mut actions = Vec::new();
     for (_, i) in order {
         let booking = bookings[i].take();
-        if let Some(a) = reconcile_one(
-            i,
-            &pods[i],
+        let pass = Pass {
             snapshot,
             now,
             cfg,
             replan,
-            &mut ledger,
-            booking,
-        ) {
+        };
+        if let Some(a) = reconcile_one(i, &pods[i], &pass, &mut ledger, booking) {
             actions.push(a);
         }
     }
@@ -441,16 +438,27 @@ fn release(
     }
 }
 
+/// What one reconcile pass plans with.
+struct Pass<'a> {
+    snapshot: &'a Snapshot,
+    now: UnixSeconds,
+    cfg: &'a ReconcileConfig,
+    replan: bool,
+}
+
 fn reconcile_one(
     i: usize,
     pod: &GatedPod,
-    snapshot: &Snapshot,
-    now: UnixSeconds,
-    cfg: &ReconcileConfig,
-    replan: bool,
+    pass: &Pass<'_>,
     ledger: &mut CapacityLedger,
     booking: Option<Booking>,
 ) -> Option<Action> {
+    let Pass {
+        snapshot,
+        now,
+        cfg,
+        replan,
+    } = *pass;
     let a = &pod.annotations;
     if truthy(a.get(keys::ANNOTATION_RELEASE_NOW)) {
         return Some(release(
@@ -594,9 +602,7 @@ fn reconcile_one(
         _ => None,
     };
     if let Some(s) = keep {
-        let Some(z) = s.promises(now) else {
-            return None;
-        };
+        let z = s.promises(now)?;
         let b = ledger.promise(
             z,
             s.plan.release_at,
