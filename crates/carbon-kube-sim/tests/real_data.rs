@@ -174,7 +174,12 @@ fn a_single_zone_cluster_keeps_deadlines_under_capacity_pressure() {
             o.policy,
             o.deadline_misses_caused
         );
-        assert!(r.saving_vs_baseline_pct > 3.0, "{}: {}%", o.policy, r.saving_vs_baseline_pct);
+        assert!(
+            r.saving_vs_baseline_pct > 3.0,
+            "{}: {}%",
+            o.policy,
+            r.saving_vs_baseline_pct
+        );
         assert!(r.share_of_per_job_saving_pct.is_some());
     }
     let table = report.to_table();
