@@ -423,7 +423,11 @@ fn plugin_mode_runs_the_plugin_build_with_the_shipped_configuration() {
         .into_iter()
         .find(|s| s["metadata"]["name"] == "carbon-kube-scheduler-metrics")
         .expect("metrics Service");
-    let ports: Vec<&Value> = service["spec"]["ports"].as_array().unwrap().iter().collect();
+    let ports: Vec<&Value> = service["spec"]["ports"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .collect();
     assert_eq!(ports.len(), 1);
     assert_eq!(ports[0]["name"], "https-metrics");
 }
