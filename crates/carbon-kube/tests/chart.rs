@@ -44,6 +44,7 @@ const SCENARIOS: &[&str] = &[
     "existing-secret",
     "network-policy",
     "cert-manager",
+    "plugin",
 ];
 
 // ---------------------------------------------------------------------------
