@@ -424,7 +424,18 @@ async fn pods_move_to_the_greener_zone_within_caps_pdbs_block_and_unprofitable_m
     publish(&ns, 450.0, 50.0, 0).await;
 
     let web_after = wait_all_in(&ns, "web", 4, "FR").await;
-    let (_, state) = owner_state(&ns, "web").await;
+    // The migrator marks a move evicted just after the Eviction is accepted,
+    // so the record may trail the pods by a moment: wait for it.
+    let state = wait_until("every move recorded as evicted", WAIT, || async {
+        let (_, s) = owner_state(&ns, "web").await;
+        if s.moves.len() == 4 && s.moves.iter().all(|m| m.evicted && m.to.as_str() == "FR") {
+            Progress::Done(s)
+        } else {
+            Progress::Waiting(format!("{:?}", s.moves))
+        }
+    })
+    .await
+    .unwrap();
     // Every original pod was evicted exactly once, and every replacement
     // landed where planned.
     let mut evicted: Vec<&str> = state.moves.iter().map(|m| m.uid.as_str()).collect();
@@ -435,12 +446,6 @@ async fn pods_move_to_the_greener_zone_within_caps_pdbs_block_and_unprofitable_m
         .collect();
     originals.sort_unstable();
     assert_eq!(evicted, originals, "{state:?}");
-    assert!(
-        state
-            .moves
-            .iter()
-            .all(|m| m.evicted && m.to.as_str() == "FR")
-    );
     wait_until("every landing measured", WAIT, || async {
         let (_, s) = owner_state(&ns, "web").await;
         if s.moves.iter().all(|m| m.landed == Some(Landing::Planned)) {
@@ -473,8 +478,10 @@ async fn pods_move_to_the_greener_zone_within_caps_pdbs_block_and_unprofitable_m
             .iter()
             .all(|(p, z)| z == "DE" && api_before.iter().any(|b| b.metadata.uid == p.metadata.uid))
     );
+    // A move is recorded before its Eviction is sent (restart safety); a
+    // blocked one stays unevicted and is retried in a later cycle.
     let (_, api_state) = owner_state(&ns, "api").await;
-    assert!(api_state.moves.is_empty(), "{api_state:?}");
+    assert!(api_state.moves.iter().all(|m| !m.evicted), "{api_state:?}");
 
     // A 10m-CPU pod's move does not pay for its restart and disruption.
     wait_event(&ns, "MigrationSkipped", "tiny-", "does not pay").await;
