@@ -552,7 +552,17 @@ async fn stale_data_moves_nothing_and_restarts_lose_and_repeat_nothing() {
     publish(&ns, 450.0, 50.0, 0).await;
     let migrator = RunningMigrator::start(cp, settings(&ns)).await;
     wait_all_in(&ns, "web", 2, "FR").await;
-    let (_, state) = owner_state(&ns, "web").await;
+    // The eviction records trail the pods by a moment: wait for them.
+    let state = wait_until("both moves recorded as evicted", WAIT, || async {
+        let (_, s) = owner_state(&ns, "web").await;
+        if s.moves.len() >= 2 && s.moves.iter().all(|m| m.evicted) {
+            Progress::Done(s)
+        } else {
+            Progress::Waiting(format!("{:?}", s.moves))
+        }
+    })
+    .await
+    .unwrap();
     // Two moves, one per original pod: the pending one finished, not repeated.
     assert_eq!(state.moves.len(), 2, "{state:?}");
     assert_eq!(state.moves[0].uid, victim.metadata.uid.clone().unwrap());
