@@ -1279,8 +1279,12 @@ async fn each_service_account_has_exactly_the_access_it_needs() {
             access("list", "", "nodes"),
             access("list", "", "namespaces"),
             access("watch", "apps", "replicasets"),
-            access("patch", "apps", "replicasets").ns("default").named("r"),
-            access("patch", "apps", "statefulsets").ns("default").named("s"),
+            access("patch", "apps", "replicasets")
+                .ns("default")
+                .named("r"),
+            access("patch", "apps", "statefulsets")
+                .ns("default")
+                .named("s"),
             access("patch", "batch", "jobs").ns("default").named("j"),
             access("get", "", "configmaps")
                 .ns(n)
@@ -1297,9 +1301,15 @@ async fn each_service_account_has_exactly_the_access_it_needs() {
                 access("delete", "", "pods").ns("default").named("p"),
                 access("patch", "", "pods").ns("default").named("p"),
                 access("create", "", "pods").ns("default"),
-                access("delete", "apps", "replicasets").ns("default").named("r"),
-                access("patch", "apps", "deployments").ns("default").named("d"),
-                access("update", "apps", "replicasets").ns("default").named("r"),
+                access("delete", "apps", "replicasets")
+                    .ns("default")
+                    .named("r"),
+                access("patch", "apps", "deployments")
+                    .ns("default")
+                    .named("d"),
+                access("update", "apps", "replicasets")
+                    .ns("default")
+                    .named("r"),
                 access("update", "", "configmaps")
                     .ns(n)
                     .named("carbon-intensity-data"),
