@@ -18,7 +18,6 @@ use std::future::Future;
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
-use anyhow::Context as _;
 use carbon_kube_k8s::{Readiness, snapshot_from_configmap};
 use carbon_kube_model::{Snapshot, UnixSeconds};
 use carbon_kube_policy::deferral::ReleaseReason;
@@ -29,7 +28,6 @@ use kube::api::{Api, Patch};
 use kube::runtime::events::EventType;
 use kube::runtime::reflector::{self, Store};
 use kube::runtime::{WatchStreamExt as _, watcher};
-use kube_lease_manager::LeaseManagerBuilder;
 use serde_json::json;
 use tokio::sync::{Notify, watch};
 
@@ -47,20 +45,7 @@ use crate::reconcile::{
 };
 use crate::zones::{AffinityMode, NodeEntry, affinity_for_zone, node_entry, zone_terms};
 
-/// Leader election settings.
-#[derive(Clone, Debug)]
-pub struct LeaderSettings {
-    /// Name of the `Lease`.
-    pub lease_name: String,
-    /// Its namespace.
-    pub namespace: String,
-    /// This replica's identity.
-    pub identity: String,
-    /// Lease validity after the last renewal, seconds.
-    pub duration_seconds: u64,
-    /// Renew this long before expiry, seconds.
-    pub grace_seconds: u64,
-}
+pub use carbon_kube_k8s::leader::LeaderSettings;
 
 /// Everything the controller needs besides a client.
 #[derive(Clone, Debug)]
@@ -687,27 +672,8 @@ pub async fn run_controller(
             changed.clone(),
         )));
     }
-    let (always_tx, always_rx) = watch::channel(true);
-    let (mut leader, lease_task) = match &settings.leader {
-        Some(l) => {
-            let manager = LeaseManagerBuilder::new(client.clone(), &l.lease_name)
-                .with_namespace(&l.namespace)
-                .with_identity(&l.identity)
-                .with_duration(l.duration_seconds)
-                .with_grace(l.grace_seconds)
-                .build()
-                .await
-                .with_context(|| {
-                    format!(
-                        "setting up the leader lease {}/{}",
-                        l.namespace, l.lease_name
-                    )
-                })?;
-            let (rx, task) = manager.watch().await;
-            (rx, Some(task))
-        }
-        None => (always_rx, None),
-    };
+    let (mut leader, lease) =
+        carbon_kube_k8s::leader::elect(client.clone(), settings.leader.as_ref()).await?;
     let mut r = Reconciler {
         actuator: Actuator::new(client.clone(), &settings.pacing, settings.dry_run),
         events: Events::new((settings.events && !settings.dry_run).then(|| client.clone())),
@@ -760,12 +726,7 @@ pub async fn run_controller(
         r.pass(&leader).await;
         tokio::time::sleep(r.settings.min_pass_interval).await;
     }
-    drop(always_tx);
-    drop(leader);
-    if let Some(task) = lease_task {
-        // Dropping the receiver makes the lease manager release the lease.
-        let _ = tokio::time::timeout(Duration::from_secs(5), task).await;
-    }
+    lease.release(leader).await;
     for t in tasks {
         t.abort();
     }

@@ -4,10 +4,12 @@
 //! - [`serve`]: `/metrics`, `/healthz` and `/readyz` for every long-running component.
 //! - [`telemetry`]: logging and TLS provider setup.
 //! - [`node_match`]: Kubernetes' node selection semantics and a pod's effective requests.
+//! - [`leader`]: leader election for the controllers (a Lease, or always the leader).
 //! - [`quantity`]: resource quantities as CPU millicores and memory bytes.
 //!
 //! Decisions do not live here: see `carbon-kube-policy`.
 
+pub mod leader;
 pub mod metrics;
 pub mod node_match;
 pub mod quantity;

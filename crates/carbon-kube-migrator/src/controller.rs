@@ -29,7 +29,6 @@ use std::future::Future;
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
-use anyhow::Context as _;
 use carbon_kube_k8s::node_match::pod_fits_node;
 use carbon_kube_k8s::{Readiness, snapshot_from_configmap};
 use carbon_kube_model::{Snapshot, UnixSeconds, ZoneId, keys};
@@ -49,7 +48,6 @@ use kube::api::{Api, ObjectMeta, Patch, PatchParams};
 use kube::runtime::events::{Event, EventType, Recorder};
 use kube::runtime::reflector::{self, Store};
 use kube::runtime::{WatchStreamExt as _, watcher};
-use kube_lease_manager::LeaseManagerBuilder;
 use serde_json::json;
 use tokio::sync::{Notify, watch};
 
@@ -66,20 +64,7 @@ use crate::view::{
 /// Field manager of the migrator's writes.
 pub const FIELD_MANAGER: &str = "carbon-kube-migrator";
 
-/// Leader election settings.
-#[derive(Clone, Debug)]
-pub struct LeaderSettings {
-    /// Name of the `Lease`.
-    pub lease_name: String,
-    /// Its namespace.
-    pub namespace: String,
-    /// This replica's identity.
-    pub identity: String,
-    /// Lease validity after the last renewal, seconds.
-    pub duration_seconds: u64,
-    /// Renew this long before expiry, seconds.
-    pub grace_seconds: u64,
-}
+pub use carbon_kube_k8s::leader::LeaderSettings;
 
 /// Everything the migrator needs besides clients.
 #[derive(Clone, Debug)]
@@ -977,27 +962,8 @@ pub async fn run_migrator(
             new_snapshot.clone(),
         )),
     ];
-    let (always_tx, always_rx) = watch::channel(true);
-    let (mut leader, lease_task) = match &settings.leader {
-        Some(l) => {
-            let manager = LeaseManagerBuilder::new(client.clone(), &l.lease_name)
-                .with_namespace(&l.namespace)
-                .with_identity(&l.identity)
-                .with_duration(l.duration_seconds)
-                .with_grace(l.grace_seconds)
-                .build()
-                .await
-                .with_context(|| {
-                    format!(
-                        "setting up the leader lease {}/{}",
-                        l.namespace, l.lease_name
-                    )
-                })?;
-            let (rx, task) = manager.watch().await;
-            (rx, Some(task))
-        }
-        None => (always_rx, None),
-    };
+    let (mut leader, lease) =
+        carbon_kube_k8s::leader::elect(client.clone(), settings.leader.as_ref()).await?;
     let mut m = Migrator {
         evictor: Evictor::new(evict_client, settings.dry_run),
         events: Events {
@@ -1050,11 +1016,7 @@ pub async fn run_migrator(
         next = Instant::now() + m.settings.interval;
         tokio::time::sleep(m.settings.min_interval).await;
     }
-    drop(always_tx);
-    drop(leader);
-    if let Some(task) = lease_task {
-        let _ = tokio::time::timeout(Duration::from_secs(5), task).await;
-    }
+    lease.release(leader).await;
     for t in tasks {
         t.abort();
     }
