@@ -57,8 +57,8 @@ use crate::evict::{Evicted, Evictor};
 use crate::metrics::MigratorMetrics;
 use crate::state::{Landing, MoveRecord, OwnerState};
 use crate::view::{
-    NodeEntry, Owner, expected_remaining, job_recreates, last_checkpoint, node_entries, owner,
-    pod_facts, pod_view, started_at,
+    NodeEntry, Owner, deadline, expected_remaining, job_recreates, last_checkpoint, node_entries,
+    owner, pod_facts, pod_view, started_at,
 };
 
 /// Field manager of the migrator's writes.
@@ -554,6 +554,7 @@ impl Migrator {
                 started_at: started_at(p).unwrap_or(now),
                 last_checkpoint: last_checkpoint(p),
                 expected_remaining_seconds: expected_remaining(p, now),
+                deadline: deadline(p),
                 current_node: &node_name,
                 current_zone: current.zone.zone.as_ref(),
                 candidates: &candidates,
@@ -843,6 +844,7 @@ fn skip_action(label: &str) -> &'static str {
         "skipped_no_target" => "FindTarget",
         "skipped_not_worth_it" => "WeighCost",
         "skipped_ping_pong" => "AvoidPingPong",
+        "skipped_deadline" => "CheckDeadline",
         _ => "Decide",
     }
 }

@@ -169,6 +169,20 @@ pub fn last_checkpoint(pod: &Pod) -> Option<UnixSeconds> {
         .map(|t| t.as_second())
 }
 
+/// The pod's deadline from `carbon-kube.io/deadline` (RFC 3339), if set
+/// and readable. (An unreadable one was already reported by the gate that
+/// admitted the pod; here it counts as none.)
+pub fn deadline(pod: &Pod) -> Option<UnixSeconds> {
+    pod.metadata
+        .annotations
+        .as_ref()?
+        .get(keys::ANNOTATION_DEADLINE)?
+        .trim()
+        .parse::<jiff::Timestamp>()
+        .ok()
+        .map(|t| t.as_second())
+}
+
 /// Expected remaining run from `carbon-kube.io/expected-duration` (a
 /// duration such as `2h`, counted from the start), if set.
 pub fn expected_remaining(pod: &Pod, now: UnixSeconds) -> Option<i64> {

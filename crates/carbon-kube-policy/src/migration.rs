@@ -21,6 +21,11 @@
 //! greener (by `minImprovementGPerKwh`) over the run. Nodes of the chosen
 //! zone come back ordered by [`score_nodes`].
 //!
+//! **A move never pushes a pod past its deadline**: with a deadline, the
+//! replacement must finish the remaining run, the lost work and the restart
+//! before it ([`SkipReason::Deadline`]); a pod with a deadline but no
+//! expected remaining run is not moved.
+//!
 //! It never loops: a pod younger than `minDwellSeconds` (a replacement is a
 //! new pod) or moved less than that ago stays ([`SkipReason::Dwell`]); a
 //! zone the pod's owner moved *away from* within `ownerMemorySeconds` is not
@@ -323,6 +328,10 @@ pub struct MigrationRequest<'a> {
     pub last_checkpoint: Option<UnixSeconds>,
     /// How much longer it is expected to run, seconds, if known.
     pub expected_remaining_seconds: Option<i64>,
+    /// When it must have finished (`carbon-kube.io/deadline`), if it has a
+    /// deadline: a move must let the replacement redo the lost work, restart
+    /// and run the rest before it.
+    pub deadline: Option<UnixSeconds>,
     /// The node it runs on.
     pub current_node: &'a str,
     /// The zone of that node (`None`: unknown).
@@ -413,6 +422,14 @@ pub enum SkipReason {
     },
     /// Too little run left to recoup a restart.
     EndingSoon,
+    /// The replacement would finish after the pod's deadline (restart + lost
+    /// work + remaining run), or the remaining run is unknown.
+    Deadline {
+        /// When the replacement would finish (`None`: remaining run unknown).
+        would_finish: Option<UnixSeconds>,
+        /// The deadline.
+        deadline: UnixSeconds,
+    },
 }
 
 impl SkipReason {
@@ -425,6 +442,7 @@ impl SkipReason {
             Self::Dwell { .. } => "skipped_dwell",
             Self::PingPong { .. } => "skipped_ping_pong",
             Self::NotWorthIt | Self::EndingSoon => "skipped_not_worth_it",
+            Self::Deadline { .. } => "skipped_deadline",
         }
     }
 }
@@ -524,6 +542,20 @@ impl MigrationDecision {
                     "stays: only {} of its run left",
                     crate::placement::HumanAge(n.counted_seconds)
                 ),
+                SkipReason::Deadline {
+                    would_finish,
+                    deadline,
+                } => match would_finish {
+                    Some(t) => format!(
+                        "stays: a replacement would finish at {}, after its deadline {} (restart, lost work and remaining run)",
+                        crate::deferral::fmt_utc(*t),
+                        crate::deferral::fmt_utc(*deadline)
+                    ),
+                    None => format!(
+                        "stays: it has a deadline ({}) but no expected duration, so a move could miss it",
+                        crate::deferral::fmt_utc(*deadline)
+                    ),
+                },
             },
         }
     }
@@ -564,6 +596,20 @@ pub fn pod_kw(energy: &EnergyModel, requests: &Resources) -> f64 {
     #[allow(clippy::cast_precision_loss)]
     let gb = requests.memory_bytes.max(0) as f64 / 1e9;
     energy.job_kw(vcpus, gb)
+}
+
+/// Seconds of work a move throws away: nothing for replicas, everything
+/// since the last checkpoint (or the start) for a Job's pod.
+pub fn lost_work_seconds(req: &MigrationRequest<'_>) -> i64 {
+    match req.kind {
+        WorkloadKind::Stateless | WorkloadKind::Stateful => 0,
+        WorkloadKind::Batch => (req.now
+            - req
+                .last_checkpoint
+                .unwrap_or(req.started_at)
+                .max(req.started_at))
+        .max(0),
+    }
 }
 
 /// Decides whether to move one pod. See the module documentation.
@@ -614,6 +660,20 @@ pub fn decide_migration(
     numbers.source_g_per_kwh = Some(source_avg);
     if remaining <= cfg.restart_seconds {
         return skip(SkipReason::EndingSoon, numbers);
+    }
+    if let Some(deadline) = req.deadline {
+        let would_finish = req
+            .expected_remaining_seconds
+            .map(|r| now + cfg.restart_seconds + lost_work_seconds(req) + r.max(0));
+        if would_finish.is_none_or(|t| t > deadline) {
+            return skip(
+                SkipReason::Deadline {
+                    would_finish,
+                    deadline,
+                },
+                numbers,
+            );
+        }
     }
     // The owner's memory: zones it left recently are not targets.
     let recent: Vec<&OwnerMove> = req
@@ -720,15 +780,7 @@ pub fn decide_migration(
         .get(target)
         .map_or(target_avg, |r| r.carbon_intensity.g_per_kwh());
     numbers.restart_grams = kw * hours(cfg.restart_seconds) * target_now;
-    let lost_seconds = match req.kind {
-        WorkloadKind::Stateless | WorkloadKind::Stateful => 0,
-        WorkloadKind::Batch => {
-            now - req
-                .last_checkpoint
-                .unwrap_or(req.started_at)
-                .max(req.started_at)
-        }
-    };
+    let lost_seconds = lost_work_seconds(req);
     numbers.lost_work_grams = kw * hours(lost_seconds) * target_avg;
     numbers.disruption_grams = cfg.disruption_penalty_grams;
     let cost = numbers.cost_grams();

@@ -70,6 +70,7 @@ struct Case {
     kind: WorkloadKind,
     started_at: i64,
     remaining: Option<i64>,
+    deadline: Option<i64>,
     moves: Vec<OwnerMove>,
     pod_last_moved: Option<i64>,
     replicas: u32,
@@ -88,6 +89,7 @@ impl Case {
             kind: WorkloadKind::Stateless,
             started_at: T0 - 10 * H,
             remaining: None,
+            deadline: None,
             moves: Vec::new(),
             pod_last_moved: None,
             replicas: 1,
@@ -112,6 +114,7 @@ impl Case {
             started_at: self.started_at,
             last_checkpoint: None,
             expected_remaining_seconds: self.remaining,
+            deadline: self.deadline,
             current_node: "de-1",
             current_zone: Some(&de),
             candidates: &candidates,
@@ -223,6 +226,63 @@ fn a_batch_pod_pays_for_the_work_it_would_redo() {
         c.decide(&dirty_de(), &cfg),
         MigrationDecision::Migrate(_)
     ));
+}
+
+#[test]
+fn a_move_never_pushes_a_pod_past_its_deadline() {
+    // A Job's pod 10 minutes in, 2 h left: a replacement restarts (120 s),
+    // redoes the 10 minutes and runs the 2 h.
+    let mut c = Case::new();
+    c.kind = WorkloadKind::Batch;
+    c.started_at = T0 - 600;
+    c.remaining = Some(2 * H);
+    let cfg = MigrationConfig {
+        min_dwell_seconds: 0,
+        ..MigrationConfig::default()
+    };
+    let finish = T0 + 120 + 600 + 2 * H;
+    c.deadline = Some(finish);
+    assert!(matches!(
+        c.decide(&dirty_de(), &cfg),
+        MigrationDecision::Migrate(_)
+    ));
+    // One second less and the move would miss it.
+    c.deadline = Some(finish - 1);
+    let d = c.decide(&dirty_de(), &cfg);
+    assert_eq!(
+        d,
+        MigrationDecision::Skip {
+            reason: SkipReason::Deadline {
+                would_finish: Some(finish),
+                deadline: finish - 1
+            },
+            numbers: d.numbers().clone()
+        }
+    );
+    assert_eq!(d.metric_label(), "skipped_deadline");
+    assert!(
+        d.explain().contains("after its deadline"),
+        "{}",
+        d.explain()
+    );
+    // A deadline without an expected remaining run: never moved.
+    c.remaining = None;
+    c.deadline = Some(T0 + 100 * H);
+    let d = c.decide(&dirty_de(), &cfg);
+    assert!(
+        matches!(
+            d,
+            MigrationDecision::Skip {
+                reason: SkipReason::Deadline {
+                    would_finish: None,
+                    ..
+                },
+                ..
+            }
+        ),
+        "{}",
+        d.explain()
+    );
 }
 
 #[test]
@@ -523,6 +583,7 @@ fn on_a_real_year_every_move_pays_and_none_loops() {
             started_at: started,
             last_checkpoint: None,
             expected_remaining_seconds: None,
+            deadline: None,
             current_node: &nodes[current].0.name,
             current_zone: Some(&here),
             candidates: &candidates,
