@@ -10,6 +10,7 @@ pub mod intensity;
 pub mod keys;
 pub mod record;
 pub mod snapshot;
+pub mod tuner;
 pub mod zone;
 
 pub use intensity::CarbonIntensity;
