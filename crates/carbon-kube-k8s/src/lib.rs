@@ -6,6 +6,7 @@
 //! - [`node_match`]: Kubernetes' node selection semantics and a pod's effective requests.
 //! - [`leader`]: leader election for the controllers (a Lease, or always the leader).
 //! - [`quantity`]: resource quantities as CPU millicores and memory bytes.
+//! - [`tuner`]: the tuner's run results as `carbon_rl_tuner_*` gauges, and its ConfigMap writes.
 //!
 //! Decisions do not live here: see `carbon-kube-policy`.
 
@@ -16,6 +17,7 @@ pub mod quantity;
 pub mod serve;
 pub mod snapshot_store;
 pub mod telemetry;
+pub mod tuner;
 
 pub use metrics::SnapshotGauges;
 pub use serve::{Readiness, health_router, serve_until, shutdown_signal};
