@@ -71,6 +71,13 @@ async fn run_controller(args: ControllerArgs) -> anyhow::Result<()> {
         .context("connecting to Kubernetes")?;
     let mut registry = Registry::default();
     let metrics = metrics::ControllerMetrics::register(&mut registry);
+    // The tuner's runs (a CronJob, never scraped) on this /metrics.
+    let tuner = carbon_kube_k8s::tuner::TunerGauges::register(&mut registry);
+    let tuner_task = tokio::spawn(carbon_kube_k8s::tuner::watch_tuner_status(
+        client.clone(),
+        args.namespace.clone(),
+        tuner,
+    ));
     let readiness = Readiness::default();
     let health = health_router(Arc::new(registry), readiness.clone());
     let health_task = tokio::spawn(serve_until(args.health_listen, health, shutdown_signal()));
@@ -84,6 +91,7 @@ async fn run_controller(args: ControllerArgs) -> anyhow::Result<()> {
     )
     .await;
     health_task.abort();
+    tuner_task.abort();
     result
 }
 

@@ -299,6 +299,43 @@ pub async fn write_configmap(client: kube::Client, mut cm: ConfigMap) -> kube::R
     }
 }
 
+/// [`write_configmap`] for a ConfigMap given as JSON (the tuner builds its
+/// ConfigMaps without a Kubernetes client); logs what it wrote.
+pub async fn write_configmap_json(
+    client: kube::Client,
+    cm: &serde_json::Value,
+) -> anyhow::Result<()> {
+    let cm: ConfigMap = serde_json::from_value(cm.clone())
+        .map_err(|e| anyhow::anyhow!("the tuner built an invalid ConfigMap: {e}"))?;
+    let (namespace, name) = (
+        cm.metadata.namespace.clone().unwrap_or_default(),
+        cm.metadata.name.clone().unwrap_or_default(),
+    );
+    write_configmap(client, cm)
+        .await
+        .map_err(|e| anyhow::anyhow!("writing ConfigMap {namespace}/{name}: {e}"))?;
+    tracing::info!(%namespace, %name, "wrote the tuner's ConfigMap");
+    Ok(())
+}
+
+/// A client from `kubeconfig`, or from the default discovery (in-cluster
+/// first, then `$KUBECONFIG` / `~/.kube/config`) when `None`.
+pub async fn client(kubeconfig: Option<&std::path::Path>) -> anyhow::Result<kube::Client> {
+    let Some(path) = kubeconfig else {
+        return kube::Client::try_default()
+            .await
+            .map_err(|e| anyhow::anyhow!("connecting to Kubernetes: {e}"));
+    };
+    let file = kube::config::Kubeconfig::read_from(path)
+        .map_err(|e| anyhow::anyhow!("--kubeconfig {}: {e}", path.display()))?;
+    let config =
+        kube::Config::from_custom_kubeconfig(file, &kube::config::KubeConfigOptions::default())
+            .await
+            .map_err(|e| anyhow::anyhow!("--kubeconfig {}: {e}", path.display()))?;
+    kube::Client::try_from(config)
+        .map_err(|e| anyhow::anyhow!("--kubeconfig {}: {e}", path.display()))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
