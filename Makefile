@@ -80,11 +80,15 @@ dev-cluster: k8s-bin ## Control plane, kwok nodes in three grid zones, carbon-ku
 	deploy/dev/dev-cluster.sh
 
 # `make run-rl-tuner`: tune on the shared data (train 2022, validate 2023 and
-# unseen zones), write the ConfigMap it would publish (shadow mode) and the report.
+# unseen zones), write the ConfigMap it would publish (shadow mode), every
+# ConfigMap of the run into $(TUNER_DIR) and the report. Local files only;
+# `make run-rl-tuner TUNER_KUBECONFIG=path` also writes them to that cluster.
 TUNER_OUTPUT ?= target/carbon-kube-tuner-configmap.json
 TUNER_REPORT ?= target/carbon-kube-tuner-report.json
+TUNER_DIR ?= target/carbon-kube-tuner
+TUNER_KUBECONFIG ?=
 TUNER_ARGS ?=
 
 .PHONY: run-rl-tuner
-run-rl-tuner: ## Tune the knobs on the shared data (grid search vs CMA-ES; no PPO yet), write $(TUNER_OUTPUT)
-	$(CARGO) run --release -p carbon-kube -- tune --output $(TUNER_OUTPUT) --report $(TUNER_REPORT) $(TUNER_ARGS)
+run-rl-tuner: ## Tune the knobs on the shared data (grid search, CMA-ES, PPO), write $(TUNER_OUTPUT)
+	$(CARGO) run --release -p carbon-kube -- tune --output $(TUNER_OUTPUT) --report $(TUNER_REPORT) --output-dir $(TUNER_DIR) $(if $(TUNER_KUBECONFIG),--kubeconfig $(TUNER_KUBECONFIG)) $(TUNER_ARGS)

@@ -7,9 +7,10 @@ use carbon_kube_model::{ZoneId, keys};
 use cpu_time::ProcessTime;
 use serde::Serialize;
 
-use crate::episode::{DIMENSIONS, Data, EpisodeSet, Evaluation, Knobs};
-use crate::optimise::{CmaEs, GridSearch, Optimiser};
-use crate::output::{Promotion, configmap, overrides, promotion};
+use crate::episode::{Data, EpisodeSet, Evaluation, Knobs, Training};
+use crate::optimise::{CmaEs, GridSearch, Optimiser, Tuned};
+use crate::output::{Promotion, overrides, promotion};
+use crate::ppo::{Ppo, PpoConfig};
 
 /// Arguments of `carbon-kube tune`. The defaults train on four weeks of
 /// 2022 in DE, US-CAL-CISO and IN-WE and validate on the same weeks of 2023,
@@ -58,17 +59,48 @@ pub struct TuneArgs {
     /// margin on every one).
     #[arg(long, default_value_t = 3)]
     pub validate_seeds: u64,
-    /// Settings each optimiser may evaluate on the training episodes.
+    /// Settings each optimiser may evaluate on the training episodes (PPO:
+    /// the same number of simulator runs, budget × training replays, unless
+    /// --ppo-replays says otherwise).
     #[arg(long, default_value_t = 40)]
     pub budget: usize,
-    /// Optimisers to compare: grid, cma-es.
-    #[arg(long, value_delimiter = ',', default_value = "grid,cma-es")]
+    /// Optimisers to compare: grid, cma-es, ppo.
+    #[arg(long, value_delimiter = ',', default_value = "grid,cma-es,ppo")]
     pub optimisers: Vec<String>,
+    /// PPO: Adam's learning rate.
+    #[arg(long, default_value_t = 0.0003, help_heading = "PPO")]
+    pub ppo_learning_rate: f64,
+    /// PPO: minibatch size of an update (at most the replays collected).
+    #[arg(long, default_value_t = 64, help_heading = "PPO")]
+    pub ppo_batch_size: usize,
+    /// PPO: discount factor (no effect while an episode is one decision).
+    #[arg(long, default_value_t = 0.99, help_heading = "PPO")]
+    pub ppo_gamma: f64,
+    /// PPO: GAE lambda (no effect while an episode is one decision).
+    #[arg(long, default_value_t = 0.95, help_heading = "PPO")]
+    pub ppo_gae_lambda: f64,
+    /// PPO: episodes (simulator replays) collected between updates.
+    #[arg(long, default_value_t = 50, help_heading = "PPO")]
+    pub ppo_update_every: usize,
+    /// PPO: passes over the collected replays per update.
+    #[arg(long, default_value_t = 10, help_heading = "PPO")]
+    pub ppo_epochs: usize,
+    /// PPO: clip range of the probability ratio.
+    #[arg(long, default_value_t = 0.2, help_heading = "PPO")]
+    pub ppo_clip: f64,
+    /// PPO: weight of the entropy bonus.
+    #[arg(long, default_value_t = 0.01, help_heading = "PPO")]
+    pub ppo_entropy_coef: f64,
+    /// PPO: simulator replays to train on (default: --budget × training
+    /// replays, the static optimisers' budget).
+    #[arg(long, help_heading = "PPO")]
+    pub ppo_replays: Option<usize>,
     /// Reward margin over the current setting needed on every validation seed.
     #[arg(long, default_value_t = 0.01)]
     pub margin: f64,
     /// Publish into carbon-kube-config (components apply it) when promoted;
-    /// default is shadow mode (the carbon-kube-tuner ConfigMap, read by no one).
+    /// default is shadow mode (only the carbon-kube-tuner ConfigMap, with the
+    /// proposal and the run status, which no component applies).
     #[arg(long)]
     pub active: bool,
     /// How long a published setting is valid (validUntil), hours.
@@ -83,6 +115,9 @@ pub struct TuneArgs {
     /// Where to write the report (JSON); the table goes to stderr either way.
     #[arg(long)]
     pub report: Option<PathBuf>,
+    /// A folder, a cluster, the schedule (crate::publish).
+    #[command(flatten)]
+    pub deploy: crate::publish::DeployArgs,
 }
 
 /// One setting's results.
@@ -101,8 +136,16 @@ pub struct Row {
     pub validate_unseen: Option<Evaluation>,
     /// CPU seconds the optimiser spent (training only).
     pub cpu_seconds: f64,
-    /// Settings evaluated.
+    /// Settings evaluated (PPO: its simulator runs / training replays).
     pub evaluations: usize,
+    /// Whether the setting depends on the state (PPO): `knobs` is then the
+    /// setting for the latest state, and each replay was run with the
+    /// setting for its own state.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub state_dependent: bool,
+    /// Training loss after each update (PPO).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub losses: Vec<f64>,
 }
 
 /// The report.
@@ -121,6 +164,9 @@ pub struct Report {
     pub promotion: Promotion,
     /// Shadow or active.
     pub mode: &'static str,
+    /// The ConfigMaps written (`--output` gets the first), for `--apply`.
+    #[serde(skip)]
+    pub configmaps: Vec<serde_json::Value>,
 }
 
 fn zones(list: &[String]) -> anyhow::Result<Vec<ZoneId>> {
@@ -130,11 +176,36 @@ fn zones(list: &[String]) -> anyhow::Result<Vec<ZoneId>> {
         .collect()
 }
 
-fn optimiser(name: &str) -> anyhow::Result<Box<dyn Optimiser>> {
+impl TuneArgs {
+    /// PPO's hyperparameters from the flags.
+    pub fn ppo_config(&self) -> PpoConfig {
+        PpoConfig {
+            learning_rate: self.ppo_learning_rate,
+            batch_size: self.ppo_batch_size,
+            gamma: self.ppo_gamma,
+            gae_lambda: self.ppo_gae_lambda,
+            update_every: self.ppo_update_every,
+            epochs: self.ppo_epochs,
+            clip: self.ppo_clip,
+            entropy_coef: self.ppo_entropy_coef,
+            replays: self.ppo_replays,
+            ..PpoConfig::default()
+        }
+    }
+}
+
+fn optimiser(name: &str, args: &TuneArgs) -> anyhow::Result<Box<dyn Optimiser>> {
     match name {
         "grid" => Ok(Box::new(GridSearch)),
         "cma-es" => Ok(Box::new(CmaEs { seed: 7 })),
-        other => anyhow::bail!("unknown optimiser {other:?}; known: grid, cma-es"),
+        "ppo" => {
+            let config = args.ppo_config();
+            config
+                .validate()
+                .map_err(|e| anyhow::anyhow!("--ppo-*: {e}"))?;
+            Ok(Box::new(Ppo::new(config)))
+        }
+        other => anyhow::bail!("unknown optimiser {other:?}; known: grid, cma-es, ppo"),
     }
 }
 
@@ -160,7 +231,7 @@ pub fn run(args: &TuneArgs) -> anyhow::Result<Report> {
     let optimisers: Vec<Box<dyn Optimiser>> = args
         .optimisers
         .iter()
-        .map(|n| optimiser(n.trim()))
+        .map(|n| optimiser(n.trim(), args))
         .collect::<anyhow::Result<_>>()?;
     let all: Vec<ZoneId> = train_zones.iter().chain(&unseen_zones).cloned().collect();
     let data = Data::read(&traces, &jobs, &all)?;
@@ -186,53 +257,88 @@ pub fn run(args: &TuneArgs) -> anyhow::Result<Report> {
             validate_seeds,
         )?)
     };
+    // The state a setting is published for: the latest period replayed
+    // (the last validation episode in the trained zones, first seed).
+    let latest_state: Vec<f64> = validate
+        .states
+        .last()
+        .and_then(|s| s.first())
+        .map(|s| s.to_vec())
+        .unwrap_or_default();
     let mut rows = Vec::new();
     let mut replay = |name: String,
-                      knobs: Knobs,
+                      knobs_for: &dyn Fn(&[f64]) -> Knobs,
                       train_eval: Evaluation,
                       cpu: f64,
-                      evaluations: usize|
+                      evaluations: usize,
+                      losses: Vec<f64>|
      -> anyhow::Result<Row> {
+        let knobs = knobs_for(&latest_state);
         Ok(Row {
             optimiser: name,
-            validate: validate.evaluate(&knobs)?,
-            validate_unseen: unseen.as_mut().map(|u| u.evaluate(&knobs)).transpose()?,
+            validate: validate.evaluate_by(knobs_for)?,
+            validate_unseen: unseen
+                .as_mut()
+                .map(|u| u.evaluate_by(knobs_for))
+                .transpose()?,
+            state_dependent: !losses.is_empty(),
             knobs,
             train: train_eval,
             cpu_seconds: cpu,
             evaluations,
+            losses,
         })
     };
     let current = Knobs::current();
     let current_train = train.evaluate(&current)?;
-    rows.push(replay("current".into(), current, current_train, 0.0, 0)?);
+    rows.push(replay(
+        "current".into(),
+        &|_| current.clone(),
+        current_train,
+        0.0,
+        0,
+        Vec::new(),
+    )?);
     for mut opt in optimisers {
-        let before = train.evaluations;
+        let before = train.replays;
         let started = ProcessTime::now();
-        let mut failure = None;
-        let (x, _) = opt.maximise(DIMENSIONS, args.budget, &mut |x| match train
-            .evaluate(&Knobs::from_unit(x))
-        {
-            Ok(e) => e.reward,
-            Err(e) => {
-                failure.get_or_insert(e);
-                f64::NEG_INFINITY
-            }
-        });
-        if let Some(e) = failure {
+        let mut problem = Training {
+            set: &mut train,
+            failure: None,
+        };
+        let tuned = opt.tune(&mut problem, args.budget);
+        if let Some(e) = problem.failure {
             return Err(e);
         }
         let cpu = started.elapsed().as_secs_f64();
-        let evaluations = train.evaluations - before;
-        let knobs = Knobs::from_unit(&x);
-        let train_eval = train.evaluate(&knobs)?;
-        rows.push(replay(
-            opt.name().to_owned(),
-            knobs,
-            train_eval,
-            cpu,
-            evaluations,
-        )?);
+        // In settings' worth of replays.
+        let evaluations = (train.replays - before).div_ceil(train.contexts().max(1));
+        match tuned {
+            Tuned::Static(x) => {
+                let knobs = Knobs::from_unit(&x);
+                let train_eval = train.evaluate(&knobs)?;
+                rows.push(replay(
+                    opt.name().to_owned(),
+                    &|_| knobs.clone(),
+                    train_eval,
+                    cpu,
+                    evaluations,
+                    Vec::new(),
+                )?);
+            }
+            Tuned::StateDependent { policy, losses } => {
+                let knobs_for = |s: &[f64]| Knobs::from_unit(&policy.act(s));
+                let train_eval = train.evaluate_by(&knobs_for)?;
+                rows.push(replay(
+                    opt.name().to_owned(),
+                    &knobs_for,
+                    train_eval,
+                    cpu,
+                    evaluations,
+                    losses,
+                )?);
+            }
+        }
     }
     let best = rows
         .iter()
@@ -253,6 +359,7 @@ pub fn run(args: &TuneArgs) -> anyhow::Result<Report> {
         promotion,
         mode: if args.active { "active" } else { "shadow" },
         rows: rows.clone(),
+        configmaps: Vec::new(),
     };
     eprint!("{}", table(&report));
     let report_json = serde_json::to_string(&report)?;
@@ -262,14 +369,20 @@ pub fn run(args: &TuneArgs) -> anyhow::Result<Report> {
         &rows[0].knobs
     };
     let data = overrides(proposed, now + args.valid_for_hours.max(1) * 3600).to_string_map();
-    let cm = configmap(
+    let mut report = report;
+    report.configmaps = crate::publish::configmaps(
         &args.namespace,
-        data,
+        &data,
         args.active,
-        report.promotion.promoted,
+        &report,
         &report_json,
+        now,
+        args.deploy.schedule.clone(),
     );
-    let text = serde_json::to_string_pretty(&cm)? + "\n";
+    if let Some(dir) = &args.deploy.output_dir {
+        crate::publish::write_dir(dir, &report.configmaps)?;
+    }
+    let text = serde_json::to_string_pretty(&report.configmaps[0])? + "\n";
     if args.output == "-" {
         std::io::stdout().write_all(text.as_bytes())?;
     } else {
@@ -311,7 +424,11 @@ pub fn table(r: &Report) -> String {
             ),
             row.cpu_seconds,
             row.evaluations,
-            row.knobs.describe()
+            if row.state_dependent {
+                format!("per state; for the latest: {}", row.knobs.describe())
+            } else {
+                row.knobs.describe()
+            }
         ));
     }
     s.push_str(&format!(

@@ -13,6 +13,9 @@ use carbon_kube_sim::trace::{self, Column, HOUR, TraceSet, parse_utc};
 use carbon_kube_sim::workload::{self, ClusterSpec, Job, JobDefaults};
 use serde::Serialize;
 
+use crate::optimise::Problem;
+use crate::state::{STATE_DIM, STATE_HOURS, observe};
+
 /// The knobs the tuner sets, in their units.
 #[derive(Clone, Debug, PartialEq, Serialize)]
 #[serde(rename_all = "camelCase")]
@@ -151,8 +154,15 @@ pub struct EpisodeSet {
     /// Forecast-error seeds.
     pub seeds: Vec<u64>,
     baselines: Vec<Vec<Outcome>>,
+    /// The state a controller sees after each episode's first
+    /// [`STATE_HOURS`] hours, per episode and seed (the forecast in it
+    /// carries that seed's errors).
+    pub states: Vec<Vec<[f64; STATE_DIM]>>,
     /// Evaluations so far (each one runs every episode once per seed).
     pub evaluations: usize,
+    /// Simulator runs of the tuned policy so far (evaluations and single
+    /// replays).
+    pub replays: usize,
 }
 
 impl EpisodeSet {
@@ -161,36 +171,80 @@ impl EpisodeSet {
         let base = policy("baseline", &Default::default())
             .ok_or_else(|| anyhow::anyhow!("the simulator has no baseline policy"))?;
         let mut baselines = Vec::new();
+        let mut states = Vec::new();
         for e in &episodes {
             let mut per_seed = Vec::new();
+            let mut state_per_seed = Vec::new();
             for &seed in &seeds {
                 let world = world(e, seed, Tuning::default())?;
                 per_seed.push(world.run(&base, &|_| {}));
+                state_per_seed.push(observe(
+                    &e.traces,
+                    &e.jobs,
+                    &e.cluster,
+                    &world.forecast,
+                    STATE_HOURS,
+                ));
             }
             baselines.push(per_seed);
+            states.push(state_per_seed);
         }
         Ok(Self {
             episodes,
             seeds,
             baselines,
+            states,
             evaluations: 0,
+            replays: 0,
         })
+    }
+
+    /// Number of replays (episodes × seeds).
+    pub fn contexts(&self) -> usize {
+        self.episodes.len() * self.seeds.len()
+    }
+
+    /// The reward of `knobs` on one replay: context `c` is episode
+    /// `c / seeds` under seed `c % seeds`.
+    pub fn replay_reward(&mut self, c: usize, knobs: &Knobs) -> anyhow::Result<f64> {
+        let ck = policy("carbon-kube", &Default::default())
+            .ok_or_else(|| anyhow::anyhow!("the simulator has no carbon-kube policy"))?;
+        let per = self.seeds.len().max(1);
+        let (e, s) = (c / per, c % per);
+        let (Some(ep), Some(&seed)) = (self.episodes.get(e), self.seeds.get(s)) else {
+            anyhow::bail!("replay {c} out of range ({} replays)", self.contexts());
+        };
+        self.replays += 1;
+        let out = world(ep, seed, knobs.tuning())?.run(&ck, &|_| {});
+        Ok(reward(&out, &self.baselines[e][s], ep.jobs.len()))
     }
 
     /// Evaluates a setting on every episode and seed.
     pub fn evaluate(&mut self, knobs: &Knobs) -> anyhow::Result<Evaluation> {
+        self.evaluate_by(&|_| knobs.clone())
+    }
+
+    /// Evaluates a state-dependent setting: `knobs_for` gets the state of
+    /// each replay (see [`EpisodeSet::states`]).
+    pub fn evaluate_by(
+        &mut self,
+        knobs_for: &dyn Fn(&[f64]) -> Knobs,
+    ) -> anyhow::Result<Evaluation> {
         let ck = policy("carbon-kube", &Default::default())
             .ok_or_else(|| anyhow::anyhow!("the simulator has no carbon-kube policy"))?;
         self.evaluations += 1;
-        let tuning = knobs.tuning();
         let mut ev = Evaluation {
             reward_per_seed: vec![0.0; self.seeds.len()],
             ..Evaluation::default()
         };
         let n = self.episodes.len().max(1) as f64;
-        for (e, baselines) in self.episodes.iter().zip(&self.baselines) {
-            for (s, (&seed, base)) in self.seeds.iter().zip(baselines).enumerate() {
-                let world = world(e, seed, tuning.clone())?;
+        for ((e, baselines), states) in self.episodes.iter().zip(&self.baselines).zip(&self.states)
+        {
+            for (s, ((&seed, base), state)) in
+                self.seeds.iter().zip(baselines).zip(states).enumerate()
+            {
+                self.replays += 1;
+                let world = world(e, seed, knobs_for(state).tuning())?;
                 let out = world.run(&ck, &|_| {});
                 let r = reward(&out, base, e.jobs.len());
                 ev.reward_per_seed[s] += r / n;
@@ -207,6 +261,46 @@ impl EpisodeSet {
         ev.saving /= runs;
         ev.reward = ev.reward_per_seed.iter().sum::<f64>() / self.seeds.len().max(1) as f64;
         Ok(ev)
+    }
+}
+
+/// An [`EpisodeSet`] as a tuning [`Problem`]: a point of the unit cube is
+/// [`Knobs::from_unit`]; the first simulator error is kept (the reward is
+/// then −∞) for the caller to report.
+pub struct Training<'a> {
+    /// The episodes tuned on.
+    pub set: &'a mut EpisodeSet,
+    /// The first error of a replay, if any.
+    pub failure: Option<anyhow::Error>,
+}
+
+impl Problem for Training<'_> {
+    fn dims(&self) -> usize {
+        DIMENSIONS
+    }
+
+    fn contexts(&self) -> usize {
+        self.set.contexts()
+    }
+
+    fn state(&self, c: usize) -> Vec<f64> {
+        let per = self.set.seeds.len().max(1);
+        self.set
+            .states
+            .get(c / per)
+            .and_then(|s| s.get(c % per))
+            .map(|s| s.to_vec())
+            .unwrap_or_default()
+    }
+
+    fn reward(&mut self, c: usize, setting: &[f64]) -> f64 {
+        match self.set.replay_reward(c, &Knobs::from_unit(setting)) {
+            Ok(r) => r,
+            Err(e) => {
+                self.failure.get_or_insert(e);
+                f64::NEG_INFINITY
+            }
+        }
     }
 }
 

@@ -20,18 +20,24 @@
 //! miss beyond the baseline's ([`reward`]).
 //!
 //! The optimisers sit behind one trait, [`Optimiser`], and see the same
-//! episodes and the same evaluation budget: the best static grid search
-//! ([`GridSearch`]) and CMA-ES ([`CmaEs`], the `cmaes` crate). The policy
-//! they tune is static per run (a setting, not a state-dependent
-//! controller): see `docs/tuner.md` for why PPO is not part of this crate
-//! yet.
+//! episodes and the same budget of simulator runs: the best static grid
+//! search ([`GridSearch`]) and CMA-ES ([`CmaEs`], the `cmaes` crate) tune
+//! one setting; PPO ([`Ppo`], burn on the `flex` CPU backend) learns a
+//! policy from the state a controller sees at the start of an episode
+//! ([`state::observe`]: intensity level, percentiles and swing, zone spread,
+//! forecast trend and spread, arriving work, capacity headroom) to a
+//! setting, so that it can give different settings on different grids.
 
 pub mod cli;
 pub mod episode;
 pub mod optimise;
 pub mod output;
+pub mod ppo;
+pub mod publish;
+pub mod state;
 
 pub use cli::{TuneArgs, run};
 pub use episode::{Episode, EpisodeSet, Evaluation, Knobs, reward};
-pub use optimise::{CmaEs, GridSearch, Optimiser};
+pub use optimise::{CmaEs, GridSearch, Optimiser, Problem, StatePolicy, Tuned};
 pub use output::{Promotion, promotion};
+pub use ppo::{Ppo, PpoConfig};

@@ -1,12 +1,62 @@
-//! The optimisers, behind one trait: each maximises a reward over the unit
-//! cube with a budget of evaluations and returns the best point it saw.
+//! The optimisers, behind one trait. A tuning [`Problem`] is a set of
+//! replays (episode × forecast-error seed), each with the state a controller
+//! sees at its start; a point of the unit cube is a knob setting. Static
+//! optimisers (grid search, CMA-ES) maximise the mean reward over all
+//! replays and return one setting; PPO ([`crate::ppo::Ppo`]) learns a policy
+//! from state to setting. Both spend the same budget of replays.
 
 use cmaes::{CMAESOptions, DVector, Mode};
 
-/// A black-box maximiser over `[0, 1]^dims`.
+/// What the optimisers tune on: replays with their states and rewards.
+pub trait Problem {
+    /// Dimensions of a setting (the unit cube `[0, 1]^dims`).
+    fn dims(&self) -> usize;
+    /// Number of replays (contexts).
+    fn contexts(&self) -> usize;
+    /// The state a controller sees at the start of replay `context`.
+    fn state(&self, context: usize) -> Vec<f64>;
+    /// The reward of `setting` on replay `context` (one simulator run).
+    fn reward(&mut self, context: usize, setting: &[f64]) -> f64;
+}
+
+/// A learned mapping from state to setting.
+pub trait StatePolicy {
+    /// The setting (in the unit cube) for `state`.
+    fn act(&self, state: &[f64]) -> Vec<f64>;
+}
+
+/// What an optimiser returns.
+pub enum Tuned {
+    /// One setting for every state.
+    Static(Vec<f64>),
+    /// A setting per state, with the training loss of each update.
+    StateDependent {
+        /// The learned policy.
+        policy: Box<dyn StatePolicy>,
+        /// Loss after each update (finite when training went well).
+        losses: Vec<f64>,
+    },
+}
+
+/// A maximiser over `[0, 1]^dims`.
 pub trait Optimiser {
     /// Name in reports.
     fn name(&self) -> &'static str;
+
+    /// Tunes on `problem` with at most `budget` settings' worth of replays
+    /// (`budget × problem.contexts()` simulator runs). The default:
+    /// [`Optimiser::maximise`] of the mean reward over every replay, one
+    /// static setting.
+    fn tune(&mut self, problem: &mut dyn Problem, budget: usize) -> Tuned {
+        let n = problem.contexts().max(1);
+        let (x, _) = self.maximise(problem.dims(), budget, &mut |x| {
+            // A handful of replays: exact in f64.
+            #[allow(clippy::cast_precision_loss)]
+            let mean = (0..n).map(|c| problem.reward(c, x)).sum::<f64>() / n as f64;
+            mean
+        });
+        Tuned::Static(x)
+    }
 
     /// Maximises `reward` with at most `budget` calls; returns the best
     /// point seen and its reward.

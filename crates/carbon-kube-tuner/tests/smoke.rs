@@ -1,8 +1,11 @@
-//! A small training on real data: one week of 2022 in two zones, validated
-//! on the same week of 2023 and on a zone training never sees, with both
-//! optimisers on a tiny budget. Checks the run end to end, not the numbers.
+//! A small training on real data: three days of 2022 in two zones,
+//! validated on the same days of 2023 and on a zone training never sees,
+//! with every optimiser on a tiny budget (PPO: a few updates). Checks the
+//! run end to end, not the numbers.
 
-use carbon_kube_tuner::{TuneArgs, run};
+use carbon_kube_policy::overrides::RuntimeOverrides;
+use carbon_kube_tuner::output::overrides;
+use carbon_kube_tuner::{Knobs, TuneArgs, run};
 use clap::Parser;
 
 #[derive(Parser)]
@@ -34,18 +37,36 @@ fn a_smoke_training_reports_every_optimiser_and_writes_a_configmap() {
         "2",
         "--budget",
         "6",
+        // One training replay × budget 6 = 6 PPO episodes: updates after
+        // 5 and after 1.
+        "--ppo-update-every",
+        "5",
+        "--ppo-epochs",
+        "2",
         "--output",
         out.to_str().unwrap(),
     ])
     .unwrap();
     let report = run(&cli.args).unwrap();
     let names: Vec<&str> = report.rows.iter().map(|r| r.optimiser.as_str()).collect();
-    assert_eq!(names, ["current", "grid", "cma-es"]);
+    assert_eq!(names, ["current", "grid", "cma-es", "ppo"]);
     for row in &report.rows[1..] {
         assert!(row.evaluations >= 1 && row.evaluations <= 6, "{row:?}");
         assert_eq!(row.validate.reward_per_seed.len(), 2);
         assert!(row.validate_unseen.is_some());
+        // Every proposed setting is one the components accept.
+        let o = overrides(&row.knobs, 1_800_000_000);
+        RuntimeOverrides::from_string_map(&o.to_string_map(), "")
+            .unwrap()
+            .placement
+            .validate()
+            .unwrap();
     }
+    let ppo = &report.rows[3];
+    assert!(ppo.state_dependent);
+    assert_eq!(ppo.losses.len(), 2, "{ppo:?}");
+    assert!(ppo.losses.iter().all(|l| l.is_finite()), "{:?}", ppo.losses);
+    assert!(ppo.validate.reward.is_finite() && ppo.train.reward.is_finite());
     let cm: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(&out).unwrap()).unwrap();
     // Shadow mode by default: never the ConfigMap the components read.
@@ -54,7 +75,66 @@ fn a_smoke_training_reports_every_optimiser_and_writes_a_configmap() {
     let data: std::collections::BTreeMap<String, String> =
         serde_json::from_value(cm["data"].clone()).unwrap();
     // What it writes reads back with the components' codec.
-    let o = carbon_kube_policy::overrides::RuntimeOverrides::from_string_map(&data, "").unwrap();
+    let o = RuntimeOverrides::from_string_map(&data, "").unwrap();
     o.placement.validate().unwrap();
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// PPO alone, with a margin no setting can earn: it is the chosen
+/// optimiser, promotion refuses it, and what is written (even with
+/// --active) is the static setting in the shadow ConfigMap.
+#[test]
+fn a_ppo_policy_that_does_not_beat_the_margin_is_not_published() {
+    let dir = std::env::temp_dir().join(format!("tuner-smoke-ppo-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let out = dir.join("cm.json");
+    let cli = Cli::try_parse_from([
+        "tune",
+        "--train-zones",
+        "DE",
+        "--unseen-zones",
+        "",
+        "--train-starts",
+        "2022-05-09",
+        "--validate-starts",
+        "2023-05-08",
+        "--days",
+        "2",
+        "--max-jobs",
+        "60",
+        "--validate-seeds",
+        "2",
+        "--optimisers",
+        "ppo",
+        "--ppo-replays",
+        "8",
+        "--ppo-update-every",
+        "4",
+        "--ppo-epochs",
+        "2",
+        "--margin",
+        "1",
+        "--active",
+        "--output",
+        out.to_str().unwrap(),
+    ])
+    .unwrap();
+    let report = run(&cli.args).unwrap();
+    assert_eq!(report.chosen, "ppo");
+    assert!(!report.promotion.promoted, "{:?}", report.promotion);
+    assert_eq!(report.rows[1].losses.len(), 2);
+    let cm: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&out).unwrap()).unwrap();
+    assert_eq!(cm["metadata"]["name"], "carbon-kube-tuner");
+    let mut data: std::collections::BTreeMap<String, String> =
+        serde_json::from_value(cm["data"].clone()).unwrap();
+    let mut current = overrides(&Knobs::current(), 0).to_string_map();
+    // The setting's keys are the static setting's; validUntil and the run
+    // status differ.
+    for k in ["validUntil", "tunerStatus"] {
+        data.remove(k);
+        current.remove(k);
+    }
+    assert_eq!(data, current);
     let _ = std::fs::remove_dir_all(&dir);
 }

@@ -1,0 +1,593 @@
+//! PPO: a learned policy from the state a controller sees ([`crate::state`])
+//! to a knob setting, trained with burn (modules, autodiff, Adam) on the
+//! `flex` CPU backend.
+//!
+//! The network is a small MLP (two tanh layers) with two heads: the mean of
+//! a Gaussian over the setting in the unit cube (a sigmoid keeps it inside)
+//! with a learned, state-independent log standard deviation, and a value
+//! estimate. Training collects `update_every` replays (one sampled setting
+//! each, the setting clamped into the cube), computes advantages with GAE,
+//! and takes `epochs` passes of minibatches of `batch_size` over them with
+//! the clipped surrogate loss, the value loss and an entropy bonus.
+//!
+//! One replay is one decision: the setting chosen from the state at the
+//! start of the episode is used for the whole episode (the simulator cannot
+//! change settings in the middle of a run), so an episode has one step. GAE
+//! and `gamma` are implemented for trajectories of any length ([`gae`]), but
+//! with one-step episodes the return is the reward and the advantage is the
+//! reward minus the value estimate: `gamma` and `gae_lambda` have no effect
+//! on these episodes.
+
+use burn::module::{Module, Param};
+use burn::nn::{Initializer, Linear, LinearConfig};
+use burn::optim::{AdamConfig, GradientsParams};
+use burn::tensor::{Device, Tensor, TensorData, activation};
+use rand::SeedableRng as _;
+use rand::seq::SliceRandom as _;
+use rand_distr::{Distribution as _, StandardNormal};
+
+use crate::optimise::{Optimiser, Problem, StatePolicy, Tuned};
+
+/// PPO's hyperparameters. The defaults are the original design's
+/// (learning rate 0.0003, batch size 64, gamma 0.99, an update every 50
+/// episodes) and common PPO values for the rest.
+#[derive(Clone, Debug, PartialEq)]
+pub struct PpoConfig {
+    /// Adam's learning rate.
+    pub learning_rate: f64,
+    /// Minibatch size of an update (at most the replays collected).
+    pub batch_size: usize,
+    /// Discount factor.
+    pub gamma: f64,
+    /// GAE's lambda.
+    pub gae_lambda: f64,
+    /// Replays (episodes) collected between updates.
+    pub update_every: usize,
+    /// Passes over the collected replays per update.
+    pub epochs: usize,
+    /// Clip range of the probability ratio.
+    pub clip: f64,
+    /// Weight of the value loss.
+    pub value_coef: f64,
+    /// Weight of the entropy bonus.
+    pub entropy_coef: f64,
+    /// Units per hidden layer.
+    pub hidden: usize,
+    /// Initial standard deviation of the Gaussian (unit-cube units).
+    pub init_std: f64,
+    /// Replays to train on; `None`: the budget × the problem's replays, the
+    /// same number of simulator runs the static optimisers get.
+    pub replays: Option<usize>,
+    /// Seed of the network's initialisation, the sampling and the order of
+    /// replays.
+    pub seed: u64,
+}
+
+impl Default for PpoConfig {
+    fn default() -> Self {
+        Self {
+            learning_rate: 3e-4,
+            batch_size: 64,
+            gamma: 0.99,
+            gae_lambda: 0.95,
+            update_every: 50,
+            epochs: 10,
+            clip: 0.2,
+            value_coef: 0.5,
+            entropy_coef: 0.01,
+            hidden: 64,
+            init_std: 0.3,
+            replays: None,
+            seed: 7,
+        }
+    }
+}
+
+impl PpoConfig {
+    /// Checks the numbers; names the first bad one.
+    pub fn validate(&self) -> Result<(), String> {
+        let positive = [
+            ("learning rate", self.learning_rate),
+            ("clip", self.clip),
+            ("initial std", self.init_std),
+        ];
+        for (name, v) in positive {
+            if !(v.is_finite() && v > 0.0) {
+                return Err(format!("PPO {name}: must be a positive number, got {v}"));
+            }
+        }
+        for (name, v) in [("gamma", self.gamma), ("GAE lambda", self.gae_lambda)] {
+            if !(0.0..=1.0).contains(&v) {
+                return Err(format!("PPO {name}: must be within 0..=1, got {v}"));
+            }
+        }
+        for (name, v) in [
+            ("value coefficient", self.value_coef),
+            ("entropy coefficient", self.entropy_coef),
+        ] {
+            if !(v.is_finite() && v >= 0.0) {
+                return Err(format!("PPO {name}: must be at least 0, got {v}"));
+            }
+        }
+        for (name, v) in [
+            ("batch size", self.batch_size),
+            ("update every", self.update_every),
+            ("epochs", self.epochs),
+            ("hidden units", self.hidden),
+        ] {
+            if v == 0 {
+                return Err(format!("PPO {name}: must be at least 1"));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// What one update saw and did.
+#[derive(Clone, Debug, PartialEq, serde::Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct UpdateStats {
+    /// Replays used so far.
+    pub replays: usize,
+    /// Mean reward of the replays collected for this update.
+    pub mean_reward: f64,
+    /// Mean total loss over the update's minibatches.
+    pub loss: f64,
+    /// Mean standard deviation of the policy after the update.
+    pub std: f64,
+}
+
+/// PPO behind the [`Optimiser`] trait.
+#[derive(Clone, Debug, Default)]
+pub struct Ppo {
+    /// Hyperparameters.
+    pub config: PpoConfig,
+    /// One entry per update of the last [`Optimiser::tune`].
+    pub history: Vec<UpdateStats>,
+}
+
+#[derive(Module, Debug)]
+struct ActorCritic {
+    hidden1: Linear,
+    hidden2: Linear,
+    mean: Linear,
+    value: Linear,
+    log_std: Param<Tensor<1>>,
+}
+
+impl ActorCritic {
+    fn new(state_dim: usize, dims: usize, c: &PpoConfig, device: &Device) -> Self {
+        let small = Initializer::Uniform {
+            min: -0.01,
+            max: 0.01,
+        };
+        Self {
+            hidden1: LinearConfig::new(state_dim, c.hidden).init(device),
+            hidden2: LinearConfig::new(c.hidden, c.hidden).init(device),
+            // Near-zero weights: the first policy's mean is the middle of
+            // the cube for every state (CMA-ES starts there too).
+            mean: LinearConfig::new(c.hidden, dims)
+                .with_initializer(small.clone())
+                .init(device),
+            value: LinearConfig::new(c.hidden, 1)
+                .with_initializer(small)
+                .init(device),
+            log_std: Param::from_tensor(Tensor::full([dims], c.init_std.ln(), device)),
+        }
+    }
+
+    /// Mean setting `[n, dims]` and value `[n, 1]` of states `[n, state_dim]`.
+    fn forward(&self, states: Tensor<2>) -> (Tensor<2>, Tensor<2>) {
+        let h = activation::tanh(self.hidden1.forward(states));
+        let h = activation::tanh(self.hidden2.forward(h));
+        (
+            activation::sigmoid(self.mean.forward(h.clone())),
+            self.value.forward(h),
+        )
+    }
+
+    /// Log-density `[n, 1]` of `actions` under N(mean, exp(log_std)²).
+    fn log_prob(&self, mean: Tensor<2>, actions: Tensor<2>) -> Tensor<2> {
+        let log_std = self.log_std.val().unsqueeze::<2>();
+        let z = actions.sub(mean).div(log_std.clone().exp());
+        z.square()
+            .mul_scalar(-0.5)
+            .sub(log_std)
+            .sub_scalar(0.5 * (2.0 * std::f64::consts::PI).ln())
+            .sum_dim(1)
+    }
+
+    /// Entropy of the (diagonal) Gaussian, a scalar `[1]`.
+    fn entropy(&self) -> Tensor<1> {
+        let dims = self.log_std.val().dims()[0];
+        // dims is the knob count: exact in f64.
+        #[allow(clippy::cast_precision_loss)]
+        let constant = dims as f64 * 0.5 * (1.0 + (2.0 * std::f64::consts::PI).ln());
+        self.log_std.val().sum().add_scalar(constant)
+    }
+}
+
+/// Centres and scales the state features on the training replays' states
+/// (a constant feature becomes 0); clamps to ±5 so that states far from
+/// training (unseen grids) stay in the range the network was trained on.
+#[derive(Clone, Debug)]
+struct Normaliser {
+    mean: Vec<f64>,
+    sd: Vec<f64>,
+}
+
+impl Normaliser {
+    fn fit(states: &[Vec<f64>], dim: usize) -> Self {
+        let n = states.len().max(1) as f64;
+        let mean: Vec<f64> = (0..dim)
+            .map(|i| states.iter().map(|s| at(s, i)).sum::<f64>() / n)
+            .collect();
+        let sd = (0..dim)
+            .map(|i| {
+                let v = states
+                    .iter()
+                    .map(|s| (at(s, i) - mean[i]).powi(2))
+                    .sum::<f64>()
+                    / n;
+                if v.sqrt() > 1e-9 { v.sqrt() } else { 1.0 }
+            })
+            .collect();
+        Self { mean, sd }
+    }
+
+    fn apply(&self, state: &[f64]) -> Vec<f32> {
+        self.mean
+            .iter()
+            .zip(&self.sd)
+            .enumerate()
+            // Network inputs are f32.
+            .map(|(i, (m, s))| {
+                #[allow(clippy::cast_possible_truncation)]
+                let v = ((at(state, i) - m) / s).clamp(-5.0, 5.0) as f32;
+                v
+            })
+            .collect()
+    }
+}
+
+fn at(s: &[f64], i: usize) -> f64 {
+    s.get(i).copied().filter(|v| v.is_finite()).unwrap_or(0.0)
+}
+
+fn matrix(rows: &[Vec<f32>], cols: usize, device: &Device) -> Tensor<2> {
+    let flat: Vec<f32> = rows
+        .iter()
+        .flat_map(|r| (0..cols).map(|i| r.get(i).copied().unwrap_or(0.0)))
+        .collect();
+    Tensor::from_data(TensorData::new(flat, [rows.len(), cols]), device)
+}
+
+fn values(t: Tensor<2>) -> Vec<f64> {
+    t.into_data()
+        .try_to_vec::<f32>()
+        .unwrap_or_default()
+        .into_iter()
+        .map(f64::from)
+        .collect()
+}
+
+/// Generalised advantage estimation over one buffer of steps: `dones[t]`
+/// ends an episode after step `t`; `last_value` bootstraps a buffer that
+/// ends mid-episode. Returns (advantages, returns).
+pub fn gae(
+    rewards: &[f64],
+    values: &[f64],
+    dones: &[bool],
+    last_value: f64,
+    gamma: f64,
+    lambda: f64,
+) -> (Vec<f64>, Vec<f64>) {
+    let n = rewards.len();
+    let mut adv = vec![0.0; n];
+    let mut running = 0.0;
+    for t in (0..n).rev() {
+        let done = dones.get(t).copied().unwrap_or(true);
+        let next_value = if done {
+            0.0
+        } else {
+            values.get(t + 1).copied().unwrap_or(last_value)
+        };
+        let v = values.get(t).copied().unwrap_or(0.0);
+        let delta = rewards[t] + gamma * next_value - v;
+        running = delta + if done { 0.0 } else { gamma * lambda * running };
+        adv[t] = running;
+    }
+    let returns = adv
+        .iter()
+        .enumerate()
+        .map(|(t, a)| a + values.get(t).copied().unwrap_or(0.0))
+        .collect();
+    (adv, returns)
+}
+
+/// The trained policy: the Gaussian's mean for a state.
+struct PpoPolicy {
+    net: ActorCritic,
+    norm: Normaliser,
+    state_dim: usize,
+    device: Device,
+}
+
+impl StatePolicy for PpoPolicy {
+    fn act(&self, state: &[f64]) -> Vec<f64> {
+        let x = matrix(&[self.norm.apply(state)], self.state_dim, &self.device);
+        let (mean, _) = self.net.forward(x);
+        values(mean)
+            .into_iter()
+            .map(|v| v.clamp(0.0, 1.0))
+            .collect()
+    }
+}
+
+impl Ppo {
+    /// PPO with `config`.
+    pub fn new(config: PpoConfig) -> Self {
+        Self {
+            config,
+            history: Vec::new(),
+        }
+    }
+}
+
+/// A problem with a single replay and no state: a black-box reward.
+struct Stateless<'a> {
+    dims: usize,
+    reward: &'a mut dyn FnMut(&[f64]) -> f64,
+}
+
+impl Problem for Stateless<'_> {
+    fn dims(&self) -> usize {
+        self.dims
+    }
+    fn contexts(&self) -> usize {
+        1
+    }
+    fn state(&self, _: usize) -> Vec<f64> {
+        Vec::new()
+    }
+    fn reward(&mut self, _: usize, setting: &[f64]) -> f64 {
+        (self.reward)(setting)
+    }
+}
+
+impl Optimiser for Ppo {
+    fn name(&self) -> &'static str {
+        "ppo"
+    }
+
+    /// PPO on a stateless problem: the policy's mean setting after
+    /// `budget − 1` sampled calls, and its reward (one more call).
+    fn maximise(
+        &mut self,
+        dims: usize,
+        budget: usize,
+        reward: &mut dyn FnMut(&[f64]) -> f64,
+    ) -> (Vec<f64>, f64) {
+        let saved = self.config.replays;
+        self.config.replays = Some(budget.saturating_sub(1).max(1));
+        let mut problem = Stateless { dims, reward };
+        let tuned = self.tune(&mut problem, budget);
+        self.config.replays = saved;
+        let x = match tuned {
+            Tuned::Static(x) => x,
+            Tuned::StateDependent { policy, .. } => policy.act(&[]),
+        };
+        let r = (problem.reward)(&x);
+        (x, r)
+    }
+
+    fn tune(&mut self, problem: &mut dyn Problem, budget: usize) -> Tuned {
+        let c = self.config.clone();
+        self.history.clear();
+        let dims = problem.dims();
+        let contexts = problem.contexts().max(1);
+        let states: Vec<Vec<f64>> = (0..contexts).map(|i| problem.state(i)).collect();
+        // A stateless problem gets one constant input.
+        let state_dim = states.iter().map(Vec::len).max().unwrap_or(0).max(1);
+        let norm = Normaliser::fit(&states, state_dim);
+        let inputs: Vec<Vec<f32>> = states.iter().map(|s| norm.apply(s)).collect();
+
+        let device = Device::default().autodiff();
+        device.seed(c.seed);
+        let mut rng = rand::rngs::StdRng::seed_from_u64(c.seed);
+        let mut net = ActorCritic::new(state_dim, dims, &c, &device);
+        let mut adam = AdamConfig::new().init();
+        let total = c.replays.unwrap_or(budget.saturating_mul(contexts)).max(1);
+        let mut order: Vec<usize> = Vec::new();
+        let mut used = 0usize;
+        let mut losses = Vec::new();
+
+        while used < total {
+            let n = c.update_every.min(total - used);
+            // Which replays: every one equally often, in random order.
+            let picks: Vec<usize> = (0..n)
+                .map(|_| {
+                    if order.is_empty() {
+                        order = (0..contexts).collect();
+                        order.shuffle(&mut rng);
+                    }
+                    order.pop().unwrap_or(0)
+                })
+                .collect();
+            let batch: Vec<Vec<f32>> = picks.iter().map(|&i| inputs[i].clone()).collect();
+            let x = matrix(&batch, state_dim, &device);
+            let (mean_t, value) = net.forward(x);
+            let mean_t = mean_t.detach();
+            let mean = values(mean_t.clone());
+            let value = values(value.detach());
+            let std: Vec<f64> = values(net.log_std.val().detach().exp().unsqueeze::<2>());
+            let mut actions: Vec<Vec<f32>> = Vec::with_capacity(n);
+            let mut rewards = Vec::with_capacity(n);
+            for (k, &ctx) in picks.iter().enumerate() {
+                let a: Vec<f64> = (0..dims)
+                    .map(|d| {
+                        let noise: f64 = StandardNormal.sample(&mut rng);
+                        mean[k * dims + d] + std.get(d).copied().unwrap_or(0.3) * noise
+                    })
+                    .collect();
+                let setting: Vec<f64> = a.iter().map(|v| v.clamp(0.0, 1.0)).collect();
+                let r = problem.reward(ctx, &setting);
+                rewards.push(if r.is_finite() { r } else { -1.0 });
+                // Network values are f32.
+                #[allow(clippy::cast_possible_truncation)]
+                actions.push(a.iter().map(|v| *v as f32).collect());
+            }
+            used += n;
+            let actions_t = matrix(&actions, dims, &device);
+            let old_logp = values(net.log_prob(mean_t, actions_t).detach());
+            // One decision per episode: every step ends its episode.
+            let dones = vec![true; n];
+            let (mut adv, returns) = gae(&rewards, &value, &dones, 0.0, c.gamma, c.gae_lambda);
+            let n_f = n as f64;
+            let am = adv.iter().sum::<f64>() / n_f;
+            let asd = (adv.iter().map(|a| (a - am).powi(2)).sum::<f64>() / n_f).sqrt();
+            for a in &mut adv {
+                *a = if n > 1 { (*a - am) / (asd + 1e-8) } else { 0.0 };
+            }
+
+            let mut loss_sum = 0.0;
+            let mut steps = 0usize;
+            let mut idx: Vec<usize> = (0..n).collect();
+            for _ in 0..c.epochs {
+                idx.shuffle(&mut rng);
+                for chunk in idx.chunks(c.batch_size) {
+                    let col = |v: &[f64]| -> Vec<Vec<f32>> {
+                        #[allow(clippy::cast_possible_truncation)]
+                        chunk.iter().map(|&i| vec![v[i] as f32]).collect()
+                    };
+                    let s = matrix(
+                        &chunk.iter().map(|&i| batch[i].clone()).collect::<Vec<_>>(),
+                        state_dim,
+                        &device,
+                    );
+                    let a = matrix(
+                        &chunk
+                            .iter()
+                            .map(|&i| actions[i].clone())
+                            .collect::<Vec<_>>(),
+                        dims,
+                        &device,
+                    );
+                    let old = matrix(&col(&old_logp), 1, &device);
+                    let advantage = matrix(&col(&adv), 1, &device);
+                    let target = matrix(&col(&returns), 1, &device);
+                    let (m, v) = net.forward(s);
+                    let ratio = net.log_prob(m, a).sub(old).exp();
+                    let unclipped = ratio.clone().mul(advantage.clone());
+                    let clipped = ratio.clamp(1.0 - c.clip, 1.0 + c.clip).mul(advantage);
+                    let policy_loss = unclipped.min_pair(clipped).mean().neg();
+                    let value_loss = v.sub(target).square().mean();
+                    let loss = policy_loss
+                        .add(value_loss.mul_scalar(c.value_coef))
+                        .sub(net.entropy().mul_scalar(c.entropy_coef));
+                    loss_sum += values(loss.clone().unsqueeze::<2>())
+                        .first()
+                        .copied()
+                        .unwrap_or(f64::NAN);
+                    steps += 1;
+                    let grads = GradientsParams::from_grads(loss.backward(), &net);
+                    net = adam.step(c.learning_rate, net, grads);
+                }
+            }
+            let loss = loss_sum / steps.max(1) as f64;
+            losses.push(loss);
+            let std_now = values(net.log_std.val().detach().exp().unsqueeze::<2>());
+            self.history.push(UpdateStats {
+                replays: used,
+                mean_reward: rewards.iter().sum::<f64>() / n_f,
+                loss,
+                std: std_now.iter().sum::<f64>() / std_now.len().max(1) as f64,
+            });
+        }
+        Tuned::StateDependent {
+            policy: Box::new(PpoPolicy {
+                net,
+                norm,
+                state_dim,
+                device,
+            }),
+            losses,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn gae_of_one_step_episodes_is_reward_minus_value() {
+        let (adv, ret) = gae(&[1.0, 0.5], &[0.2, 0.7], &[true, true], 9.0, 0.99, 0.95);
+        assert!((adv[0] - 0.8).abs() < 1e-12 && (adv[1] + 0.2).abs() < 1e-12);
+        assert_eq!(ret, vec![1.0, 0.5]);
+    }
+
+    #[test]
+    fn gae_discounts_along_an_episode_and_bootstraps_its_tail() {
+        // Two steps of one unfinished episode, value 0 everywhere, last value 1.
+        let (adv, ret) = gae(&[1.0, 1.0], &[0.0, 0.0], &[false, false], 1.0, 0.5, 1.0);
+        // Step 1: 1 + 0.5 × 1 = 1.5; step 0: 1 + 0.5 × 0 + 0.5 × 1.5 = 1.75.
+        assert!((adv[1] - 1.5).abs() < 1e-12, "{adv:?}");
+        assert!((adv[0] - 1.75).abs() < 1e-12, "{adv:?}");
+        assert_eq!(adv, ret);
+    }
+
+    /// Two kinds of state; the best setting of the first knob is 0.8 in one
+    /// and 0.2 in the other.
+    struct TwoStates;
+
+    impl Problem for TwoStates {
+        fn dims(&self) -> usize {
+            2
+        }
+        fn contexts(&self) -> usize {
+            4
+        }
+        fn state(&self, c: usize) -> Vec<f64> {
+            vec![if c % 2 == 0 { 1.0 } else { -1.0 }, 0.5]
+        }
+        fn reward(&mut self, c: usize, x: &[f64]) -> f64 {
+            let best = if c % 2 == 0 { 0.8 } else { 0.2 };
+            -(x[0] - best).powi(2) - (x[1] - 0.5).powi(2)
+        }
+    }
+
+    #[test]
+    fn ppo_learns_a_setting_that_depends_on_the_state() {
+        let mut ppo = Ppo::new(PpoConfig {
+            learning_rate: 0.01,
+            replays: Some(1200),
+            ..PpoConfig::default()
+        });
+        let Tuned::StateDependent { policy, losses } = ppo.tune(&mut TwoStates, 0) else {
+            panic!("PPO learns a policy");
+        };
+        assert_eq!(losses.len(), 24);
+        assert!(losses.iter().all(|l| l.is_finite()), "{losses:?}");
+        let a = policy.act(&[1.0, 0.5]);
+        let b = policy.act(&[-1.0, 0.5]);
+        assert!(a.iter().chain(&b).all(|v| (0.0..=1.0).contains(v)));
+        // Both states moved from the middle towards their own best setting.
+        assert!(a[0] > 0.6 && b[0] < 0.4, "{a:?} {b:?}");
+        let history = &ppo.history;
+        assert!(
+            history[history.len() - 1].mean_reward > history[0].mean_reward,
+            "{history:?}"
+        );
+    }
+
+    #[test]
+    fn a_bad_hyperparameter_is_named() {
+        let bad = PpoConfig {
+            gamma: 1.5,
+            ..PpoConfig::default()
+        };
+        assert!(bad.validate().unwrap_err().contains("gamma"));
+        assert!(PpoConfig::default().validate().is_ok());
+    }
+}
