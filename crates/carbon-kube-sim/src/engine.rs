@@ -22,6 +22,9 @@ use crate::forecast::ForecastView;
 use crate::trace::{HOUR, TraceSet};
 use crate::workload::{ClusterSpec, Job};
 
+mod migrate;
+pub use migrate::MigrationOutcome;
+
 /// A strategy to compare.
 #[derive(Clone, Debug, PartialEq)]
 pub enum Strategy {
@@ -57,6 +60,9 @@ pub struct Policy {
     pub name: String,
     /// What it does.
     pub strategy: Strategy,
+    /// Also move running jobs between zones when
+    /// `carbon_kube_policy::migration` says the move pays (see `migrate`).
+    pub migrate: bool,
 }
 
 /// Carbon-Kube's tunables, as the simulator passes them to the policy crate.
@@ -66,6 +72,12 @@ pub struct Tuning {
     pub placement: PlacementConfig,
     /// Deferral planner.
     pub deferral: DeferralConfig,
+    /// The migration rule (policies with `migrate`).
+    pub migration: carbon_kube_policy::migration::MigrationConfig,
+    /// Interruptible jobs keep their work up to their last checkpoint, one
+    /// every this many seconds of progress, when moved; other jobs lose all
+    /// the work of the run they are moved from.
+    pub checkpoint_seconds: i64,
 }
 
 impl Default for Tuning {
@@ -77,6 +89,11 @@ impl Default for Tuning {
                 ..PlacementConfig::default()
             },
             deferral: DeferralConfig::default(),
+            migration: carbon_kube_policy::migration::MigrationConfig {
+                max_data_age_seconds: 2 * HOUR,
+                ..Default::default()
+            },
+            checkpoint_seconds: HOUR,
         }
     }
 }
@@ -137,6 +154,9 @@ pub struct Outcome {
     /// vCPUs in use per zone per hour (for the plot).
     #[serde(skip)]
     pub hourly_cpu: Vec<Vec<f32>>,
+    /// What moving running jobs did (policies with `migrate` only).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub migration: Option<MigrationOutcome>,
 }
 
 impl Outcome {
@@ -172,6 +192,8 @@ struct JobState {
     booking: Option<Booking>,
     revisions: u8,
     held: bool,
+    /// Moves of the running job (policies with `migrate`).
+    moves: migrate::JobMoves,
 }
 
 /// Everything a run needs, shared by all policies.
@@ -253,10 +275,23 @@ impl<'a> World<'a> {
         j: &Job,
         z: usize,
         start: UnixSeconds,
+        f: impl FnMut(i64, f64, f64),
+    ) {
+        self.for_each_hour_for(j, z, start, j.duration, f);
+    }
+
+    /// As [`World::for_each_hour`], for `seconds` of running from `start`
+    /// (a run cut short by a move, or a replacement's run).
+    pub fn for_each_hour_for(
+        &self,
+        j: &Job,
+        z: usize,
+        start: UnixSeconds,
+        seconds: i64,
         mut f: impl FnMut(i64, f64, f64),
     ) {
         let kw = self.job_kw(j, z);
-        let end = start + j.duration;
+        let end = start + seconds;
         let mut t = start;
         while t < end {
             let h = (t - self.traces.start).div_euclid(HOUR);
@@ -302,6 +337,8 @@ struct Run<'w, 'a> {
     releases_per_hour: HashMap<i64, u64>,
     plans: u64,
     ledger_hour: i64,
+    /// Running jobs the `migrate` capability looks at.
+    movable: Vec<u32>,
 }
 
 impl<'w, 'a> Run<'w, 'a> {
@@ -377,6 +414,7 @@ impl<'w, 'a> Run<'w, 'a> {
             releases_per_hour: HashMap::new(),
             plans: 0,
             ledger_hour: -1,
+            movable: Vec::new(),
         }
     }
 
@@ -409,10 +447,12 @@ impl<'w, 'a> Run<'w, 'a> {
         for j in self.w.jobs {
             self.push(j.arrival, Ev::Arrival, j.id);
         }
-        if matches!(
-            self.policy.strategy,
-            Strategy::ThresholdHold { .. } | Strategy::CarbonKube { temporal: true, .. }
-        ) {
+        if self.policy.migrate
+            || matches!(
+                self.policy.strategy,
+                Strategy::ThresholdHold { .. } | Strategy::CarbonKube { temporal: true, .. }
+            )
+        {
             for h in 1..=self.w.traces.hours() as i64 {
                 self.push(self.w.traces.start + h * HOUR, Ev::Tick, 0);
             }
@@ -771,6 +811,9 @@ impl<'w, 'a> Run<'w, 'a> {
     }
 
     fn on_tick(&mut self, now: UnixSeconds) {
+        if self.policy.migrate {
+            self.migrate_pass(now);
+        }
         if let Strategy::CarbonKube { temporal: true, .. } = self.policy.strategy {
             self.replan_no_room(now);
             return;
@@ -933,13 +976,19 @@ impl<'w, 'a> Run<'w, 'a> {
             );
         }
         self.push(now + j.duration, Ev::Finish, id);
+        if self.policy.migrate {
+            self.movable.push(id);
+        }
     }
 
     fn on_finish(&mut self, now: UnixSeconds, id: u32) {
+        if !self.state[id as usize].moves.finishes_at(now) {
+            return; // the end of a run the job was moved from
+        }
         let j = &self.w.jobs[id as usize];
         let st = &self.state[id as usize];
         let n = st.node;
-        let start = st.started.unwrap_or(now);
+        let start = st.moves.run_start().or(st.started).unwrap_or(now);
         let node = &mut self.nodes[n];
         node.requested = node.requested.saturating_sub(Resources::new(
             j.cpu_millis as i64,
@@ -950,20 +999,20 @@ impl<'w, 'a> Run<'w, 'a> {
         let hours = self.out.hourly_kg.len() as i64;
         let cpus = j.vcpus() as f32;
         let (hourly_kg, hourly_cpu) = (&mut self.out.hourly_kg, &mut self.out.hourly_cpu[z]);
-        self.w.for_each_hour(j, z, start, |h, g, overlap| {
+        self.w.for_each_hour_for(j, z, start, now - start, |h, g, overlap| {
             kg += g / 1000.0;
             let b = h.clamp(0, hours - 1) as usize;
             hourly_kg[b] += g / 1000.0;
             hourly_cpu[b] += cpus * overlap as f32;
         });
-        let kwh = self.w.job_kw(j, z) * j.duration as f64 / HOUR as f64;
+        let kwh = self.w.job_kw(j, z) * (now - start) as f64 / HOUR as f64;
         self.out.kg_co2 += kg;
         self.out.energy_kwh += kwh;
         let zo = &mut self.out.zones[z];
         zo.kg_co2 += kg;
         zo.energy_kwh += kwh;
         zo.jobs += 1;
-        zo.cpu_hours += j.vcpus() * j.duration as f64 / HOUR as f64;
+        zo.cpu_hours += j.vcpus() * (now - start) as f64 / HOUR as f64;
         if now > j.deadline {
             self.out.deadline_misses += 1;
             self.out.missed_jobs.push(id);
@@ -1017,6 +1066,7 @@ impl<'w, 'a> Run<'w, 'a> {
     }
 
     fn finish(mut self) -> Outcome {
+        self.close_migrations();
         if std::env::var_os("CARBON_KUBE_SIM_DEBUG").is_some() {
             eprintln!("{}: {} release plans", self.policy.name, self.plans);
         }

@@ -8,8 +8,10 @@
 //! built from a *forecast*, never the actual trace) and keeps the books.
 //!
 //! It does not talk to Kubernetes, does not model kube-scheduler's plugins
-//! beyond "spread by free capacity", and does not pause or migrate running
-//! jobs (see `docs/simulator.md` for every limitation).
+//! beyond "spread by free capacity", and does not pause running jobs; the
+//! `carbon-kube+migrate` policy moves running jobs between zones through
+//! `carbon_kube_policy::migration`, the migrator's rule (see
+//! `docs/simulator.md` for every limitation).
 
 pub mod carbon_model;
 pub mod energy;

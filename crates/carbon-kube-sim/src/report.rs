@@ -90,6 +90,18 @@ impl Report {
                 o.split_misses(b);
             }
         }
+        // A policy with migration against the same policy without it.
+        let without: Option<f64> = outcomes
+            .iter()
+            .find(|o| o.policy == "carbon-kube")
+            .map(|o| o.kg_co2);
+        for o in &mut outcomes {
+            if let (Some(m), Some(kg)) = (&mut o.migration, without) {
+                m.extra_saving_vs_carbon_kube_kg = Some(kg - o.kg_co2);
+                m.extra_saving_vs_carbon_kube_pct =
+                    (kg > 0.0).then(|| 100.0 * (kg - o.kg_co2) / kg);
+            }
+        }
         let share = |bound: Option<f64>, saving: f64| {
             bound
                 .filter(|kg| base - kg > 1e-9)
@@ -245,6 +257,12 @@ impl Report {
             s,
             "misses (caused): deadline misses, and in brackets those of jobs the carbon-agnostic baseline finished in time (caused by the policy's deferral or placement); the rest the baseline missed too (capacity)."
         );
+        for r in &self.policies {
+            if let Some(m) = &r.outcome.migration {
+                let _ = writeln!(s);
+                let _ = writeln!(s, "{}: {}", r.outcome.policy, m.describe());
+            }
+        }
         let _ = writeln!(s);
         let _ = write!(s, "{:<24}", "kgCO2eq by zone");
         for z in &self.zones {

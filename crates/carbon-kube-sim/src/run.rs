@@ -5,6 +5,7 @@ use std::time::Instant;
 
 use carbon_kube_model::{CarbonIntensity, ZoneId};
 use carbon_kube_policy::deferral::DeferralConfig;
+use carbon_kube_policy::migration::MigrationConfig;
 use serde::{Deserialize, Serialize};
 
 use crate::carbon_model::{self, ModelFile};
@@ -60,7 +61,10 @@ pub struct Args {
     /// Slack for jobs without a deadline: deadline = arrival + length + slack, hours.
     #[arg(long, default_value_t = 24.0)]
     pub slack: f64,
-    /// Jobs without an `interruptible` column may be paused (used by the oracle's per-job bound).
+    /// Jobs without an `interruptible` column may be paused: the oracle's
+    /// per-job bound pauses them; `carbon-kube+migrate` moves them keeping
+    /// their work up to the last checkpoint (tuning `checkpointSeconds`,
+    /// default 1 h) instead of losing all of it.
     #[arg(long)]
     pub interruptible: bool,
     /// First day simulated (`YYYY-MM-DD`, UTC); default: the traces' start.
@@ -90,7 +94,11 @@ pub struct Args {
     /// used; uncovered zones and hours fall back to the error model.
     #[arg(long, value_name = "FILE")]
     pub forecasts: Option<PathBuf>,
-    /// Policies to run, comma-separated (default: all). `baseline` always runs.
+    /// Policies to run, comma-separated (default: all). `baseline` always
+    /// runs. Known: baseline, carbon-kube, carbon-kube+migrate (carbon-kube
+    /// that also moves running jobs between zones when the migrator's rule
+    /// says it pays), carbon-kube-spatial, carbon-kube-temporal,
+    /// threshold-hold, greenest-zone-now, best-window.
     #[arg(long, value_delimiter = ',')]
     pub policies: Vec<String>,
     /// How much of the oracle to compute.
@@ -99,7 +107,10 @@ pub struct Args {
     /// Jobs in the LP-vs-integer check (0 skips it).
     #[arg(long, default_value_t = 12)]
     pub integer_jobs: usize,
-    /// Tuning file (YAML/JSON) with Carbon-Kube's and the peers' knobs.
+    /// Tuning file (YAML/JSON) with Carbon-Kube's and the peers' knobs:
+    /// `threshold`, `carbonWeight`, `performanceWeight`, `deferral`,
+    /// `thresholdHold`, `migration` (the migrator's rule) and
+    /// `checkpointSeconds`.
     #[arg(long, value_name = "FILE")]
     pub tuning: Option<PathBuf>,
     /// Print the report as JSON.
@@ -158,6 +169,13 @@ pub struct TuningFile {
     pub deferral: DeferralConfig,
     /// Threshold of the threshold-hold peer, g/kWh.
     pub threshold_hold: f64,
+    /// The migration rule of `carbon-kube+migrate` (the migrator's
+    /// `MigrationConfig`, camelCase; `maxDataAgeSeconds` defaults to 2 h
+    /// here, as snapshots are hourly).
+    pub migration: MigrationConfig,
+    /// `carbon-kube+migrate`: interruptible jobs checkpoint every this many
+    /// seconds of progress; a move loses only the work since the last one.
+    pub checkpoint_seconds: i64,
 }
 
 impl Default for TuningFile {
@@ -169,6 +187,8 @@ impl Default for TuningFile {
             performance_weight: t.placement.performance_weight,
             deferral: t.deferral,
             threshold_hold: 200.0,
+            migration: t.migration,
+            checkpoint_seconds: t.checkpoint_seconds,
         }
     }
 }
@@ -185,6 +205,17 @@ impl TuningFile {
             .validate()
             .map_err(|e| SimError::Inconsistent(format!("tuning deferral: {}", e.join("; "))))?;
         t.deferral = self.deferral.clone();
+        self.migration
+            .validate()
+            .map_err(|e| SimError::Inconsistent(format!("tuning migration: {}", e.join("; "))))?;
+        t.migration = self.migration.clone();
+        if self.checkpoint_seconds <= 0 {
+            return Err(SimError::Inconsistent(format!(
+                "tuning checkpointSeconds: {} must be positive",
+                self.checkpoint_seconds
+            )));
+        }
+        t.checkpoint_seconds = self.checkpoint_seconds;
         Ok(t)
     }
 }
@@ -227,7 +258,7 @@ impl Default for Scenario {
 pub fn policy(name: &str, tuning: &TuningFile) -> Option<Policy> {
     let strategy = match name {
         "baseline" => Strategy::Baseline,
-        "carbon-kube" => Strategy::CarbonKube {
+        "carbon-kube" | "carbon-kube+migrate" => Strategy::CarbonKube {
             spatial: true,
             temporal: true,
         },
@@ -249,13 +280,15 @@ pub fn policy(name: &str, tuning: &TuningFile) -> Option<Policy> {
     Some(Policy {
         name: name.to_owned(),
         strategy,
+        migrate: name.ends_with("+migrate"),
     })
 }
 
 /// Every policy name, baseline first.
-pub const ALL_POLICIES: [&str; 7] = [
+pub const ALL_POLICIES: [&str; 8] = [
     "baseline",
     "carbon-kube",
+    "carbon-kube+migrate",
     "carbon-kube-spatial",
     "carbon-kube-temporal",
     "threshold-hold",

@@ -80,10 +80,15 @@ fn a_real_fortnight_through_every_policy() {
     };
     let base = row("baseline");
     let ck = row("carbon-kube");
-    // The same work everywhere: same energy (one energy model for all zones).
+    // The same work everywhere: same energy (one energy model for all
+    // zones), plus what moves wasted (lost work and restarts).
     for r in &report.policies {
+        let wasted = r.outcome.migration.as_ref().map_or(0.0, |m| m.wasted_kwh);
         assert!(
-            (r.outcome.energy_kwh - base.outcome.energy_kwh).abs() < 1e-6 * base.outcome.energy_kwh
+            (r.outcome.energy_kwh - wasted - base.outcome.energy_kwh).abs()
+                < 1e-6 * base.outcome.energy_kwh,
+            "{}",
+            r.outcome.policy
         );
         let zone_sum: f64 = r.outcome.zones.iter().map(|z| z.kg_co2).sum();
         assert!((zone_sum - r.outcome.kg_co2).abs() < 1e-6 * r.outcome.kg_co2);
