@@ -44,6 +44,23 @@ enum Command {
     Migrator(carbon_kube_migrator::Args),
 }
 
+/// `carbon-kube tune`: the run, then (with --apply or --kubeconfig) its
+/// ConfigMaps written to the API server.
+async fn tune(args: &carbon_kube_tuner::TuneArgs) -> anyhow::Result<()> {
+    // The client first: a missing kubeconfig fails before the training.
+    let client = match args.deploy.cluster() {
+        Some(kubeconfig) => Some(carbon_kube_k8s::tuner::client(kubeconfig).await?),
+        None => None,
+    };
+    let report = carbon_kube_tuner::run(args)?;
+    if let Some(client) = client {
+        for cm in &report.configmaps {
+            carbon_kube_k8s::tuner::write_configmap_json(client.clone(), cm).await?;
+        }
+    }
+    Ok(())
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     telemetry::init(cli.log_format, cli.debug);
@@ -67,7 +84,7 @@ fn main() -> ExitCode {
                 .await
                 .map(|()| ExitCode::SUCCESS),
             Command::Simulate(args) => carbon_kube_sim::run(args).map(|_| ExitCode::SUCCESS),
-            Command::Tune(args) => carbon_kube_tuner::run(&args).map(|_| ExitCode::SUCCESS),
+            Command::Tune(args) => tune(&args).await.map(|()| ExitCode::SUCCESS),
             Command::Gates(cmd) => carbon_kube_gates::run(cmd)
                 .await
                 .map(|()| ExitCode::SUCCESS),
