@@ -469,7 +469,9 @@ fn rendered_arguments_are_accepted_by_the_binary() {
                 assert!(
                     stderr.contains("Kubernetes")
                         || stderr.contains("kubeconfig")
-                        || stderr.contains("/etc/carbon-kube/"),
+                        || stderr.contains("/etc/carbon-kube/")
+                        // The tuner reads its replay window from its volume.
+                        || stderr.contains("/var/lib/carbon-kube-tuner/"),
                     "{what}: stopped for another reason:\n{stderr}"
                 );
                 // The command and, for the poller, its mode.
@@ -489,6 +491,7 @@ fn rendered_arguments_are_accepted_by_the_binary() {
         "migrator",
         "poller --interval",
         "poller --once",
+        "tune",
     ];
     assert_eq!(checked, expected.iter().map(ToString::to_string).collect());
 }
@@ -1037,7 +1040,11 @@ async fn each_service_account_has_exactly_the_access_it_needs() {
     let objects = install(
         &ns,
         "default",
-        &["gates.enabled=true", "migrator.enabled=true"],
+        &[
+            "gates.enabled=true",
+            "migrator.enabled=true",
+            "tuner.enabled=true",
+        ],
     )
     .await;
     let client = ns.client();
@@ -1059,7 +1066,8 @@ async fn each_service_account_has_exactly_the_access_it_needs() {
             sa("poller"),
             sa("gates-webhook"),
             sa("gates-controller"),
-            sa("migrator")
+            sa("migrator"),
+            sa("tuner")
         ]),
         "one ServiceAccount per component"
     );
@@ -1225,6 +1233,13 @@ async fn each_service_account_has_exactly_the_access_it_needs() {
             access("watch", "", "configmaps")
                 .ns(n)
                 .named("carbon-intensity-data"),
+            // The tuner's run status, exported as carbon_rl_tuner_*.
+            access("list", "", "configmaps")
+                .ns(n)
+                .named("carbon-kube-tuner"),
+            access("watch", "", "configmaps")
+                .ns(n)
+                .named("carbon-kube-tuner"),
             access("create", "events.k8s.io", "events").ns("default"),
             access("create", "coordination.k8s.io", "leases").ns(n),
             access("get", "coordination.k8s.io", "leases")
@@ -1316,6 +1331,47 @@ async fn each_service_account_has_exactly_the_access_it_needs() {
                 access("update", "coordination.k8s.io", "leases")
                     .ns(n)
                     .named(&gates_lease),
+            ],
+        ]
+        .concat(),
+    )
+    .await;
+
+    // The tuner (shadow mode): its own ConfigMap in its namespace, nothing
+    // else; it trains on files and reads nothing from the API.
+    assert_access(
+        &client,
+        &sa("tuner"),
+        &[
+            access("create", "", "configmaps").ns(n),
+            access("get", "", "configmaps")
+                .ns(n)
+                .named("carbon-kube-tuner"),
+            access("update", "", "configmaps")
+                .ns(n)
+                .named("carbon-kube-tuner"),
+        ],
+        &[
+            &dangerous[..],
+            &[
+                access("get", "", "configmaps")
+                    .ns(n)
+                    .named("carbon-intensity-data"),
+                access("update", "", "configmaps")
+                    .ns(n)
+                    .named("carbon-intensity-data"),
+                access("delete", "", "configmaps")
+                    .ns(n)
+                    .named("carbon-kube-tuner"),
+                access("list", "", "configmaps").ns(n),
+                access("create", "", "configmaps").ns("default"),
+                access("update", "", "configmaps")
+                    .ns("default")
+                    .named("carbon-kube-tuner"),
+                access("list", "", "pods"),
+                access("list", "", "nodes"),
+                access("create", "coordination.k8s.io", "leases").ns(n),
+                access("create", "events.k8s.io", "events").ns(n),
             ],
         ]
         .concat(),
@@ -1440,9 +1496,15 @@ fn the_chart_ships_the_tested_rules_and_the_dashboards_for_the_grafana_sidecar()
     let objects = render("carbon-kube", "carbon-kube", "ha", &[]);
     let rules = of_kind(&objects, "PrometheusRule");
     assert_eq!(rules.len(), 1);
-    // The ha scenario enables the gates: both rule files, in order.
+    // The ha scenario enables the gates, the tuner and the migrator: their
+    // rule files too, in order.
     let mut groups = Vec::new();
-    for file in ["carbon-kube.rules.yaml", "carbon-kube-gates.rules.yaml"] {
+    for file in [
+        "carbon-kube.rules.yaml",
+        "carbon-kube-gates.rules.yaml",
+        "carbon-kube-tuner.rules.yaml",
+        "carbon-kube-migrator.rules.yaml",
+    ] {
         let rule_file: Value = serde_saphyr::from_str(
             &std::fs::read_to_string(chart_dir().join("rules").join(file)).unwrap(),
         )
@@ -1456,13 +1518,29 @@ fn the_chart_ships_the_tested_rules_and_the_dashboards_for_the_grafana_sidecar()
         !text.contains("CarbonKubeGate"),
         "gate alerts without the gates"
     );
+    let without_tuner = render("carbon-kube", "carbon-kube", "ha", &["tuner.enabled=false"]);
+    let text = serde_json::to_string(&of_kind(&without_tuner, "PrometheusRule")[0]).unwrap();
+    assert!(
+        !text.contains("CarbonKubeTuner"),
+        "tuner alerts without the tuner"
+    );
+    assert!(
+        !of_kind(&without_tuner, "ConfigMap")
+            .iter()
+            .any(|c| c["metadata"]["name"] == "carbon-kube-dashboard-rl-tuner"),
+        "the RL Tuner dashboard without the tuner"
+    );
 
     let dashboards = dashboards();
     let titles: BTreeSet<&str> = dashboards
         .values()
         .map(|(_, d)| d["title"].as_str().unwrap())
         .collect();
-    for wanted in ["Carbon-Kube Overview", "Carbon-Kube Scheduler Performance"] {
+    for wanted in [
+        "Carbon-Kube Overview",
+        "Carbon-Kube Scheduler Performance",
+        "Carbon-Kube RL Tuner",
+    ] {
         assert!(
             titles.contains(wanted),
             "no dashboard {wanted:?}: {titles:?}"
@@ -1691,6 +1769,9 @@ async fn exported_metrics() -> BTreeSet<String> {
     // The gate controller and webhook need Kubernetes: the test control plane.
     let cp = shared().await;
     let ns = cp.test_namespace("chart-gates").await.unwrap();
+    // A tuner run's status, which the gate controller exports (the tuner is a
+    // CronJob, never scraped); tests/tuner.rs writes one with the real tuner.
+    create_tuner_status(&ns).await;
     let controller_port = free_port().to_string();
     let controller_log = dir.path().join("gates-controller.log");
     let _controller = spawn(
@@ -1724,10 +1805,13 @@ async fn exported_metrics() -> BTreeSet<String> {
         || async {
             match http.get(format!("{base}/metrics")).send().await {
                 Ok(r) => match r.text().await {
-                    Ok(body) if body.contains("carbon_kube_gate_releases_total{") => {
+                    Ok(body)
+                        if body.contains("carbon_kube_gate_releases_total{")
+                            && body.contains("carbon_rl_tuner_reward_average{") =>
+                    {
                         Progress::Done(body)
                     }
-                    Ok(_) => Progress::Waiting("no release counted".into()),
+                    Ok(_) => Progress::Waiting("no release counted or no tuner run".into()),
                     Err(e) => Progress::Waiting(e.to_string()),
                 },
                 Err(e) => Progress::Waiting(e.to_string()),
@@ -1794,6 +1878,47 @@ async fn exported_metrics() -> BTreeSet<String> {
         &get_ok(&http, &format!("{base}/metrics"), &migrator_log).await,
     ));
     names
+}
+
+/// Writes a `carbon-kube-tuner` ConfigMap with a run status (every optimiser,
+/// unseen zones) into `ns`, with the codec the tuner writes it with.
+async fn create_tuner_status(ns: &TestNamespace) {
+    use carbon_kube_model::tuner::{
+        OptimiserResult, TUNER_CONFIGMAP, TUNER_STATUS_KEY, TunerStatus,
+    };
+    let status = TunerStatus {
+        finished_at: 1_800_000_000,
+        mode: "shadow".into(),
+        schedule: Some("0 */6 * * *".into()),
+        chosen: "cma-es".into(),
+        promoted: false,
+        published: false,
+        reason: "test".into(),
+        optimisers: ["current", "grid", "cma-es", "ppo"]
+            .iter()
+            .map(|o| OptimiserResult {
+                optimiser: (*o).to_owned(),
+                unseen_saving_ratio: Some(0.1),
+                unseen_reward: Some(0.1),
+                ..OptimiserResult::default()
+            })
+            .collect(),
+    };
+    let cm = k8s_openapi::api::core::v1::ConfigMap {
+        metadata: ObjectMeta {
+            name: Some(TUNER_CONFIGMAP.to_owned()),
+            ..ObjectMeta::default()
+        },
+        data: Some(BTreeMap::from([(
+            TUNER_STATUS_KEY.to_owned(),
+            status.to_json(),
+        )])),
+        ..Default::default()
+    };
+    ns.api::<k8s_openapi::api::core::v1::ConfigMap>()
+        .create(&PostParams::default(), &cm)
+        .await
+        .unwrap();
 }
 
 /// PromQL expressions with the Grafana variables they use replaced by values
@@ -1896,6 +2021,9 @@ async fn every_promql_expression_names_only_exported_metrics() {
         "carbon_kube_migrations_total",
         "carbon_kube_migration_expected_savings_grams_total",
         "carbon_kube_migration_landings_total",
+        "carbon_rl_tuner_reward_average",
+        "carbon_rl_tuner_validation_saving_ratio",
+        "carbon_rl_tuner_last_success_timestamp_seconds",
     ] {
         assert!(exported.contains(name), "{name} not exported: {exported:?}");
     }
@@ -1931,4 +2059,263 @@ async fn every_promql_expression_names_only_exported_metrics() {
     assert!(problems.is_empty(), "{}", problems.join("\n"));
     // The dashboards show kube-scheduler's own metrics too.
     assert!(used.iter().any(|n| n.starts_with("scheduler_")), "{used:?}");
+}
+
+// ---------------------------------------------------------------------------
+// The tuner: CronJob → ConfigMap → the gate controller's /metrics
+
+/// A copy of `kubeconfig` whose user acts as `user` (impersonation), so a
+/// process runs with exactly that ServiceAccount's RBAC.
+fn impersonating(kubeconfig: &Path, user: &str, out: &Path) -> PathBuf {
+    let mut config: Value =
+        serde_saphyr::from_str(&std::fs::read_to_string(kubeconfig).unwrap()).unwrap();
+    for u in config["users"].as_array_mut().unwrap() {
+        u["user"]["as"] = Value::String(user.to_owned());
+    }
+    std::fs::write(out, serde_json::to_string(&config).unwrap()).unwrap();
+    out.to_owned()
+}
+
+/// The value of the first series of `exposition` whose line starts with `prefix`.
+fn sample(exposition: &str, prefix: &str) -> Option<f64> {
+    exposition
+        .lines()
+        .find(|l| l.starts_with(prefix))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
+}
+
+/// The tuner as the chart deploys it, against the real API server: with the
+/// CronJob's rendered arguments (on a small slice of the shared data) and
+/// only the tuner's ServiceAccount (impersonated), it writes
+/// `carbon-kube-tuner` (create, then update on the second run); the gate
+/// controller, with only its own ServiceAccount, exports the run on
+/// /metrics, and forgets it when the ConfigMap goes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_tuners_runs_reach_the_gate_controllers_metrics_through_its_configmap() {
+    carbon_kube_testkit::ensure_crypto_provider();
+    let cp = shared().await;
+    let ns = restricted_namespace("chart-tuner").await;
+    let objects = install(
+        &ns,
+        "default",
+        &[
+            "tuner.enabled=true",
+            "tuner.mode=active",
+            "gates.enabled=true",
+        ],
+    )
+    .await;
+    let n = ns.name();
+    let client = ns.client();
+    let tuner_sa = format!("system:serviceaccount:{n}:{n}-carbon-kube-tuner");
+    // Active mode: it may also publish into carbon-kube-config.
+    assert!(
+        allowed(
+            &client,
+            &tuner_sa,
+            access("update", "", "configmaps")
+                .ns(n)
+                .named("carbon-kube-config")
+        )
+        .await
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let as_tuner = impersonating(
+        cp.kubeconfig_path(),
+        &tuner_sa,
+        &dir.path().join("tuner.kubeconfig"),
+    );
+    // The CronJob's arguments, with the replay window and the size of the run
+    // replaced: a small run on the shared data.
+    let cron = of_kind(&objects, "CronJob")
+        .into_iter()
+        .find(|c| c["metadata"]["name"] == format!("{n}-carbon-kube-tuner"))
+        .unwrap();
+    let rendered: Vec<String> =
+        cron["spec"]["jobTemplate"]["spec"]["template"]["spec"]["containers"][0]["args"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|a| a.as_str().unwrap().to_owned())
+            .collect();
+    assert!(rendered.contains(&"--apply".to_owned()), "{rendered:?}");
+    assert!(rendered.contains(&"--active".to_owned()), "{rendered:?}");
+    let data = carbon_kube_testkit::shared_data();
+    let mut args: Vec<String> = rendered
+        .iter()
+        .filter(|a| {
+            ![
+                "--traces=",
+                "--jobs=",
+                "--optimisers=",
+                "--budget=",
+                "--output-dir=",
+                "--report=",
+            ]
+            .iter()
+            .any(|p| a.starts_with(p))
+        })
+        .cloned()
+        .collect();
+    for a in [
+        format!(
+            "--traces={}",
+            data.join("carbon_intensity/electricitymaps_hourly")
+                .display()
+        ),
+        format!(
+            "--jobs={}",
+            data.join("workload_traces/gaia/azure-100k.csv").display()
+        ),
+        "--optimisers=grid".to_owned(),
+        "--budget=2".to_owned(),
+        "--train-zones=DE".to_owned(),
+        "--unseen-zones=GB".to_owned(),
+        "--train-starts=2022-05-09".to_owned(),
+        "--validate-starts=2023-05-08".to_owned(),
+        "--days=2".to_owned(),
+        "--max-jobs=60".to_owned(),
+        "--validate-seeds=1".to_owned(),
+        format!("--output-dir={}", dir.path().join("runs").display()),
+        format!("--kubeconfig={}", as_tuner.display()),
+    ] {
+        args.push(a);
+    }
+    let configmaps: Api<k8s_openapi::api::core::v1::ConfigMap> = ns.api();
+    let mut versions = Vec::new();
+    for _ in 0..2 {
+        let out = Command::new(env!("CARGO_BIN_EXE_carbon-kube"))
+            .args(&args)
+            .env_remove("KUBECONFIG")
+            .env_remove("KUBERNETES_SERVICE_HOST")
+            .env("CARBON_KUBE_LOG_FORMAT", "text")
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "tune {args:?}:\n{}", text(&out));
+        let cm = configmaps.get("carbon-kube-tuner").await.unwrap();
+        versions.push(cm.metadata.resource_version.clone().unwrap());
+    }
+    assert_ne!(
+        versions[0], versions[1],
+        "the second run updates the ConfigMap"
+    );
+    let cm = configmaps.get("carbon-kube-tuner").await.unwrap();
+    let data = cm.data.unwrap();
+    let status = carbon_kube_model::tuner::TunerStatus::from_json(&data["tunerStatus"]).unwrap();
+    assert_eq!(status.mode, "active");
+    assert_eq!(status.schedule.as_deref(), Some("0 */6 * * *"));
+    let names: Vec<&str> = status
+        .optimisers
+        .iter()
+        .map(|o| o.optimiser.as_str())
+        .collect();
+    assert_eq!(names, ["current", "grid"]);
+    // The proposal beside the status reads back with the components' codec.
+    assert!(data.contains_key("validUntil"), "{data:?}");
+    // Published only when promoted; then carbon-kube-config holds it.
+    let published = configmaps.get_opt("carbon-kube-config").await.unwrap();
+    assert_eq!(status.published, status.promoted);
+    assert_eq!(published.is_some(), status.published, "{status:?}");
+    // What --output-dir wrote locally is what the cluster got.
+    let local: Value = serde_json::from_str(
+        &std::fs::read_to_string(dir.path().join("runs/carbon-kube-tuner.json")).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(
+        local["data"]["tunerStatus"].as_str(),
+        Some(data["tunerStatus"].as_str())
+    );
+
+    // The gate controller, as its ServiceAccount, exports the run.
+    let as_controller = impersonating(
+        cp.kubeconfig_path(),
+        &format!("system:serviceaccount:{n}:{n}-carbon-kube-gates-controller"),
+        &dir.path().join("controller.kubeconfig"),
+    );
+    let port = free_port().to_string();
+    let log = dir.path().join("gates-controller.log");
+    let _controller = spawn(
+        &[
+            "gates",
+            "controller",
+            "--namespace",
+            n,
+            "--watch-namespace",
+            n,
+            "--no-leader-elect",
+            "--health-listen",
+            &format!("127.0.0.1:{port}"),
+        ],
+        Some(&as_controller),
+        &log,
+    );
+    let http = reqwest::Client::new();
+    let url = format!("http://127.0.0.1:{port}/metrics");
+    let scrape = |want: &'static str| {
+        let (http, url, log) = (http.clone(), url.clone(), log.clone());
+        async move {
+            wait_until(want, Duration::from_secs(60), || async {
+                match http.get(&url).send().await {
+                    Ok(r) => match r.text().await {
+                        Ok(body) if body.contains(want) => Progress::Done(body),
+                        Ok(_) => Progress::Waiting(format!("no {want}")),
+                        Err(e) => Progress::Waiting(e.to_string()),
+                    },
+                    Err(e) => Progress::Waiting(e.to_string()),
+                }
+            })
+            .await
+            .unwrap_or_else(|e| {
+                panic!(
+                    "{e}\nlog:\n{}",
+                    std::fs::read_to_string(&log).unwrap_or_default()
+                )
+            })
+        }
+    };
+    let body = scrape(r#"carbon_rl_tuner_chosen{optimiser="grid"} 1"#).await;
+    #[allow(clippy::cast_precision_loss)]
+    let finished = status.finished_at as f64;
+    assert_eq!(
+        sample(&body, "carbon_rl_tuner_last_success_timestamp_seconds "),
+        Some(finished)
+    );
+    assert_eq!(
+        sample(&body, "carbon_rl_tuner_schedule_interval_seconds "),
+        Some(21_600.0)
+    );
+    assert_eq!(sample(&body, "carbon_rl_tuner_active "), Some(1.0));
+    assert_eq!(
+        sample(&body, "carbon_rl_tuner_promoted "),
+        Some(f64::from(u8::from(status.promoted)))
+    );
+    for row in &status.optimisers {
+        let o = &row.optimiser;
+        assert_eq!(
+            sample(
+                &body,
+                &format!(
+                    r#"carbon_rl_tuner_validation_saving_ratio{{optimiser="{o}",zones="trained"}}"#
+                )
+            ),
+            Some(row.validation_saving_ratio),
+            "{o}"
+        );
+        assert_eq!(
+            sample(
+                &body,
+                &format!(r#"carbon_rl_tuner_reward_average{{optimiser="{o}",period="unseen"}}"#)
+            ),
+            row.unseen_reward,
+            "{o}"
+        );
+    }
+    // The ConfigMap goes: so does the run.
+    configmaps
+        .delete("carbon-kube-tuner", &Default::default())
+        .await
+        .unwrap();
+    let body = scrape("carbon_rl_tuner_last_success_timestamp_seconds 0").await;
+    assert!(!body.contains("carbon_rl_tuner_reward_average{"), "{body}");
 }
