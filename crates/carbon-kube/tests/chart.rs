@@ -891,6 +891,8 @@ async fn helm_install_and_upgrade_work_against_the_api_server() {
             "noaa.apiKey=noaa-test-key",
             "--set",
             "gates.enabled=true",
+            "--set",
+            "tuner.enabled=true",
         ];
         args.extend_from_slice(extra);
         let out = run(&tool("helm"), &args);
@@ -905,6 +907,7 @@ async fn helm_install_and_upgrade_work_against_the_api_server() {
         "carbon-intensity-data",
         "schedulerName",
         "carbon-kube.io/max-delay",
+        "configmap carbon-kube-tuner -o jsonpath='{.data.tunerStatus}'",
     ] {
         assert!(notes.contains(wanted), "NOTES lack {wanted:?}:\n{notes}");
     }
