@@ -496,6 +496,36 @@ fn rendered_arguments_are_accepted_by_the_binary() {
     assert_eq!(checked, expected.iter().map(ToString::to_string).collect());
 }
 
+/// With `networkPolicy.enabled` every workload's pods are selected by a
+/// NetworkPolicy of the chart (none is left unrestricted).
+#[test]
+fn every_workload_is_covered_by_a_network_policy() {
+    let objects = render("carbon-kube", "carbon-kube", "network-policy", &[]);
+    let selectors: Vec<&serde_json::Map<String, Value>> = of_kind(&objects, "NetworkPolicy")
+        .iter()
+        .map(|p| p["spec"]["podSelector"]["matchLabels"].as_object().unwrap())
+        .collect();
+    let mut workloads = 0;
+    for obj in &objects {
+        let template = match obj["kind"].as_str() {
+            Some("Deployment") => &obj["spec"]["template"],
+            Some("CronJob") => &obj["spec"]["jobTemplate"]["spec"]["template"],
+            _ => continue,
+        };
+        workloads += 1;
+        let labels = template["metadata"]["labels"].as_object().unwrap();
+        assert!(
+            selectors
+                .iter()
+                .any(|sel| sel.iter().all(|(k, v)| labels.get(k) == Some(v))),
+            "{} is selected by no NetworkPolicy",
+            kind_name(obj)
+        );
+    }
+    // The scheduler, the poller, the gate webhook and controller, the tuner.
+    assert!(workloads >= 5, "{workloads} workloads");
+}
+
 /// The image the chart runs matches the Dockerfile: the pods run as the
 /// image's user, and the image's one entrypoint is the `carbon-kube` binary
 /// (whose subcommands the containers' arguments start with, see
