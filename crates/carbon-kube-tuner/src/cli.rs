@@ -8,7 +8,7 @@ use cpu_time::ProcessTime;
 use serde::Serialize;
 
 use crate::episode::{Data, EpisodeSet, Evaluation, Knobs, Training};
-use crate::optimise::{CmaEs, GridSearch, Optimiser, Tuned};
+use crate::optimise::{CmaEs, GridSearch, Optimiser, Tuned, UpdateStats};
 use crate::output::{Promotion, overrides, promotion};
 use crate::ppo::{Ppo, PpoConfig};
 
@@ -143,9 +143,14 @@ pub struct Row {
     /// setting for its own state.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub state_dependent: bool,
-    /// Training loss after each update (PPO).
+    /// What each training update saw: mean sampled reward, loss, policy sd
+    /// (PPO).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub losses: Vec<f64>,
+    pub updates: Vec<UpdateStats>,
+    /// A state-dependent setting for each validation episode's state (first
+    /// seed), in the order of the report's validation episodes.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub knobs_by_episode: Vec<Knobs>,
 }
 
 /// The report.
@@ -271,22 +276,37 @@ pub fn run(args: &TuneArgs) -> anyhow::Result<Report> {
                       train_eval: Evaluation,
                       cpu: f64,
                       evaluations: usize,
-                      losses: Vec<f64>|
+                      updates: Vec<UpdateStats>|
      -> anyhow::Result<Row> {
         let knobs = knobs_for(&latest_state);
+        let state_dependent = !updates.is_empty();
+        // A state-dependent policy's setting for each validation episode
+        // (first seed): trained zones, then unseen zones.
+        let by_episode = if state_dependent {
+            validate
+                .states
+                .iter()
+                .chain(unseen.iter().flat_map(|u| &u.states))
+                .filter_map(|s| s.first())
+                .map(|s| knobs_for(s))
+                .collect()
+        } else {
+            Vec::new()
+        };
         Ok(Row {
             optimiser: name,
+            knobs_by_episode: by_episode,
             validate: validate.evaluate_by(knobs_for)?,
             validate_unseen: unseen
                 .as_mut()
                 .map(|u| u.evaluate_by(knobs_for))
                 .transpose()?,
-            state_dependent: !losses.is_empty(),
+            state_dependent,
             knobs,
             train: train_eval,
             cpu_seconds: cpu,
             evaluations,
-            losses,
+            updates,
         })
     };
     let current = Knobs::current();
@@ -326,7 +346,7 @@ pub fn run(args: &TuneArgs) -> anyhow::Result<Report> {
                     Vec::new(),
                 )?);
             }
-            Tuned::StateDependent { policy, losses } => {
+            Tuned::StateDependent { policy, updates } => {
                 let knobs_for = |s: &[f64]| Knobs::from_unit(&policy.act(s));
                 let train_eval = train.evaluate_by(&knobs_for)?;
                 rows.push(replay(
@@ -335,7 +355,7 @@ pub fn run(args: &TuneArgs) -> anyhow::Result<Report> {
                     train_eval,
                     cpu,
                     evaluations,
-                    losses,
+                    updates,
                 )?);
             }
         }

@@ -38,6 +38,6 @@ pub mod state;
 
 pub use cli::{TuneArgs, run};
 pub use episode::{Episode, EpisodeSet, Evaluation, Knobs, reward};
-pub use optimise::{CmaEs, GridSearch, Optimiser, Problem, StatePolicy, Tuned};
+pub use optimise::{CmaEs, GridSearch, Optimiser, Problem, StatePolicy, Tuned, UpdateStats};
 pub use output::{Promotion, promotion};
 pub use ppo::{Ppo, PpoConfig};

@@ -29,13 +29,29 @@ pub trait StatePolicy {
 pub enum Tuned {
     /// One setting for every state.
     Static(Vec<f64>),
-    /// A setting per state, with the training loss of each update.
+    /// A setting per state, with what each training update saw.
     StateDependent {
         /// The learned policy.
         policy: Box<dyn StatePolicy>,
-        /// Loss after each update (finite when training went well).
-        losses: Vec<f64>,
+        /// One entry per update.
+        updates: Vec<UpdateStats>,
     },
+}
+
+/// What one update of a learning optimiser saw and did.
+#[derive(Clone, Debug, PartialEq, serde::Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct UpdateStats {
+    /// Replays used so far.
+    pub replays: usize,
+    /// Mean reward of the replays collected for this update (sampled
+    /// settings, so below what the policy's mean setting gets).
+    pub mean_reward: f64,
+    /// Mean total loss over the update's minibatches (finite when training
+    /// went well).
+    pub loss: f64,
+    /// Mean standard deviation of the policy after the update.
+    pub std: f64,
 }
 
 /// A maximiser over `[0, 1]^dims`.

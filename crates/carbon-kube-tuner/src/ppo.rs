@@ -26,7 +26,7 @@ use rand::SeedableRng as _;
 use rand::seq::SliceRandom as _;
 use rand_distr::{Distribution as _, StandardNormal};
 
-use crate::optimise::{Optimiser, Problem, StatePolicy, Tuned};
+use crate::optimise::{Optimiser, Problem, StatePolicy, Tuned, UpdateStats};
 
 /// PPO's hyperparameters. The defaults are the original design's
 /// (learning rate 0.0003, batch size 64, gamma 0.99, an update every 50
@@ -121,20 +121,6 @@ impl PpoConfig {
         }
         Ok(())
     }
-}
-
-/// What one update saw and did.
-#[derive(Clone, Debug, PartialEq, serde::Serialize)]
-#[serde(rename_all = "camelCase")]
-pub struct UpdateStats {
-    /// Replays used so far.
-    pub replays: usize,
-    /// Mean reward of the replays collected for this update.
-    pub mean_reward: f64,
-    /// Mean total loss over the update's minibatches.
-    pub loss: f64,
-    /// Mean standard deviation of the policy after the update.
-    pub std: f64,
 }
 
 /// PPO behind the [`Optimiser`] trait.
@@ -400,7 +386,6 @@ impl Optimiser for Ppo {
         let total = c.replays.unwrap_or(budget.saturating_mul(contexts)).max(1);
         let mut order: Vec<usize> = Vec::new();
         let mut used = 0usize;
-        let mut losses = Vec::new();
 
         while used < total {
             let n = c.update_every.min(total - used);
@@ -495,7 +480,6 @@ impl Optimiser for Ppo {
                 }
             }
             let loss = loss_sum / steps.max(1) as f64;
-            losses.push(loss);
             let std_now = values(net.log_std.val().detach().exp().unsqueeze::<2>());
             self.history.push(UpdateStats {
                 replays: used,
@@ -511,7 +495,7 @@ impl Optimiser for Ppo {
                 state_dim,
                 device,
             }),
-            losses,
+            updates: self.history.clone(),
         }
     }
 }
@@ -564,11 +548,11 @@ mod tests {
             replays: Some(1200),
             ..PpoConfig::default()
         });
-        let Tuned::StateDependent { policy, losses } = ppo.tune(&mut TwoStates, 0) else {
+        let Tuned::StateDependent { policy, updates } = ppo.tune(&mut TwoStates, 0) else {
             panic!("PPO learns a policy");
         };
-        assert_eq!(losses.len(), 24);
-        assert!(losses.iter().all(|l| l.is_finite()), "{losses:?}");
+        assert_eq!(updates.len(), 24);
+        assert!(updates.iter().all(|u| u.loss.is_finite()), "{updates:?}");
         let a = policy.act(&[1.0, 0.5]);
         let b = policy.act(&[-1.0, 0.5]);
         assert!(a.iter().chain(&b).all(|v| (0.0..=1.0).contains(v)));

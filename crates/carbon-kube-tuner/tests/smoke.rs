@@ -64,8 +64,15 @@ fn a_smoke_training_reports_every_optimiser_and_writes_a_configmap() {
     }
     let ppo = &report.rows[3];
     assert!(ppo.state_dependent);
-    assert_eq!(ppo.losses.len(), 2, "{ppo:?}");
-    assert!(ppo.losses.iter().all(|l| l.is_finite()), "{:?}", ppo.losses);
+    assert_eq!(ppo.updates.len(), 2, "{ppo:?}");
+    assert!(
+        ppo.updates.iter().all(|u| u.loss.is_finite()),
+        "{:?}",
+        ppo.updates
+    );
+    // One setting per validation episode: one in the trained zones, one in
+    // the unseen zone.
+    assert_eq!(ppo.knobs_by_episode.len(), 2);
     assert!(ppo.validate.reward.is_finite() && ppo.train.reward.is_finite());
     let cm: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(&out).unwrap()).unwrap();
@@ -122,7 +129,7 @@ fn a_ppo_policy_that_does_not_beat_the_margin_is_not_published() {
     let report = run(&cli.args).unwrap();
     assert_eq!(report.chosen, "ppo");
     assert!(!report.promotion.promoted, "{:?}", report.promotion);
-    assert_eq!(report.rows[1].losses.len(), 2);
+    assert_eq!(report.rows[1].updates.len(), 2);
     let cm: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(&out).unwrap()).unwrap();
     assert_eq!(cm["metadata"]["name"], "carbon-kube-tuner");
