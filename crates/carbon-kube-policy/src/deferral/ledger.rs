@@ -374,6 +374,27 @@ impl CapacityLedger {
             })
     }
 
+    /// Whether a booked promise still holds: on its node, over its slots,
+    /// the work running there, the promises of pods at least as urgent and
+    /// its own need fit the node (less urgent promises would give their room
+    /// up). False once a more urgent pod took the room: that plan must be
+    /// made again. A promise in a zone that is not limited always holds.
+    pub fn still_fits(&self, booking: &Booking) -> bool {
+        let Some(n) = booking
+            .node
+            .and_then(|i| self.zones.get(&booking.zone).and_then(|z| z.get(i)))
+        else {
+            return true;
+        };
+        let limit = n.limit(1.0);
+        (booking.from_slot..booking.to_slot).all(|s| {
+            let used = n
+                .used_at(s)
+                .saturating_sub(n.yielded(s, Some(booking.urgency)));
+            used.cpu_millis <= limit.cpu_millis && used.memory_bytes <= limit.memory_bytes
+        })
+    }
+
     /// Withdraws a promise.
     pub fn withdraw(&mut self, booking: &Booking) {
         if let Some(i) = booking.node
@@ -594,6 +615,24 @@ mod tests {
         assert!(!l.fits_on_node_before(&de, "a", T0, 2 * H, big, T0 + 48 * H));
         let huge = Resources::new(31_000, GIB);
         assert!(!l.fits_on_node_before(&de, "a", T0, 2 * H, huge, T0 + 3 * H));
+    }
+
+    #[test]
+    fn a_promise_broken_by_more_urgent_work_says_so_and_less_urgent_work_does_not_break_it() {
+        let de = zone("DE");
+        let mut l = CapacityLedger::new(H);
+        l.add_node(de.clone(), "a", Resources::new(32_000, 128 * GIB));
+        let b = l.promise(&de, T0 + 2 * H, H, Resources::new(24_000, GIB), T0 + 3 * H, &[]);
+        assert!(b.fits() && l.still_fits(&b));
+        // A less urgent promise over the same hours: it yields, b holds.
+        let lazy = l.promise(&de, T0 + 2 * H, H, Resources::new(8_000, GIB), T0 + 20 * H, &[]);
+        assert!(l.still_fits(&b));
+        l.withdraw(&lazy);
+        // More urgent work started there for 4 hours: b's room is gone.
+        l.occupy(&de, "a", T0, Some(T0 + 4 * H), Resources::new(10_000, GIB));
+        assert!(!l.still_fits(&b));
+        l.withdraw(&b);
+        assert_eq!(l.cpu_used_at(&de, T0 + 2 * H), 10_000);
     }
 
     #[test]
