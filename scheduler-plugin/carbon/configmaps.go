@@ -87,6 +87,7 @@ func (p *Plugin) applySnapshot(cm *v1.ConfigMap, deleted bool) {
 		}
 	}
 	zones, ignored, err := p.policy.setSnapshot(text, present)
+	p.generation.Add(1)
 	if err != nil {
 		logger.Error(err, "snapshot ConfigMap unreadable; keeping the previous snapshot (it turns neutral when stale)")
 		return
@@ -114,6 +115,7 @@ func (p *Plugin) applyConfig(cm *v1.ConfigMap, deleted bool) {
 		}
 	}
 	eff, err := p.policy.setConfig(data)
+	p.generation.Add(1)
 	if err != nil {
 		configErrors.Inc()
 		klog.Background().Error(err, "rejected runtime override; keeping the previous settings")

@@ -196,9 +196,17 @@ func nodesArg(nodes []ckNode) (*C.ck_node, C.size_t) {
 	return &nodes[0], C.size_t(len(nodes))
 }
 
+func flags(explain bool) C.uint32_t {
+	if explain {
+		return C.CK_EXPLAIN
+	}
+	return 0
+}
+
 // filter runs the policy's filter over every candidate at once; verdict 0
-// passes, k > 0 fails with report.Messages[k-1].
-func (p *policy) filter(pod []byte, nodes []ckNode, now int64) ([]uint32, filterReport, error) {
+// passes, k > 0 fails with report.Messages[k-1]. report.Summary is only
+// formatted when explain is set.
+func (p *policy) filter(pod []byte, nodes []ckNode, now int64, explain bool) ([]uint32, filterReport, error) {
 	verdicts := make([]uint32, len(nodes))
 	var out C.ck_buf
 	pp, pn := bytesArg(pod)
@@ -207,7 +215,7 @@ func (p *policy) filter(pod []byte, nodes []ckNode, now int64) ([]uint32, filter
 	if len(verdicts) > 0 {
 		vp = (*C.uint32_t)(unsafe.Pointer(&verdicts[0]))
 	}
-	body, err := result(C.ck_filter(p.h, pp, pn, np, nn, C.int64_t(now), vp, &out), out)
+	body, err := result(C.ck_filter(p.h, pp, pn, np, nn, C.int64_t(now), flags(explain), vp, &out), out)
 	runtime.KeepAlive(pod)
 	runtime.KeepAlive(nodes)
 	var r filterReport
@@ -218,8 +226,9 @@ func (p *policy) filter(pod []byte, nodes []ckNode, now int64) ([]uint32, filter
 	return verdicts, r, err
 }
 
-// score runs the policy's scoring over every candidate at once (0-10 each).
-func (p *policy) score(pod []byte, nodes []ckNode, now int64) ([]uint8, scoreReport, error) {
+// score runs the policy's scoring over every candidate at once (0-10 each);
+// report.Best is only formatted when explain is set.
+func (p *policy) score(pod []byte, nodes []ckNode, now int64, explain bool) ([]uint8, scoreReport, error) {
 	scores := make([]uint8, len(nodes))
 	var out C.ck_buf
 	pp, pn := bytesArg(pod)
@@ -228,7 +237,7 @@ func (p *policy) score(pod []byte, nodes []ckNode, now int64) ([]uint8, scoreRep
 	if len(scores) > 0 {
 		sp = (*C.uint8_t)(unsafe.Pointer(&scores[0]))
 	}
-	body, err := result(C.ck_score(p.h, pp, pn, np, nn, C.int64_t(now), sp, &out), out)
+	body, err := result(C.ck_score(p.h, pp, pn, np, nn, C.int64_t(now), flags(explain), sp, &out), out)
 	runtime.KeepAlive(pod)
 	runtime.KeepAlive(nodes)
 	var r scoreReport

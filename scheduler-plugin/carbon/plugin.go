@@ -21,8 +21,10 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"sort"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	v1 "k8s.io/api/core/v1"
@@ -49,12 +51,23 @@ type Plugin struct {
 	handle fwk.Handle
 	policy *policy
 	now    func() time.Time
+	// generation counts the snapshot and settings changes; it is part of
+	// the pod signature (SignPod), so a change ends a batch.
+	generation atomic.Uint64
 
 	mu sync.RWMutex
 	// zoneOf is each node's zone handle, resolved when the node changes.
 	zoneOf map[string]nodeZone
 	// nodesInZone counts nodes per zone handle.
 	nodesInZone map[uint32]int
+	// published is a read-only copy of zoneOf's handles that Filter, Score
+	// and PreScore read without a lock (one atomic load per call, then a
+	// map read): a lock taken by 16 parallel Filter calls per node cost
+	// more than the lookup itself. dirty says zoneOf changed since;
+	// publish() copies it again (once per pod at most, and only after a
+	// node was added, removed or changed zone labels).
+	published atomic.Pointer[map[string]uint32]
+	dirty     atomic.Bool
 }
 
 type nodeZone struct {
@@ -70,6 +83,7 @@ var (
 	_ fwk.ScorePlugin     = (*Plugin)(nil)
 	_ fwk.ReservePlugin   = (*Plugin)(nil)
 	_ fwk.PostBindPlugin  = (*Plugin)(nil)
+	_ fwk.SignPlugin      = (*Plugin)(nil)
 )
 
 // New is the plugin factory for app.WithPlugin.
@@ -120,6 +134,45 @@ func newPlugin(args Args, h fwk.Handle) (*Plugin, error) {
 
 // Name returns the plugin's name.
 func (p *Plugin) Name() string { return Name }
+
+// SignPod lets kube-scheduler's opportunistic batching (KEP-5598) reuse
+// one pod's filter and score results for the next identical pods, as it does
+// for the stock plugins; a plugin that does not sign turns batching off for
+// every pod. Two pods with the same fragment get the same carbon decision
+// over the same nodes: it holds everything of the pod the policy reads (its
+// carbon-kube.io/ annotations, its CPU and memory requests) and the
+// generation of the snapshot and settings, so a snapshot or
+// carbon-kube-config change ends the batch. Within a batch (at most 0.5 s,
+// kube-scheduler's limit) the carbon filter still runs for every pod
+// (PreFilter, and Filter on the hinted node).
+func (p *Plugin) SignPod(_ context.Context, pod *v1.Pod) ([]fwk.SignFragment, *fwk.Status) {
+	var ann []string
+	for k, v := range pod.Annotations {
+		if strings.HasPrefix(k, annotationPrefix) {
+			ann = append(ann, k+"="+v)
+		}
+	}
+	sort.Strings(ann)
+	req := resourcehelper.PodRequests(pod, resourcehelper.PodResourcesOptions{})
+	return []fwk.SignFragment{{
+		Key: Name,
+		Value: podSignature{
+			Annotations: ann,
+			CPUMillis:   req.Cpu().MilliValue(),
+			MemoryBytes: req.Memory().Value(),
+			Generation:  p.generation.Load(),
+		},
+	}}, nil
+}
+
+// podSignature is the plugin's part of the pod signature (JSON-encoded by
+// the framework).
+type podSignature struct {
+	Annotations []string `json:"a,omitempty"`
+	CPUMillis   int64    `json:"c"`
+	MemoryBytes int64    `json:"m"`
+	Generation  uint64   `json:"g"`
+}
 
 // --- nodes ---------------------------------------------------------------
 
@@ -177,8 +230,24 @@ func (p *Plugin) zoneHandle(n *v1.Node) uint32 {
 	}
 	p.zoneOf[n.Name] = nodeZone{handle: h, labels: n.Labels, providerID: n.Spec.ProviderID}
 	p.nodesInZone[h]++
+	p.dirty.Store(true)
 	p.mu.Unlock()
 	return h
+}
+
+// publish refreshes the lock-free copy of the zone index if nodes changed.
+func (p *Plugin) publish() {
+	if !p.dirty.Load() {
+		return
+	}
+	p.mu.RLock()
+	p.dirty.Store(false)
+	m := make(map[string]uint32, len(p.zoneOf))
+	for name, z := range p.zoneOf {
+		m[name] = z.handle
+	}
+	p.mu.RUnlock()
+	p.published.Store(&m)
 }
 
 func (p *Plugin) removeNode(name string) {
@@ -189,13 +258,20 @@ func (p *Plugin) removeNode(name string) {
 			delete(p.nodesInZone, old.handle)
 		}
 		delete(p.zoneOf, name)
+		p.dirty.Store(true)
 	}
 	p.mu.Unlock()
 }
 
 // knownZone is the handle of a node already resolved (no cgo call), or
-// zoneNotSeen.
+// zoneNotSeen: from the published copy without a lock, else (a node added
+// since the last publish) from the index itself.
 func (p *Plugin) knownZone(name string) (uint32, bool) {
+	if m := p.published.Load(); m != nil {
+		if h, ok := (*m)[name]; ok {
+			return h, true
+		}
+	}
 	p.mu.RLock()
 	z, ok := p.zoneOf[name]
 	p.mu.RUnlock()
@@ -206,9 +282,13 @@ func (p *Plugin) knownZone(name string) (uint32, bool) {
 
 type cycleState struct {
 	pod []byte
-	// verdict per zone handle: 0 passes, k > 0 fails with messages[k-1].
-	verdict  map[uint32]uint32
-	messages []string
+	// verdict per zone handle (index): 0 passes, k > 0 fails with
+	// failures[k-1]. Handles beyond the slice (zones without a candidate)
+	// pass.
+	verdict []uint32
+	// failures are the Filter statuses, one per failing zone, built once
+	// per pod (not per node) with the policy's message.
+	failures []*fwk.Status
 	// scores per node name, 0-10, after PreScore.
 	scores map[string]int64
 }
@@ -226,7 +306,7 @@ func readState(cs fwk.CycleState) (*cycleState, bool) {
 	return s, ok
 }
 
-func podJSON(pod *v1.Pod) []byte {
+func podJSON(pod *v1.Pod) ([]byte, podInput) {
 	in := podInput{UID: string(pod.UID), Namespace: pod.Namespace, Name: pod.Name}
 	for k, v := range pod.Annotations {
 		if strings.HasPrefix(k, annotationPrefix) {
@@ -240,7 +320,7 @@ func podJSON(pod *v1.Pod) []byte {
 	in.CPUMillis = req.Cpu().MilliValue()
 	in.MemoryBytes = req.Memory().Value()
 	text, _ := json.Marshal(in)
-	return text
+	return text, in
 }
 
 // couldHost: whether the node passes the pod's hard placement constraints
@@ -276,10 +356,10 @@ func couldHost(pod *v1.Pod, aff nodeaffinity.RequiredNodeAffinity, cpu, mem int6
 // the cost of the zones, not the nodes.
 func (p *Plugin) PreFilter(ctx context.Context, cs fwk.CycleState, pod *v1.Pod, nodes []fwk.NodeInfo) (*fwk.PreFilterResult, *fwk.Status) {
 	start := time.Now()
-	s := &cycleState{pod: podJSON(pod)}
+	p.publish()
+	text, in := podJSON(pod)
+	s := &cycleState{pod: text}
 	aff := nodeaffinity.GetRequiredNodeAffinity(pod)
-	var in podInput
-	_ = json.Unmarshal(s.pod, &in)
 	p.mu.RLock()
 	zonesInUse := len(p.nodesInZone)
 	p.mu.RUnlock()
@@ -306,7 +386,9 @@ func (p *Plugin) PreFilter(ctx context.Context, cs fwk.CycleState, pod *v1.Pod, 
 			break // every zone in use has a candidate
 		}
 	}
-	verdicts, report, err := p.policy.filter(s.pod, reps, p.now().Unix())
+	logger := klog.FromContext(ctx)
+	explain := logger.V(4).Enabled()
+	verdicts, report, err := p.policy.filter(s.pod, reps, p.now().Unix(), explain)
 	observe("filter", start)
 	if err != nil {
 		decisions.WithLabelValues("filter", "error").Inc()
@@ -314,16 +396,26 @@ func (p *Plugin) PreFilter(ctx context.Context, cs fwk.CycleState, pod *v1.Pod, 
 		return nil, fwk.NewStatus(fwk.Skip)
 	}
 	decisions.WithLabelValues("filter", report.Outcome).Inc()
-	logger := klog.FromContext(ctx)
 	for _, e := range report.AnnotationErrors {
 		logger.Info(e, "pod", klog.KObj(pod))
 	}
-	logger.V(4).Info("carbon filter", "pod", klog.KObj(pod), "decision", report.Summary)
-	s.verdict = make(map[uint32]uint32, len(reps))
-	for i, r := range reps {
-		s.verdict[uint32(r.zone)] = verdicts[i]
+	if explain {
+		logger.V(4).Info("carbon filter", "pod", klog.KObj(pod), "decision", report.Summary)
 	}
-	s.messages = report.Messages
+	for i, r := range reps {
+		k := verdicts[i]
+		if k == 0 || int(k) > len(report.Messages) {
+			continue
+		}
+		h := int(r.zone)
+		for len(s.verdict) <= h {
+			s.verdict = append(s.verdict, 0)
+		}
+		s.verdict[h] = k
+	}
+	for _, m := range report.Messages {
+		s.failures = append(s.failures, fwk.NewStatus(fwk.UnschedulableAndUnresolvable, m))
+	}
 	cs.Write(stateKey, s)
 	return nil, nil
 }
@@ -337,23 +429,28 @@ func (p *Plugin) Filter(_ context.Context, cs fwk.CycleState, _ *v1.Pod, ni fwk.
 	if !ok || ni.Node() == nil {
 		return nil
 	}
+	if len(s.verdict) == 0 {
+		return nil // every zone passes
+	}
 	h, ok := p.knownZone(ni.Node().Name)
-	if !ok {
-		return nil // not resolved yet: neutral
+	if !ok || int(h) >= len(s.verdict) {
+		return nil // not resolved yet, or no verdict: neutral
 	}
 	k := s.verdict[h]
-	if k == 0 || int(k) > len(s.messages) {
+	if k == 0 || int(k) > len(s.failures) {
 		return nil
 	}
-	return fwk.NewStatus(fwk.UnschedulableAndUnresolvable, s.messages[k-1])
+	return s.failures[k-1]
 }
 
 // PreScore asks the policy once for the scores of every feasible node.
 func (p *Plugin) PreScore(ctx context.Context, cs fwk.CycleState, pod *v1.Pod, nodes []fwk.NodeInfo) *fwk.Status {
 	start := time.Now()
+	p.publish()
 	s, ok := readState(cs)
 	if !ok {
-		s = &cycleState{pod: podJSON(pod)}
+		text, _ := podJSON(pod)
+		s = &cycleState{pod: text}
 		cs.Write(stateKey, s)
 	}
 	cands := make([]ckNode, 0, len(nodes))
@@ -371,19 +468,27 @@ func (p *Plugin) PreScore(ctx context.Context, cs fwk.CycleState, pod *v1.Pod, n
 		cands = append(cands, newNode(h, alloc.GetMilliCPU(), alloc.GetMemory(), req.GetMilliCPU(), req.GetMemory()))
 		names = append(names, n.Name)
 	}
-	scores, report, err := p.policy.score(s.pod, cands, p.now().Unix())
+	logger := klog.FromContext(ctx)
+	explain := logger.V(4).Enabled()
+	scores, report, err := p.policy.score(s.pod, cands, p.now().Unix(), explain)
 	observe("prioritize", start)
 	if err != nil {
 		decisions.WithLabelValues("prioritize", "error").Inc()
-		klog.FromContext(ctx).Error(err, "carbon policy score failed; scoring without carbon", "pod", klog.KObj(pod))
+		logger.Error(err, "carbon policy score failed; scoring without carbon", "pod", klog.KObj(pod))
 		return fwk.NewStatus(fwk.Skip)
 	}
 	decisions.WithLabelValues("prioritize", report.Outcome).Inc()
-	klog.FromContext(ctx).V(4).Info("carbon scores", "pod", klog.KObj(pod), "nodes", len(cands), "best", report.Best)
-	s.scores = make(map[string]int64, len(names))
-	for i, name := range names {
-		s.scores[name] = int64(scores[i])
+	if explain {
+		logger.V(4).Info("carbon scores", "pod", klog.KObj(pod), "nodes", len(cands), "best", report.Best)
 	}
+	// A new state rather than a write to the shared one: batching's
+	// rescoring runs PreScore on a clone of the cycle state.
+	next := *s
+	next.scores = make(map[string]int64, len(names))
+	for i, name := range names {
+		next.scores[name] = int64(scores[i])
+	}
+	cs.Write(stateKey, &next)
 	return nil
 }
 

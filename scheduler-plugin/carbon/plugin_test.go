@@ -265,3 +265,78 @@ func TestLandingEventAfterBind(t *testing.T) {
 		t.Fatalf("%v %v", ev, err)
 	}
 }
+
+// The signature (kube-scheduler's opportunistic batching reuses one pod's
+// results for the next pods with the same signature) holds what the policy
+// reads of the pod and changes with the snapshot.
+func TestSignPodCoversWhatTheDecisionReads(t *testing.T) {
+	p := newTestPlugin(t, Args{})
+	sign := func(pd *v1.Pod) string {
+		t.Helper()
+		frags, st := p.SignPod(context.Background(), pd)
+		if !st.IsSuccess() || len(frags) != 1 || frags[0].Key != Name {
+			t.Fatalf("SignPod: %v %v", frags, st)
+		}
+		text, err := json.Marshal(frags[0].Value)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return string(text)
+	}
+	base := sign(pod("a", nil))
+	if got := sign(pod("b", map[string]string{"other.io/x": "1"})); got != base {
+		t.Fatalf("another pod with the same carbon inputs: %s != %s", got, base)
+	}
+	bigger := pod("c", nil)
+	bigger.Spec.Containers[0].Resources.Requests[v1.ResourceCPU] = resource.MustParse("2")
+	for name, pd := range map[string]*v1.Pod{
+		"max-intensity": pod("d", map[string]string{"carbon-kube.io/max-intensity": "100"}),
+		"opt-out":       pod("e", map[string]string{"carbon-kube.io/opt-out": "true"}),
+		"cpu":           bigger,
+	} {
+		if got := sign(pd); got == base {
+			t.Fatalf("%s: same signature %s", name, got)
+		}
+	}
+	p.applySnapshot(&v1.ConfigMap{
+		ObjectMeta: metav1.ObjectMeta{Name: snapshotConfigMap},
+		Data:       map[string]string{snapshotKey: string(snapshotJSON(map[string]float64{"GB": 90}, time.Minute))},
+	}, false)
+	if got := sign(pod("a", nil)); got == base {
+		t.Fatalf("a new snapshot must end the batch: %s", got)
+	}
+}
+
+// Filter and Score read the zone index without a lock once it is published;
+// nodes seen after the last publish are still found.
+func TestZoneIndexIsPublishedForLockFreeReads(t *testing.T) {
+	p := newTestPlugin(t, Args{})
+	nodes := fleet()
+	for _, ni := range nodes {
+		p.upsertNode(ni.Node())
+	}
+	if _, ok := p.knownZone("gb-0"); !ok {
+		t.Fatal("gb-0 not found before publishing")
+	}
+	p.publish()
+	if p.published.Load() == nil || p.dirty.Load() {
+		t.Fatal("not published")
+	}
+	h, ok := p.knownZone("gb-0")
+	if want, _ := p.knownZone("gb-0"); !ok || h != want || h == zoneNotSeen {
+		t.Fatalf("gb-0: %d %v", h, ok)
+	}
+	late := node("late", "DE", 1000)
+	p.upsertNode(late.Node())
+	if !p.dirty.Load() {
+		t.Fatal("a new node must mark the index dirty")
+	}
+	if _, ok := p.knownZone("late"); !ok {
+		t.Fatal("a node added after the publish is found")
+	}
+	p.removeNode("late")
+	p.publish()
+	if _, ok := p.knownZone("late"); ok {
+		t.Fatal("a removed node is gone after the next publish")
+	}
+}

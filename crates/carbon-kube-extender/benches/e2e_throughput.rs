@@ -247,9 +247,15 @@ async fn run_variant(
         .to_document(std::path::Path::new("/x"));
     doc["clientConnection"]["qps"] = serde_json::json!(5000);
     doc["clientConnection"]["burst"] = serde_json::json!(10000);
-    let config = SchedulerConfig::from_yaml(&doc.to_string())
+    let mut config = SchedulerConfig::from_yaml(&doc.to_string())
         .unwrap()
         .with_binary(binary);
+    // E2E_PPROF=<dir>: a Go CPU profile of kube-scheduler during the run
+    // (the first E2E_PPROF_SECONDS, default 10), written to <dir>/<label>.pprof.
+    let pprof_dir = std::env::var_os("E2E_PPROF").map(std::path::PathBuf::from);
+    if pprof_dir.is_some() {
+        config = config.with_profiling();
+    }
     let api: Api<Pod> = ns.api();
     // E2E_DISTINCT=1: every pod requests a different amount of CPU, so
     // kube-scheduler's opportunistic batching (which reuses results for
@@ -296,18 +302,41 @@ async fn run_variant(
         .fields("spec.nodeName=")
         .match_any();
     let deadline = Instant::now() + Duration::from_secs(900);
-    loop {
-        let list = api.list(&lp).await.unwrap();
-        let bound = pods - list.items.len();
-        if bound == pods {
-            break;
+    let wait_bound = async {
+        loop {
+            let list = api.list(&lp).await.unwrap();
+            let bound = pods - list.items.len();
+            if bound == pods {
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{label}: only {bound}/{pods} bound\n{}",
+                sched.log_tail(20)
+            );
+            tokio::time::sleep(Duration::from_secs(1)).await;
         }
-        assert!(
-            Instant::now() < deadline,
-            "{label}: only {bound}/{pods} bound\n{}",
-            sched.log_tail(20)
-        );
-        tokio::time::sleep(Duration::from_secs(1)).await;
+    };
+    let profile = async {
+        match &pprof_dir {
+            Some(dir) => {
+                let seconds = u32::try_from(env("E2E_PPROF_SECONDS", 10)).unwrap();
+                Some((dir, sched.cpu_profile(seconds).await))
+            }
+            None => None,
+        }
+    };
+    let ((), profile) = tokio::join!(wait_bound, profile);
+    if let Some((dir, profile)) = profile {
+        let path = dir.join(format!("{label}.pprof"));
+        match profile {
+            Ok(bytes) => {
+                std::fs::create_dir_all(dir).unwrap();
+                std::fs::write(&path, bytes).unwrap();
+                println!("e2e: {label}: CPU profile in {}", path.display());
+            }
+            Err(e) => println!("e2e: {label}: no CPU profile: {e}"),
+        }
     }
     let cpu_after = cpu_sample(cp, sched.pid());
     if diag {
@@ -329,10 +358,22 @@ async fn run_variant(
     let idle_before = cpu_sample(cp, sched.pid());
     tokio::time::sleep(Duration::from_secs(5)).await;
     let idle_after = cpu_sample(cp, sched.pid());
+    let text = sched.metrics().await.unwrap_or_default();
+    // Opportunistic batching (kube-scheduler reuses one pod's filter and
+    // score results for the next identical pods): how often each variant
+    // could use it, to compare like with like.
+    let batch: Vec<String> = text
+        .lines()
+        .filter(|l| l.starts_with("scheduler_batch_attempts_total{"))
+        .filter_map(|l| {
+            let result = l.split("result=\"").nth(1)?.split('"').next()?;
+            Some(format!("{result} {}", l.split_whitespace().last()?))
+        })
+        .collect();
+    println!("e2e: {label}: batch attempts: {}", batch.join(", "));
     if binary == CARBON_SCHEDULER {
         // The plugin's own time per pod (its latency histogram: the policy
         // calls and the Go-side preparation, inside kube-scheduler).
-        let text = sched.metrics().await.unwrap_or_default();
         let value = |name: &str, verb: &str| {
             text.lines()
                 .find(|l| l.starts_with(name) && l.contains(&format!("verb=\"{verb}\"")))

@@ -31,6 +31,9 @@ typedef struct {
 } ck_node;
 
 #define CK_ZONE_NOT_SEEN 0u
+/* flags of ck_filter / ck_score: also format the debug-log line of the
+ * report (summary, best); without it they are empty. */
+#define CK_EXPLAIN 1u
 
 void ck_buf_free(ck_buf buf);
 
@@ -42,10 +45,12 @@ int32_t ck_set_config(const ck_policy *policy, const uint8_t *json, size_t len, 
 uint32_t ck_node_zone(const ck_policy *policy, const uint8_t *json, size_t len);
 
 int32_t ck_filter(const ck_policy *policy, const uint8_t *pod, size_t pod_len,
-                  const ck_node *nodes, size_t n, int64_t now, uint32_t *verdicts,
+                  const ck_node *nodes, size_t n, int64_t now, uint32_t flags,
+                  uint32_t *verdicts,
                   ck_buf *out);
 int32_t ck_score(const ck_policy *policy, const uint8_t *pod, size_t pod_len,
-                 const ck_node *nodes, size_t n, int64_t now, uint8_t *scores,
+                 const ck_node *nodes, size_t n, int64_t now, uint32_t flags,
+                 uint8_t *scores,
                  ck_buf *out);
 int32_t ck_landing(const ck_policy *policy, const uint8_t *uid, size_t uid_len,
                    uint32_t zone, ck_buf *out);

@@ -58,6 +58,11 @@ pub const CK_OK: i32 = 0;
 /// Result code: failure; the message is in the output buffer.
 pub const CK_ERR: i32 = -1;
 
+/// Flag of [`ck_filter`] and [`ck_score`]: also format the report's line
+/// for the debug log (`summary`, `best`). Without it they stay empty, so a
+/// scheduler that does not log them does not pay for them.
+pub const CK_EXPLAIN: u32 = 1;
+
 /// Reads `len` bytes at `ptr` as UTF-8 (`None` for a null pointer).
 ///
 /// # Safety
@@ -294,7 +299,8 @@ fn pod_arg(text: Option<&str>) -> Result<policy::PodInput, String> {
 /// node `i` passes, `k > 0` when it fails with message `k - 1` of the report.
 /// `out` gets the report JSON (`outcome`, `messages`, `summary`,
 /// `annotationErrors`). `pod` is JSON `{"uid", "namespace", "name",
-/// "annotations", "cpuMillis", "memoryBytes"}`; `now` is Unix seconds.
+/// "annotations", "cpuMillis", "memoryBytes"}`; `now` is Unix seconds;
+/// `flags` is 0 or [`CK_EXPLAIN`] (`summary` is empty without it).
 ///
 /// # Safety
 /// `policy` is a live handle; `pod` points to `pod_len` readable bytes;
@@ -309,6 +315,7 @@ pub unsafe extern "C" fn ck_filter(
     nodes: *const CkNode,
     n: usize,
     now: i64,
+    flags: u32,
     verdicts: *mut u32,
     out: *mut CkBuf,
 ) -> i32 {
@@ -318,13 +325,15 @@ pub unsafe extern "C" fn ck_filter(
             let p = handle(policy)?;
             let pod = pod_arg(str_arg(pod, pod_len)?)?;
             let (nodes, verdicts) = arrays(nodes, verdicts, n)?;
-            to_json(&p.filter(&pod, nodes, now, verdicts)?)
+            let explain = flags & CK_EXPLAIN != 0;
+            to_json(&p.filter_explaining(&pod, nodes, now, verdicts, explain)?)
         })
     }
 }
 
 /// The scores (0–10) for one pod over all `n` candidates into `scores`.
-/// `out` gets `{"outcome", "best"}`.
+/// `out` gets `{"outcome", "best"}` (`best` is empty without
+/// [`CK_EXPLAIN`] in `flags`).
 ///
 /// # Safety
 /// As [`ck_filter`], with `scores` pointing to `n` writable bytes.
@@ -337,6 +346,7 @@ pub unsafe extern "C" fn ck_score(
     nodes: *const CkNode,
     n: usize,
     now: i64,
+    flags: u32,
     scores: *mut u8,
     out: *mut CkBuf,
 ) -> i32 {
@@ -346,7 +356,8 @@ pub unsafe extern "C" fn ck_score(
             let p = handle(policy)?;
             let pod = pod_arg(str_arg(pod, pod_len)?)?;
             let (nodes, scores) = arrays(nodes, scores, n)?;
-            to_json(&p.score(&pod, nodes, now, scores)?)
+            let explain = flags & CK_EXPLAIN != 0;
+            to_json(&p.score_explaining(&pod, nodes, now, scores, explain)?)
         })
     }
 }

@@ -320,6 +320,21 @@ impl Policy {
         now: UnixSeconds,
         verdicts: &mut [u32],
     ) -> Result<FilterReport, String> {
+        self.filter_explaining(pod, nodes, now, verdicts, true)
+    }
+
+    /// [`Policy::filter`]; with `explain` false the report's `summary` (a
+    /// line for the debug log) is left empty, so that it is formatted only
+    /// when it will be logged. The decision and the failure messages are
+    /// the same.
+    pub fn filter_explaining(
+        &self,
+        pod: &PodInput,
+        nodes: &[CkNode],
+        now: UnixSeconds,
+        verdicts: &mut [u32],
+        explain: bool,
+    ) -> Result<FilterReport, String> {
         if verdicts.len() < nodes.len() {
             return Err("verdict buffer shorter than the node list".into());
         }
@@ -347,7 +362,11 @@ impl Policy {
         let report = FilterReport {
             outcome: filter_outcome_label(&outcome),
             messages,
-            summary: outcome.summary(),
+            summary: if explain {
+                outcome.summary()
+            } else {
+                String::new()
+            },
             annotation_errors: outcome
                 .pod
                 .annotation_errors
@@ -380,6 +399,19 @@ impl Policy {
         now: UnixSeconds,
         scores: &mut [u8],
     ) -> Result<ScoreReport, String> {
+        self.score_explaining(pod, nodes, now, scores, true)
+    }
+
+    /// [`Policy::score`]; with `explain` false the report's `best` (a line
+    /// for the debug log) is left empty. The scores are the same.
+    pub fn score_explaining(
+        &self,
+        pod: &PodInput,
+        nodes: &[CkNode],
+        now: UnixSeconds,
+        scores: &mut [u8],
+        explain: bool,
+    ) -> Result<ScoreReport, String> {
         if scores.len() < nodes.len() {
             return Err("score buffer shorter than the node list".into());
         }
@@ -398,13 +430,17 @@ impl Policy {
             Some(_) => "no_data",
             None => "applied",
         };
-        let best = outcome
-            .scores
-            .iter()
-            .enumerate()
-            .max_by_key(|(_, s)| s.score)
-            .map(|(i, _)| outcome.reason(i))
-            .unwrap_or_default();
+        let best = if explain {
+            outcome
+                .scores
+                .iter()
+                .enumerate()
+                .max_by_key(|(_, s)| s.score)
+                .map(|(i, _)| outcome.reason(i))
+                .unwrap_or_default()
+        } else {
+            String::new()
+        };
         if outcome.not_applied.is_none() {
             self.record(&pod.uid, now, |d| {
                 d.summary.record_scores(&outcome);

@@ -248,6 +248,39 @@ fn outcomes_and_events_say_what_carbon_did() {
 }
 
 #[test]
+fn without_explain_the_decision_is_the_same_and_the_log_lines_are_not_formatted() {
+    let p = Policy::new("").unwrap();
+    let (_, nodes) = fleet(&p);
+    p.set_snapshot(Some(
+        &snapshot(&[("GB", 90.0), ("DE", 210.0), ("US-TEX-ERCO", 410.0)], 60).to_json(),
+    ))
+    .unwrap();
+    let pod = pod(&[]);
+    let (mut full, mut brief) = (vec![0; 4], vec![0; 4]);
+    let a = p
+        .filter_explaining(&pod, &nodes, NOW, &mut full, true)
+        .unwrap();
+    let b = p
+        .filter_explaining(&pod, &nodes, NOW, &mut brief, false)
+        .unwrap();
+    assert_eq!(full, brief);
+    assert_eq!((a.outcome, &a.messages), (b.outcome, &b.messages));
+    assert!(a.summary.contains("of 4 nodes pass"), "{a:?}");
+    assert_eq!(b.summary, "");
+    let (mut full, mut brief) = (vec![0; 4], vec![0; 4]);
+    let a = p
+        .score_explaining(&pod, &nodes, NOW, &mut full, true)
+        .unwrap();
+    let b = p
+        .score_explaining(&pod, &nodes, NOW, &mut brief, false)
+        .unwrap();
+    assert_eq!(full, brief);
+    assert_eq!(a.outcome, b.outcome);
+    assert!(a.best.contains("carbon"), "{a:?}");
+    assert_eq!(b.best, "");
+}
+
+#[test]
 fn bad_input_is_an_error_naming_what_was_wrong_and_keeps_the_last_good_state() {
     let err = Policy::new(r#"{"placement": {"carbonWeight": 500}}"#).unwrap_err();
     assert!(err.contains("args.placement.carbonWeight"), "{err}");
@@ -385,6 +418,7 @@ fn c_abi_round_trip() {
             nodes.as_ptr(),
             nodes.len(),
             NOW,
+            0,
             verdicts.as_mut_ptr(),
             &raw mut out,
         );
@@ -407,6 +441,7 @@ fn c_abi_round_trip() {
             nodes.as_ptr(),
             2,
             NOW,
+            CK_EXPLAIN,
             scores.as_mut_ptr(),
             &raw mut out,
         );
@@ -432,6 +467,7 @@ fn c_abi_round_trip() {
                 nodes.as_ptr(),
                 3,
                 NOW,
+                0,
                 verdicts.as_mut_ptr(),
                 &raw mut out
             ),
@@ -446,6 +482,7 @@ fn c_abi_round_trip() {
                 std::ptr::null(),
                 3,
                 NOW,
+                0,
                 verdicts.as_mut_ptr(),
                 &raw mut out
             ),
@@ -460,6 +497,7 @@ fn c_abi_round_trip() {
                 nodes.as_ptr(),
                 0,
                 NOW,
+                0,
                 scores.as_mut_ptr(),
                 &raw mut out
             ),
@@ -475,6 +513,7 @@ fn c_abi_round_trip() {
                 std::ptr::null(),
                 0,
                 NOW,
+                0,
                 std::ptr::null_mut(),
                 std::ptr::null_mut()
             ),

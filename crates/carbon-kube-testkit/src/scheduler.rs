@@ -28,6 +28,7 @@ pub struct SchedulerConfig {
     document: Value,
     verbosity: Option<u8>,
     binary: &'static str,
+    profiling: bool,
 }
 
 /// The stock kube-scheduler binary.
@@ -48,6 +49,7 @@ impl SchedulerConfig {
             }),
             verbosity: None,
             binary: STOCK_SCHEDULER,
+            profiling: false,
         }
     }
 
@@ -64,6 +66,7 @@ impl SchedulerConfig {
             document,
             verbosity: None,
             binary: STOCK_SCHEDULER,
+            profiling: false,
         })
     }
 
@@ -77,6 +80,13 @@ impl SchedulerConfig {
     /// The binary it runs with.
     pub fn binary(&self) -> &'static str {
         self.binary
+    }
+
+    /// Serves Go's `/debug/pprof` without credentials (`--profiling`), for
+    /// benches that profile the scheduler ([`Scheduler::cpu_profile`]).
+    pub fn with_profiling(mut self) -> Self {
+        self.profiling = true;
+        self
     }
 
     /// Sets the args of plugin `name` in every profile (added to
@@ -324,10 +334,13 @@ impl Scheduler {
             format!("--tls-private-key-file={}", pki.component_key.display()),
             format!("--authentication-kubeconfig={kubeconfig}"),
             format!("--authorization-kubeconfig={kubeconfig}"),
-            "--profiling=false".to_owned(),
+            format!("--profiling={}", config.profiling),
             // /metrics without credentials, for tests that read the plugin's
             // metrics (the test control plane only listens on 127.0.0.1).
-            "--authorization-always-allow-paths=/healthz,/readyz,/livez,/metrics".to_owned(),
+            format!(
+                "--authorization-always-allow-paths=/healthz,/readyz,/livez,/metrics{}",
+                if config.profiling { ",/debug/pprof/*" } else { "" }
+            ),
         ];
         if let Some(level) = config.verbosity {
             args.push(format!("--v={level}"));
@@ -352,6 +365,25 @@ impl Scheduler {
             metrics_url: format!("https://127.0.0.1:{port}/metrics"),
             client,
         })
+    }
+
+    /// A Go CPU profile (pprof format) of the next `seconds` seconds; needs
+    /// [`SchedulerConfig::with_profiling`].
+    pub async fn cpu_profile(&self, seconds: u32) -> Result<Vec<u8>, String> {
+        let url = self
+            .metrics_url
+            .replace("/metrics", &format!("/debug/pprof/profile?seconds={seconds}"));
+        let response = self
+            .client
+            .get(&url)
+            .timeout(Duration::from_secs(u64::from(seconds) + 30))
+            .send()
+            .await
+            .map_err(|e| e.to_string())?;
+        if !response.status().is_success() {
+            return Err(format!("GET {url}: {}", response.status()));
+        }
+        Ok(response.bytes().await.map_err(|e| e.to_string())?.to_vec())
     }
 
     /// Its `/metrics` text (kube-scheduler's registry, including the carbon
