@@ -14,7 +14,7 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use anyhow::Context as _;
-use axum::extract::State;
+use axum::extract::{DefaultBodyLimit, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -81,10 +81,16 @@ impl WebhookState {
     }
 }
 
+/// The largest `AdmissionReview` accepted (HTTP 413 beyond). kube-apiserver
+/// refuses request bodies over 3 MiB and etcd objects over 1.5 MiB, so a pod
+/// creation review is never larger; a bigger body is not from the API server.
+pub const MAX_REVIEW_BYTES: usize = 4 << 20;
+
 /// The webhook's router: `POST /mutate`, plus `/healthz`.
 pub fn app(state: WebhookState) -> Router {
     Router::new()
         .route("/mutate", post(mutate))
+        .layer(DefaultBodyLimit::max(MAX_REVIEW_BYTES))
         .route("/healthz", get(|| async { "ok" }))
         .with_state(state)
 }
@@ -98,13 +104,11 @@ async fn mutate(
         Err(e) => {
             // A client fault: not logged as an error. The API server treats
             // the failure per failurePolicy (Ignore: the pod is created ungated).
+            // The rejection's own status: 400 not JSON, 422 not a review,
+            // 413 over MAX_REVIEW_BYTES, 415 not application/json.
             state.metrics.errors.inc();
             tracing::debug!(error = %e, "unreadable AdmissionReview");
-            return (
-                StatusCode::BAD_REQUEST,
-                format!("unreadable AdmissionReview: {e}"),
-            )
-                .into_response();
+            return (e.status(), format!("unreadable AdmissionReview: {e}")).into_response();
         }
     };
     let request: AdmissionRequest<Pod> = match review.try_into() {

@@ -32,6 +32,7 @@ mod binaries;
 mod control_plane;
 mod error;
 mod fixtures;
+pub mod hostile;
 mod kwok;
 mod pki;
 mod process;

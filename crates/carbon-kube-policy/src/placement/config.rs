@@ -287,17 +287,19 @@ impl PlacementConfigRaw {
                 }
             };
             match key.as_str() {
+                // Non-finite numbers (`inf`, `1e999`) are refused here: they
+                // would pass as "set" and serialize back as `null`.
                 "threshold" => match value.parse::<f64>() {
-                    Ok(v) => raw.threshold = Some(v),
-                    Err(_) => errors.push(ConfigError {
+                    Ok(v) if v.is_finite() => raw.threshold = Some(v),
+                    _ => errors.push(ConfigError {
                         path,
                         message: format!("{value:?} is not a number of g/kWh"),
                     }),
                 },
                 "thresholdMode" => raw.threshold_mode = Some(value.to_owned()),
                 "thresholdPercentile" => match value.parse::<f64>() {
-                    Ok(v) => raw.threshold_percentile = Some(v),
-                    Err(_) => errors.push(ConfigError {
+                    Ok(v) if v.is_finite() => raw.threshold_percentile = Some(v),
+                    _ => errors.push(ConfigError {
                         path,
                         message: format!("{value:?} is not a number (a percentile, 0-100)"),
                     }),

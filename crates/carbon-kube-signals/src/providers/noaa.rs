@@ -68,6 +68,12 @@ pub(crate) struct LayerValue {
     pub value: Option<f64>,
 }
 
+/// The most hours a layer may expand to, summed over its values. A real
+/// grid covers about a week (some 180 hours per layer); without a cap, a
+/// body of many long intervals (`.../P399D`) would expand to millions of
+/// hours from a few kilobytes.
+pub(crate) const MAX_LAYER_HOURS: usize = 24 * 400;
+
 /// Expands a layer to one value per hour (unit-converted by `factor`).
 fn hourly(
     layer: &Layer,
@@ -75,6 +81,7 @@ fn hourly(
     step: &'static str,
 ) -> Result<BTreeMap<UnixSeconds, f64>, ProviderError> {
     let mut out = BTreeMap::new();
+    let mut expanded = 0usize;
     for v in &layer.values {
         let Some(value) = v.value else { continue };
         let (start, seconds) = parse_interval(&v.valid_time)
@@ -82,6 +89,17 @@ fn hourly(
         let end = start + seconds;
         let mut h = hour_floor(start);
         while h < end {
+            expanded += 1;
+            if expanded > MAX_LAYER_HOURS {
+                return Err(ProviderError::new(
+                    PROVIDER,
+                    step,
+                    ErrorKind::InvalidResponse,
+                    format!(
+                        "a layer's validTime intervals add up to more than {MAX_LAYER_HOURS} hours"
+                    ),
+                ));
+            }
             out.insert(h, value * factor);
             h += 3600;
         }
@@ -267,5 +285,23 @@ mod tests {
         let h = hourly(&layer, 1.0, "t").unwrap();
         assert_eq!(h.len(), 2);
         assert_eq!(h.values().copied().collect::<Vec<_>>(), [20.0, 20.0]);
+    }
+
+    /// Issue 18: a few kilobytes of long intervals expanded to millions of
+    /// hourly map entries (gigabytes). The expansion is now capped.
+    #[test]
+    fn long_intervals_are_refused_not_expanded() {
+        let layer = Layer {
+            uom: None,
+            values: (0..2_000)
+                .map(|i| LayerValue {
+                    valid_time: format!("{}-01-01T00:00:00+00:00/P399D", 2000 + i),
+                    value: Some(1.0),
+                })
+                .collect(),
+        };
+        let e = hourly(&layer, 1.0, "gridpoints").unwrap_err();
+        assert_eq!(e.kind, ErrorKind::InvalidResponse);
+        assert!(e.detail.contains("more than 9600 hours"), "{e}");
     }
 }
