@@ -422,8 +422,8 @@ mod tests {
 
     #[test]
     fn the_interval_comes_from_the_schedule() {
-        // 2027-01-15T08:00:00Z.
-        let t = 1_800_000_000 - 1_800_000_000 % 3600;
+        // 2027-01-15T08:00:00Z, on the hour.
+        let t = 1_800_000_000;
         assert_eq!(schedule_interval_seconds("0 */6 * * *", t), Some(21_600));
         assert_eq!(schedule_interval_seconds("30 3 * * *", t), Some(86_400));
         assert_eq!(schedule_interval_seconds("every six hours", t), None);
