@@ -15,8 +15,11 @@ use carbon_kube_signals::SignalArgs;
 /// `carbon-intensity-data` in `--namespace`, or with `--output` to a file
 /// (`-` for stdout) so no cluster is needed.
 ///
-/// Exit codes with --once: 0 every zone has fresh data; 2 some zones kept old
-/// or no data (partial); 3 no zone has fresh data (absent); 1 error.
+/// Exit codes with --once: 0 every zone has fresh provider data; 4 every zone
+/// has a value, but some only a fallback (a weather estimate or the static
+/// annual average); 2 some zones kept old or no data (partial); 3 no zone got
+/// a value (absent); 1 error. A line per zone on stderr says which source
+/// and quality it published.
 ///
 /// API keys are read only from the environment or from files named by
 /// `*_FILE` variables (mounted Secrets): ELECTRICITY_MAPS_API_KEY,

@@ -1,27 +1,70 @@
 //! One poll cycle: fetch every zone, then merge the results into the snapshot.
 
-use carbon_kube_model::{MergeOutcome, Snapshot, UnixSeconds, ZoneId};
+use carbon_kube_model::{MergeOutcome, Snapshot, Source, UnixSeconds, ZoneId, ZoneRecord};
 use carbon_kube_signals::{Signals, ZoneFetch};
 use futures::future::join_all;
 
 /// How complete the published data is after a cycle.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Completeness {
-    /// Every zone got fresh data this cycle.
+    /// Every zone got fresh provider data this cycle (or keeps a still-valid
+    /// provider value over a fallback that arrived).
     Complete,
-    /// Some zones got none: they keep their last value (stale) or have none.
+    /// Every zone got a value this cycle, but for at least one it is only a
+    /// fallback: a weather estimate or a static annual average.
+    Fallback,
+    /// Some zones got nothing: they keep their last value (stale) or have none.
     Partial,
-    /// No zone got fresh data.
+    /// No zone got anything this cycle.
     Absent,
 }
 
 impl Completeness {
-    /// Process exit code for `--once`: 0 complete, 2 partial, 3 absent.
+    /// Process exit code for `--once`: 0 complete, 4 fallback only for some
+    /// zones, 2 partial, 3 absent (1 is left for errors).
     pub fn exit_code(self) -> u8 {
         match self {
             Self::Complete => 0,
             Self::Partial => 2,
             Self::Absent => 3,
+            Self::Fallback => 4,
+        }
+    }
+}
+
+/// What kind of value a zone published: provider data, or a fallback.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SourceQuality {
+    /// From a grid data provider (Electricity Maps, WattTime, UK Carbon
+    /// Intensity), including a provider's own estimates.
+    Provider,
+    /// Estimated by Carbon-Kube from a weather forecast (NOAA, Open-Meteo).
+    WeatherEstimate,
+    /// The zone's static annual average.
+    StaticAverage,
+}
+
+impl SourceQuality {
+    /// The quality of a record, from its source.
+    pub fn of(record: &ZoneRecord) -> Self {
+        match record.source.as_str() {
+            Source::STATIC => Self::StaticAverage,
+            Source::NOAA_ESTIMATE | Source::OPEN_METEO_ESTIMATE => Self::WeatherEstimate,
+            _ => Self::Provider,
+        }
+    }
+
+    /// Whether this is a fallback rather than provider data.
+    pub fn is_fallback(self) -> bool {
+        self != Self::Provider
+    }
+
+    /// A short label for logs and the summary line.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Provider => "provider data",
+            Self::WeatherEstimate => "weather estimate (fallback)",
+            Self::StaticAverage => "static annual average (fallback)",
         }
     }
 }
@@ -35,11 +78,15 @@ pub enum ZoneOutcome {
         source: String,
         /// True when it was not the first provider of the chain that answered.
         fell_back: bool,
+        /// Provider data, or a weather estimate or static average.
+        quality: SourceQuality,
     },
     /// A value arrived but the published one is better and still valid.
     KeptBetter {
         /// The provider of the value that was not used.
         rejected_source: String,
+        /// The quality of the value kept.
+        kept: SourceQuality,
     },
     /// Every provider failed; the last good value stays, aging.
     KeptStale {
@@ -67,11 +114,25 @@ impl PollReport {
     pub fn log(&self) {
         for (zone, outcome) in &self.zones {
             match outcome {
-                ZoneOutcome::Updated { source, fell_back } => {
-                    tracing::info!(%zone, %source, fell_back, "zone updated");
+                ZoneOutcome::Updated {
+                    source,
+                    fell_back,
+                    quality,
+                } if quality.is_fallback() => {
+                    tracing::warn!(%zone, %source, fell_back, quality = quality.as_str(), "zone updated with a fallback, not provider data");
                 }
-                ZoneOutcome::KeptBetter { rejected_source } => tracing::info!(
-                    %zone, %rejected_source,
+                ZoneOutcome::Updated {
+                    source,
+                    fell_back,
+                    quality,
+                } => {
+                    tracing::info!(%zone, %source, fell_back, quality = quality.as_str(), "zone updated");
+                }
+                ZoneOutcome::KeptBetter {
+                    rejected_source,
+                    kept,
+                } => tracing::info!(
+                    %zone, %rejected_source, kept = kept.as_str(),
                     "kept the published value: it is still valid and better than the new one"
                 ),
                 ZoneOutcome::KeptStale { error } => {
@@ -83,6 +144,48 @@ impl PollReport {
             }
         }
         tracing::info!(completeness = ?self.completeness, zones = self.zones.len(), "poll cycle done");
+    }
+
+    /// One line per zone saying what it published and how good it is, e.g.
+    /// `DE: static (static annual average (fallback))`, then the overall
+    /// completeness and exit code. Printed to stderr by `--once`.
+    pub fn summary(&self) -> String {
+        let mut out = String::new();
+        for (zone, outcome) in &self.zones {
+            let line = match outcome {
+                ZoneOutcome::Updated {
+                    source, quality, ..
+                } => format!("{zone}: {source} ({})", quality.as_str()),
+                ZoneOutcome::KeptBetter {
+                    rejected_source,
+                    kept,
+                } => format!(
+                    "{zone}: kept the still-valid value, {} (ignored {rejected_source})",
+                    kept.as_str()
+                ),
+                ZoneOutcome::KeptStale { .. } => {
+                    format!("{zone}: every provider failed; last value kept (stale)")
+                }
+                ZoneOutcome::Missing { .. } => {
+                    format!("{zone}: every provider failed; no data")
+                }
+            };
+            out.push_str(&line);
+            out.push('\n');
+        }
+        let what = match self.completeness {
+            Completeness::Complete => "complete: every zone has provider data",
+            Completeness::Fallback => {
+                "fallback: every zone has a value, some only a weather estimate or static average"
+            }
+            Completeness::Partial => "partial: some zones got no value this cycle",
+            Completeness::Absent => "absent: no zone got a value this cycle",
+        };
+        out.push_str(&format!(
+            "{what} (exit code {})\n",
+            self.completeness.exit_code()
+        ));
+        out
     }
 }
 
@@ -101,22 +204,39 @@ pub fn apply(
 ) -> PollReport {
     let mut zones = Vec::with_capacity(fetches.len());
     let mut fresh = 0;
+    let mut fallbacks = 0;
     for fetch in fetches {
         let outcome = match &fetch.record {
             Some(record) => {
                 fresh += 1;
                 let source = record.source.to_string();
                 match snapshot.merge(fetch.zone.clone(), record.clone(), now, max_age_seconds) {
-                    MergeOutcome::Added | MergeOutcome::Replaced => ZoneOutcome::Updated {
-                        fell_back: !fetch
-                            .attempts
-                            .first()
-                            .is_some_and(|a| a.outcome.is_success()),
-                        source,
-                    },
-                    MergeOutcome::KeptBetter => ZoneOutcome::KeptBetter {
-                        rejected_source: source,
-                    },
+                    MergeOutcome::Added | MergeOutcome::Replaced => {
+                        let quality = SourceQuality::of(record);
+                        if quality.is_fallback() {
+                            fallbacks += 1;
+                        }
+                        ZoneOutcome::Updated {
+                            fell_back: !fetch
+                                .attempts
+                                .first()
+                                .is_some_and(|a| a.outcome.is_success()),
+                            source,
+                            quality,
+                        }
+                    }
+                    MergeOutcome::KeptBetter => {
+                        let kept = snapshot
+                            .get(&fetch.zone)
+                            .map_or(SourceQuality::StaticAverage, SourceQuality::of);
+                        if kept.is_fallback() {
+                            fallbacks += 1;
+                        }
+                        ZoneOutcome::KeptBetter {
+                            rejected_source: source,
+                            kept,
+                        }
+                    }
                 }
             }
             None => {
@@ -133,7 +253,8 @@ pub fn apply(
     }
     let completeness = match fresh {
         0 => Completeness::Absent,
-        n if n == fetches.len() => Completeness::Complete,
+        n if n == fetches.len() && fallbacks == 0 => Completeness::Complete,
+        n if n == fetches.len() => Completeness::Fallback,
         _ => Completeness::Partial,
     };
     PollReport {
@@ -225,7 +346,8 @@ mod tests {
             r.zones[1].1,
             ZoneOutcome::Updated {
                 source: "electricity_maps".into(),
-                fell_back: true
+                fell_back: true,
+                quality: SourceQuality::Provider,
             }
         );
     }
@@ -267,6 +389,93 @@ mod tests {
         assert!(s.get(&zone("GB")).is_some());
     }
 
+    /// Issue 18: a static average or a weather estimate published as the
+    /// zone's value exited 0, like fresh provider data.
+    #[test]
+    fn a_fallback_value_is_not_complete() {
+        let mut s = Snapshot::default();
+        let r = apply(
+            &mut s,
+            &[
+                fetched("DE", Some(record(300.0, "electricity_maps", false)), &[]),
+                fetched(
+                    "FR",
+                    Some(record(33.0, "static", true)),
+                    &["electricity_maps"],
+                ),
+            ],
+            NOW,
+            1800,
+        );
+        assert_eq!(r.completeness, Completeness::Fallback);
+        assert_eq!(r.completeness.exit_code(), 4);
+        let summary = r.summary();
+        assert!(
+            summary.contains("DE: electricity_maps (provider data)"),
+            "{summary}"
+        );
+        assert!(
+            summary.contains("FR: static (static annual average (fallback))"),
+            "{summary}"
+        );
+        assert!(summary.ends_with("(exit code 4)\n"), "{summary}");
+        let r = apply(
+            &mut Snapshot::default(),
+            &[fetched(
+                "DE",
+                Some(record(280.0, "noaa_estimate", true)),
+                &["electricity_maps"],
+            )],
+            NOW,
+            1800,
+        );
+        assert_eq!(r.completeness, Completeness::Fallback);
+        assert!(r.summary().contains("weather estimate"), "{}", r.summary());
+        // A missing zone is worse than a fallback: partial.
+        let r = apply(
+            &mut Snapshot::default(),
+            &[
+                fetched("DE", Some(record(280.0, "static", true)), &[]),
+                fetched("FR", None, &["static"]),
+            ],
+            NOW,
+            1800,
+        );
+        assert_eq!(r.completeness, Completeness::Partial);
+    }
+
+    #[test]
+    fn a_kept_provider_value_over_a_fallback_is_complete() {
+        let mut s = Snapshot::default();
+        apply(
+            &mut s,
+            &[fetched(
+                "DE",
+                Some(record(300.0, "electricity_maps", false)),
+                &[],
+            )],
+            NOW,
+            1800,
+        );
+        let r = apply(
+            &mut s,
+            &[fetched(
+                "DE",
+                Some(record(420.0, "static", true)),
+                &["electricity_maps"],
+            )],
+            NOW + 60,
+            1800,
+        );
+        assert_eq!(r.completeness, Completeness::Complete);
+        assert!(
+            r.summary()
+                .contains("kept the still-valid value, provider data"),
+            "{}",
+            r.summary()
+        );
+    }
+
     #[test]
     fn nothing_fresh_is_absent() {
         let mut s = Snapshot::default();
@@ -301,7 +510,8 @@ mod tests {
         assert_eq!(
             r.zones[0].1,
             ZoneOutcome::KeptBetter {
-                rejected_source: "static".into()
+                rejected_source: "static".into(),
+                kept: SourceQuality::Provider,
             }
         );
         assert_eq!(

@@ -22,7 +22,7 @@ use carbon_kube_signals::{Credentials, Signals};
 use prometheus_client::registry::Registry;
 
 pub use args::Args;
-pub use cycle::{Completeness, PollReport};
+pub use cycle::{Completeness, PollReport, SourceQuality, ZoneOutcome};
 
 use crate::metrics::PollerMetrics;
 pub use crate::publish::Sink;
@@ -69,7 +69,9 @@ impl Poller {
 }
 
 /// Runs the poller as the command line says. Returns the completeness of the
-/// last cycle (`--once`) so the binary can turn it into an exit code.
+/// cycle with `--once`, so the binary can turn it into an exit code; with
+/// `--interval`, a clean stop (SIGTERM) returns [`Completeness::Complete`]
+/// (exit code 0): the exit codes describe the data only with `--once`.
 pub async fn run(args: Args) -> anyhow::Result<Completeness> {
     let settings = args.validate()?;
     let credentials = Credentials::from_env().context("reading provider credentials")?;
@@ -80,6 +82,8 @@ pub async fn run(args: Args) -> anyhow::Result<Completeness> {
 
     let Some(interval) = settings.interval else {
         let report = poller.poll_once(unix_now()).await?;
+        // The per-zone summary goes to stderr: stdout may carry the snapshot.
+        eprint!("{}", report.summary());
         return Ok(report.completeness);
     };
 
@@ -94,15 +98,11 @@ pub async fn run(args: Args) -> anyhow::Result<Completeness> {
 
     let mut ticker = tokio::time::interval(interval);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let mut last = Completeness::Absent;
     loop {
         tokio::select! {
             _ = ticker.tick() => {
                 match poller.poll_once(unix_now()).await {
-                    Ok(report) => {
-                        last = report.completeness;
-                        readiness.set("first-poll", true);
-                    }
+                    Ok(_) => readiness.set("first-poll", true),
                     Err(e) => tracing::error!(error = format!("{e:#}"), "poll cycle failed; retrying at the next interval"),
                 }
             }
@@ -111,5 +111,5 @@ pub async fn run(args: Args) -> anyhow::Result<Completeness> {
     }
     let _ = stop_tx.send(true);
     let _ = tokio::time::timeout(Duration::from_secs(5), server).await;
-    Ok(last)
+    Ok(Completeness::Complete)
 }

@@ -62,8 +62,10 @@ fn help_describes_every_poller_flag() {
     assert!(top.contains("poller"), "{top}");
 }
 
+/// Issue 18: a static average is a fallback, not fresh data: exit 4, and a
+/// line per zone on stderr says so.
 #[test]
-fn static_fallback_to_stdout_is_complete() {
+fn static_fallback_to_stdout_exits_4_and_says_fallback() {
     let out = carbon_kube(
         &[
             "poller",
@@ -77,7 +79,17 @@ fn static_fallback_to_stdout_is_complete() {
         ],
         &[],
     );
-    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    assert_eq!(out.status.code(), Some(4), "{}", text(&out));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    for zone in ["DE", "US-CAL-CISO"] {
+        assert!(
+            stderr.contains(&format!(
+                "{zone}: static (static annual average (fallback))"
+            )),
+            "{stderr}"
+        );
+    }
+    assert!(stderr.contains("(exit code 4)"), "{stderr}");
     let json = String::from_utf8(out.stdout).unwrap();
     let snapshot = carbon_kube_model::Snapshot::parse(json.trim()).unwrap();
     for zone in ["DE", "US-CAL-CISO"] {
@@ -158,7 +170,11 @@ async fn api_keys_never_reach_the_output() {
         &[("ELECTRICITY_MAPS_API_KEY", KEY), ("RUST_LOG", "trace")],
     );
     let all = text(&out);
-    assert_eq!(out.status.code(), Some(0), "static fallback answers: {all}");
+    assert_eq!(
+        out.status.code(),
+        Some(4),
+        "the static fallback answers, as a fallback: {all}"
+    );
     assert!(
         all.contains("electricity_maps"),
         "the failure is logged: {all}"
