@@ -7,6 +7,9 @@
 //! - `carbon_kube_scheduler_latency_seconds{verb}`: request handling time.
 //! - `carbon_kube_scheduler_nodes_cached`, `carbon_kube_scheduler_pods_tracked`.
 //! - `carbon_kube_scheduler_config_errors_total`: rejected runtime overrides.
+//! - `carbon_kube_scheduler_snapshot_errors_total{error}`: problems in the
+//!   snapshot ConfigMap: `unreadable` (not a snapshot at all: the previous
+//!   one is kept), `bad_zone` (one zone ignored, the others used).
 //! - `carbon_kube_scheduler_events_total{result}`: Events written on pods.
 //! - `carbon_kube_carbon_intensity_current{zone,source}` and
 //!   `carbon_kube_carbon_data_age_seconds{zone}` (shared with every component).
@@ -44,6 +47,13 @@ pub struct SettingLabels {
     pub setting: &'static str,
 }
 
+/// Labels `{error}`.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct SnapshotErrorLabels {
+    /// `unreadable` or `bad_zone`.
+    pub error: &'static str,
+}
+
 /// Labels `{result}`.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ResultLabels {
@@ -69,6 +79,8 @@ pub struct Metrics {
     pub pods_tracked: Gauge<i64, AtomicI64>,
     /// Rejected runtime overrides.
     pub config_errors: Counter,
+    /// Problems in the snapshot ConfigMap.
+    pub snapshot_errors: Family<SnapshotErrorLabels, Counter>,
     /// Events written.
     pub events: Family<ResultLabels, Counter>,
     /// Effective settings.
@@ -86,6 +98,7 @@ impl Metrics {
             nodes_cached: Gauge::default(),
             pods_tracked: Gauge::default(),
             config_errors: Counter::default(),
+            snapshot_errors: Family::default(),
             events: Family::default(),
             settings: Family::default(),
             snapshot: SnapshotGauges::register(registry),
@@ -114,6 +127,16 @@ impl Metrics {
             "carbon_kube_scheduler_config_errors",
             "Runtime overrides from the carbon-kube-config ConfigMap that were rejected",
             m.config_errors.clone(),
+        );
+        for error in ["unreadable", "bad_zone"] {
+            let _ = m
+                .snapshot_errors
+                .get_or_create(&SnapshotErrorLabels { error });
+        }
+        registry.register(
+            "carbon_kube_scheduler_snapshot_errors",
+            "Problems in the snapshot ConfigMap: unreadable (previous snapshot kept) or bad_zone (that zone ignored)",
+            m.snapshot_errors.clone(),
         );
         registry.register(
             "carbon_kube_scheduler_events",

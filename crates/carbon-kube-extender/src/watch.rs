@@ -25,6 +25,7 @@ use kube::runtime::events::{Event, EventType, Recorder, Reporter};
 use kube::runtime::watcher::{self, Event as WatchEvent};
 use kube::{Api, Client};
 
+use crate::metrics::SnapshotErrorLabels;
 use crate::state::Shared;
 use crate::wire::{WireContainer, WirePodSpec, WireResources, pod_requests};
 
@@ -309,15 +310,29 @@ pub fn apply_snapshot_configmap(shared: &Shared, cm: Option<&ConfigMap>) {
     match snapshot_from_configmap(cm) {
         Ok((snapshot, errors)) => {
             for e in errors {
+                shared
+                    .metrics
+                    .snapshot_errors
+                    .get_or_create(&SnapshotErrorLabels { error: "bad_zone" })
+                    .inc();
                 tracing::warn!(error = %e, "ignoring a bad zone in the snapshot");
             }
             tracing::info!(zones = snapshot.zones.len(), "carbon snapshot updated");
             shared.set_snapshot(snapshot);
         }
-        Err(e) => tracing::error!(
-            error = %e,
-            "snapshot ConfigMap unreadable; keeping the previous snapshot (it turns neutral when stale)"
-        ),
+        Err(e) => {
+            shared
+                .metrics
+                .snapshot_errors
+                .get_or_create(&SnapshotErrorLabels {
+                    error: "unreadable",
+                })
+                .inc();
+            tracing::error!(
+                error = %e,
+                "snapshot ConfigMap unreadable; keeping the previous snapshot (it turns neutral when stale)"
+            );
+        }
     }
 }
 

@@ -15,7 +15,6 @@ use std::time::{Duration, SystemTime};
 
 use anyhow::Context as _;
 use axum::extract::{DefaultBodyLimit, State};
-use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
@@ -373,7 +372,7 @@ mod tests {
     use super::*;
     use crate::fixtures::pod;
     use axum::body::Body;
-    use axum::http::Request;
+    use axum::http::{Request, StatusCode};
     use carbon_kube_model::keys;
     use http_body_util::BodyExt;
     use serde_json::{Value, json};
