@@ -49,6 +49,21 @@ fmt: ## Format the code
 bench: k8s-bin ## Run the benchmarks (see BENCHMARKS.md for what each measures)
 	$(CARGO) bench --workspace
 
+# `make soak`: the issue-18 campaign (docs/reliability.md): hostile-input
+# properties with many more cases, then the fault and secret tests.
+SOAK_CASES ?= 20000
+
+.PHONY: soak
+soak: k8s-bin ## Long hostile-input runs (PROPTEST_CASES=$(SOAK_CASES)) and the fault, secret and RBAC tests (docs/reliability.md)
+	PROPTEST_CASES=$(SOAK_CASES) $(CARGO) test --no-fail-fast \
+		-p carbon-kube-extender --test hostile_input --test config_faults \
+		-p carbon-kube-gates --test hostile_input \
+		-p carbon-kube-k8s --test hostile_snapshot \
+		-p carbon-kube-signals --test hostile_input --test failures --test secrets \
+		-p carbon-kube-poller --test provider_faults
+	$(CARGO) test -p carbon-kube --test chart each_service_account_has_exactly_the_access_it_needs
+	$(CARGO) test -p carbon-kube --test cli
+
 .PHONY: dev-setup
 dev-setup: ## Install the tools the project uses (Rust components, Go test binaries)
 	rustup component add rustfmt clippy
