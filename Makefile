@@ -57,7 +57,7 @@ SOAK_CASES ?= 20000
 soak: k8s-bin ## Long hostile-input runs (PROPTEST_CASES=$(SOAK_CASES)) and the fault, secret and RBAC tests (docs/reliability.md)
 	PROPTEST_CASES=$(SOAK_CASES) $(CARGO) test --no-fail-fast \
 		-p carbon-kube-extender --test hostile_input --test config_faults \
-		-p carbon-kube-gates --test hostile_input \
+		-p carbon-kube-gates --test hostile_input --test config_faults \
 		-p carbon-kube-k8s --test hostile_snapshot \
 		-p carbon-kube-signals --test hostile_input --test failures --test secrets \
 		-p carbon-kube-poller --test provider_faults
