@@ -289,3 +289,36 @@ async fn faults_keep_the_last_good_value_mark_it_and_never_leak_the_token() {
         );
     }
 }
+
+/// Disk full for the file output (the temporary file is a link to
+/// `/dev/full`): the cycle fails with an error naming the file and the
+/// cause, and the previous snapshot file is left whole.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_disk_fails_the_cycle_and_keeps_the_previous_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("snapshot.json");
+    let good = MockServer::start().await;
+    Mock::given(path("/v3/carbon-intensity/latest"))
+        .respond_with(
+            ResponseTemplate::new(200).set_body_raw(recorded_latest(), "application/json"),
+        )
+        .mount(&good)
+        .await;
+    let mut registry = Registry::default();
+    poller(&good.uri(), "DE=electricity_maps", &file, &mut registry)
+        .poll_once(NOW)
+        .await
+        .unwrap();
+    let before = std::fs::read_to_string(&file).unwrap();
+    std::os::unix::fs::symlink("/dev/full", dir.path().join("snapshot.json.tmp")).unwrap();
+    let mut registry = Registry::default();
+    let e = poller(&good.uri(), "DE=electricity_maps", &file, &mut registry)
+        .poll_once(NOW + 600)
+        .await
+        .unwrap_err();
+    let text = format!("{e:#}");
+    assert!(text.contains("snapshot.json.tmp"), "{text}");
+    assert!(text.contains("No space left on device"), "{text}");
+    assert_eq!(std::fs::read_to_string(&file).unwrap(), before);
+    Snapshot::parse(&before).unwrap();
+}
