@@ -64,6 +64,12 @@ pub struct TuneArgs {
     /// --ppo-replays says otherwise).
     #[arg(long, default_value_t = 40)]
     pub budget: usize,
+    /// Replay with the simulator's carbon-kube+migrate (running jobs move
+    /// when the migration rule says it pays) and tune the migration rule's
+    /// margin (0–2) and minimum dwell (0–6 h) too. They are reported, not
+    /// published: carbon-kube-config has no migration keys yet.
+    #[arg(long)]
+    pub migrate: bool,
     /// Optimisers to compare: grid, cma-es, ppo.
     #[arg(long, value_delimiter = ',', default_value = "grid,cma-es,ppo")]
     pub optimisers: Vec<String>,
@@ -262,6 +268,11 @@ pub fn run(args: &TuneArgs) -> anyhow::Result<Report> {
             validate_seeds,
         )?)
     };
+    train.migrate = args.migrate;
+    validate.migrate = args.migrate;
+    if let Some(u) = unseen.as_mut() {
+        u.migrate = args.migrate;
+    }
     // The state a setting is published for: the latest period replayed
     // (the last validation episode in the trained zones, first seed).
     let latest_state: Vec<f64> = validate
@@ -309,7 +320,11 @@ pub fn run(args: &TuneArgs) -> anyhow::Result<Report> {
             updates,
         })
     };
-    let current = Knobs::current();
+    let current = if args.migrate {
+        Knobs::current_with_migration()
+    } else {
+        Knobs::current()
+    };
     let current_train = train.evaluate(&current)?;
     rows.push(replay(
         "current".into(),

@@ -29,10 +29,21 @@ pub struct Knobs {
     pub min_saving_fraction: f64,
     /// `deferral.errorMarginPerHour`.
     pub error_margin_per_hour: f64,
+    /// The migration rule's margin (`MigrationConfig::margin`); only when
+    /// tuning with migration (`--migrate`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub migration_margin: Option<f64>,
+    /// The migration rule's minimum dwell, seconds
+    /// (`MigrationConfig::min_dwell_seconds`); only with `--migrate`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub min_dwell_seconds: Option<i64>,
 }
 
-/// How many numbers an optimiser searches over.
+/// How many numbers an optimiser searches over (without migration).
 pub const DIMENSIONS: usize = 4;
+
+/// How many more with migration (margin, minimum dwell).
+pub const MIGRATION_DIMENSIONS: usize = 2;
 
 impl Knobs {
     /// The current static setting: the seed's defaults (absolute 250 g/kWh,
@@ -44,12 +55,26 @@ impl Knobs {
             carbon_weight: t.placement.carbon_weight,
             min_saving_fraction: t.deferral.min_saving_fraction,
             error_margin_per_hour: t.deferral.error_margin_per_hour,
+            migration_margin: None,
+            min_dwell_seconds: None,
+        }
+    }
+
+    /// The current static setting with the migration rule's defaults
+    /// (margin 0.5, dwell 1 h), for tuning with migration.
+    pub fn current_with_migration() -> Self {
+        let m = Tuning::default().migration;
+        Self {
+            migration_margin: Some(m.margin),
+            min_dwell_seconds: Some(m.min_dwell_seconds),
+            ..Self::current()
         }
     }
 
     /// Knobs from a point of the unit cube `[0, 1]^4` (values outside are
     /// clamped): percentile 0–100, carbon weight 10–100, minimum saving
-    /// 0–0.3, margin 0–0.02 per hour.
+    /// 0–0.3, margin 0–0.02 per hour; with 6 dimensions also the migration
+    /// margin 0–2 and minimum dwell 0–6 h (in 5-minute steps).
     pub fn from_unit(x: &[f64]) -> Self {
         let at = |i: usize| x.get(i).copied().unwrap_or(0.5).clamp(0.0, 1.0);
         // 10..=100: the cast cannot truncate.
@@ -60,6 +85,12 @@ impl Knobs {
             carbon_weight,
             min_saving_fraction: (0.3 * at(2) * 1000.0).round() / 1000.0,
             error_margin_per_hour: (0.02 * at(3) * 10_000.0).round() / 10_000.0,
+            migration_margin: (x.len() >= DIMENSIONS + MIGRATION_DIMENSIONS)
+                .then(|| (2.0 * at(4) * 100.0).round() / 100.0),
+            // 0..=72 steps of 300 s: the cast cannot truncate.
+            #[allow(clippy::cast_possible_truncation)]
+            min_dwell_seconds: (x.len() >= DIMENSIONS + MIGRATION_DIMENSIONS)
+                .then(|| (72.0 * at(5)).round() as i64 * 300),
         }
     }
 
@@ -77,11 +108,21 @@ impl Knobs {
             error_margin_per_hour: self.error_margin_per_hour,
             ..t.deferral
         };
+        if let Some(m) = self.migration_margin {
+            t.migration.margin = m;
+        }
+        if let Some(d) = self.min_dwell_seconds {
+            t.migration.min_dwell_seconds = d;
+        }
         t
     }
 
     /// One line for reports.
     pub fn describe(&self) -> String {
+        let migration = match (self.migration_margin, self.min_dwell_seconds) {
+            (Some(m), Some(d)) => format!(", migration margin {m:.2}, dwell {d} s"),
+            _ => String::new(),
+        };
         format!(
             "threshold {}, weights {}/{}, minSaving {:.3}, margin {:.4}/h",
             self.threshold_percentile.map_or_else(
@@ -92,7 +133,7 @@ impl Knobs {
             100 - self.carbon_weight.min(100),
             self.min_saving_fraction,
             self.error_margin_per_hour
-        )
+        ) + &migration
     }
 }
 
@@ -163,6 +204,10 @@ pub struct EpisodeSet {
     /// Simulator runs of the tuned policy so far (evaluations and single
     /// replays).
     pub replays: usize,
+    /// Replay with `carbon-kube+migrate` (running jobs move when the
+    /// migration rule says it pays) instead of `carbon-kube`, and tune the
+    /// migration knobs too.
+    pub migrate: bool,
 }
 
 impl EpisodeSet {
@@ -196,7 +241,29 @@ impl EpisodeSet {
             states,
             evaluations: 0,
             replays: 0,
+            migrate: false,
         })
+    }
+
+    /// The simulator policy the knobs are tuned for.
+    fn policy(&self) -> anyhow::Result<carbon_kube_sim::engine::Policy> {
+        let name = if self.migrate {
+            "carbon-kube+migrate"
+        } else {
+            "carbon-kube"
+        };
+        policy(name, &Default::default())
+            .ok_or_else(|| anyhow::anyhow!("the simulator has no {name} policy"))
+    }
+
+    /// Dimensions of a setting: [`DIMENSIONS`], plus
+    /// [`MIGRATION_DIMENSIONS`] with migration.
+    pub fn dims(&self) -> usize {
+        if self.migrate {
+            DIMENSIONS + MIGRATION_DIMENSIONS
+        } else {
+            DIMENSIONS
+        }
     }
 
     /// Number of replays (episodes × seeds).
@@ -207,8 +274,7 @@ impl EpisodeSet {
     /// The reward of `knobs` on one replay: context `c` is episode
     /// `c / seeds` under seed `c % seeds`.
     pub fn replay_reward(&mut self, c: usize, knobs: &Knobs) -> anyhow::Result<f64> {
-        let ck = policy("carbon-kube", &Default::default())
-            .ok_or_else(|| anyhow::anyhow!("the simulator has no carbon-kube policy"))?;
+        let ck = self.policy()?;
         let per = self.seeds.len().max(1);
         let (e, s) = (c / per, c % per);
         let (Some(ep), Some(&seed)) = (self.episodes.get(e), self.seeds.get(s)) else {
@@ -230,8 +296,7 @@ impl EpisodeSet {
         &mut self,
         knobs_for: &dyn Fn(&[f64]) -> Knobs,
     ) -> anyhow::Result<Evaluation> {
-        let ck = policy("carbon-kube", &Default::default())
-            .ok_or_else(|| anyhow::anyhow!("the simulator has no carbon-kube policy"))?;
+        let ck = self.policy()?;
         self.evaluations += 1;
         let mut ev = Evaluation {
             reward_per_seed: vec![0.0; self.seeds.len()],
@@ -276,7 +341,7 @@ pub struct Training<'a> {
 
 impl Problem for Training<'_> {
     fn dims(&self) -> usize {
-        DIMENSIONS
+        self.set.dims()
     }
 
     fn contexts(&self) -> usize {

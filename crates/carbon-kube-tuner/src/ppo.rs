@@ -533,10 +533,10 @@ mod tests {
             4
         }
         fn state(&self, c: usize) -> Vec<f64> {
-            vec![if c % 2 == 0 { 1.0 } else { -1.0 }, 0.5]
+            vec![if c.is_multiple_of(2) { 1.0 } else { -1.0 }, 0.5]
         }
         fn reward(&mut self, c: usize, x: &[f64]) -> f64 {
-            let best = if c % 2 == 0 { 0.8 } else { 0.2 };
+            let best = if c.is_multiple_of(2) { 0.8 } else { 0.2 };
             -(x[0] - best).powi(2) - (x[1] - 0.5).powi(2)
         }
     }

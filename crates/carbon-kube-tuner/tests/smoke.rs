@@ -145,3 +145,55 @@ fn a_ppo_policy_that_does_not_beat_the_margin_is_not_published() {
     assert_eq!(data, current);
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// With --migrate the replays run carbon-kube+migrate and the settings carry
+/// the migration margin and dwell; they are not written into the ConfigMap
+/// (it has no migration keys).
+#[test]
+fn with_migration_the_settings_carry_the_migration_knobs() {
+    let dir = std::env::temp_dir().join(format!("tuner-smoke-migrate-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let out = dir.join("cm.json");
+    let cli = Cli::try_parse_from([
+        "tune",
+        "--migrate",
+        "--train-zones",
+        "DE,GB",
+        "--unseen-zones",
+        "",
+        "--train-starts",
+        "2022-05-09",
+        "--validate-starts",
+        "2023-05-08",
+        "--days",
+        "2",
+        "--max-jobs",
+        "60",
+        "--validate-seeds",
+        "1",
+        "--optimisers",
+        "cma-es,ppo",
+        "--budget",
+        "4",
+        "--ppo-update-every",
+        "2",
+        "--ppo-epochs",
+        "1",
+        "--output",
+        out.to_str().unwrap(),
+    ])
+    .unwrap();
+    let report = run(&cli.args).unwrap();
+    for row in &report.rows {
+        let margin = row.knobs.migration_margin.unwrap();
+        let dwell = row.knobs.min_dwell_seconds.unwrap();
+        assert!((0.0..=2.0).contains(&margin), "{row:?}");
+        assert!((0..=6 * 3600).contains(&dwell), "{row:?}");
+    }
+    assert_eq!(report.rows[0].knobs, Knobs::current_with_migration());
+    let cm: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&out).unwrap()).unwrap();
+    let data = cm["data"].as_object().unwrap();
+    assert!(data.keys().all(|k| !k.starts_with("migration")), "{cm}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
