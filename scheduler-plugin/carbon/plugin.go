@@ -283,12 +283,12 @@ func (p *Plugin) knownZone(name string) (uint32, bool) {
 type cycleState struct {
 	pod []byte
 	// verdict per zone handle (index): 0 passes, k > 0 fails with
-	// failures[k-1]. Handles beyond the slice (zones without a candidate)
+	// messages[k-1]. Handles beyond the slice (zones without a candidate)
 	// pass.
 	verdict []uint32
-	// failures are the Filter statuses, one per failing zone, built once
-	// per pod (not per node) with the policy's message.
-	failures []*fwk.Status
+	// messages are the policy's failure messages, one per failing zone,
+	// formatted once per pod (not per node).
+	messages []string
 	// scores per node name, 0-10, after PreScore.
 	scores map[string]int64
 }
@@ -413,9 +413,7 @@ func (p *Plugin) PreFilter(ctx context.Context, cs fwk.CycleState, pod *v1.Pod, 
 		}
 		s.verdict[h] = k
 	}
-	for _, m := range report.Messages {
-		s.failures = append(s.failures, fwk.NewStatus(fwk.UnschedulableAndUnresolvable, m))
-	}
+	s.messages = report.Messages
 	cs.Write(stateKey, s)
 	return nil, nil
 }
@@ -437,10 +435,12 @@ func (p *Plugin) Filter(_ context.Context, cs fwk.CycleState, _ *v1.Pod, ni fwk.
 		return nil // not resolved yet, or no verdict: neutral
 	}
 	k := s.verdict[h]
-	if k == 0 || int(k) > len(s.failures) {
+	if k == 0 || int(k) > len(s.messages) {
 		return nil
 	}
-	return s.failures[k-1]
+	// A new Status per node: the framework sets its plugin name, in
+	// parallel for several nodes.
+	return fwk.NewStatus(fwk.UnschedulableAndUnresolvable, s.messages[k-1])
 }
 
 // PreScore asks the policy once for the scores of every feasible node.
