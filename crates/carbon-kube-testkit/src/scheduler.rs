@@ -339,7 +339,11 @@ impl Scheduler {
             // metrics (the test control plane only listens on 127.0.0.1).
             format!(
                 "--authorization-always-allow-paths=/healthz,/readyz,/livez,/metrics{}",
-                if config.profiling { ",/debug/pprof/*" } else { "" }
+                if config.profiling {
+                    ",/debug/pprof/*"
+                } else {
+                    ""
+                }
             ),
         ];
         if let Some(level) = config.verbosity {
@@ -370,9 +374,10 @@ impl Scheduler {
     /// A Go CPU profile (pprof format) of the next `seconds` seconds; needs
     /// [`SchedulerConfig::with_profiling`].
     pub async fn cpu_profile(&self, seconds: u32) -> Result<Vec<u8>, String> {
-        let url = self
-            .metrics_url
-            .replace("/metrics", &format!("/debug/pprof/profile?seconds={seconds}"));
+        let url = self.metrics_url.replace(
+            "/metrics",
+            &format!("/debug/pprof/profile?seconds={seconds}"),
+        );
         let response = self
             .client
             .get(&url)
