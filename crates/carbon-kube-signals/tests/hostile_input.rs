@@ -310,3 +310,16 @@ fn deep_nesting_and_huge_expansions_are_refused() {
     grid["properties"]["windSpeed"]["values"] = serde_json::Value::Array(values);
     run(5, 1, serde_json::to_vec(&grid).unwrap()).unwrap();
 }
+
+/// Issue 18 (found by `make soak`): a WattTime forecast whose
+/// `data_point_period_seconds` is huge overflowed `2 * period` (a panic in
+/// debug builds, a wrapped validity in release).
+#[test]
+fn a_huge_watttime_period_is_not_believed() {
+    let _serial = hostile::serial();
+    let mut v: serde_json::Value = serde_json::from_str(&body(WT_FORECAST)).unwrap();
+    for period in [i64::MAX, i64::MAX / 2 + 1, -1, 0] {
+        v["meta"]["data_point_period_seconds"] = serde_json::json!(period);
+        run(3, 1, serde_json::to_vec(&v).unwrap()).unwrap();
+    }
+}

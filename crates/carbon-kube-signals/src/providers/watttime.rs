@@ -32,6 +32,8 @@ pub const LBS_PER_MWH_TO_G_PER_KWH: f64 = 0.453_592;
 const TOKEN_LIFETIME: Duration = Duration::from_secs(25 * 60);
 /// Default data period when `meta` does not say (5 minutes).
 const DEFAULT_PERIOD_SECONDS: i64 = 300;
+/// The longest data point period believed (one day).
+const MAX_PERIOD_SECONDS: i64 = 86_400;
 const SIGNAL_TYPE: &str = "co2_moer";
 
 #[derive(Deserialize)]
@@ -314,10 +316,12 @@ impl WattTime {
             ));
         }
         let points = forecast_points(&body)?;
+        // A period outside one second to one day is not WattTime's (it
+        // publishes 5-minute points); a hostile one overflowed `2 * period`.
         let period = body
             .meta
             .data_point_period_seconds
-            .filter(|p| *p > 0)
+            .filter(|p| (1..=MAX_PERIOD_SECONDS).contains(p))
             .unwrap_or(DEFAULT_PERIOD_SECONDS);
         // The current value: the newest point at or before now, else the first
         // point if it starts within one period after now.
@@ -333,7 +337,7 @@ impl WattTime {
                     format!("no point for region {region}"),
                 )
             })?;
-        let valid_until = current.time + 2 * period;
+        let valid_until = current.time.saturating_add(2 * period);
         check_fresh(PROVIDER, step, current.time, valid_until, now)?;
         let mut record = ZoneRecord::new(current.intensity, current.time, Source::new(PROVIDER));
         record.signal = Signal::Marginal;
