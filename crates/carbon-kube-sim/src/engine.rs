@@ -144,6 +144,10 @@ pub struct Outcome {
     pub deferred_jobs: u64,
     /// Jobs that waited for room after release.
     pub queued_jobs: u64,
+    /// Plans made again because a more urgent run took the room they were
+    /// promised (temporal Carbon-Kube only).
+    #[serde(default)]
+    pub broken_promises: u64,
     /// Release reasons of the deferral planner (carbon-kube temporal only).
     pub release_reasons: BTreeMap<String, u64>,
     /// Per zone.
@@ -325,12 +329,15 @@ struct Run<'w, 'a> {
     /// While set (to `now`), only nodes where a job's run breaks no promise
     /// of a more urgent job count as fitting: the room promised to planned
     /// jobs is reserved (temporal Carbon-Kube only).
-    honour_promises: Option<UnixSeconds>,
+    honour_promises: Option<(UnixSeconds, Honour)>,
     /// Jobs held because no window before their latest start had room
     /// (`NoRoom`): retried, most urgent first, whenever room frees, as the
     /// gate controller replans them on every pass.
     no_room: Vec<u32>,
     node_index: HashMap<String, usize>,
+    /// The jobs whose promise was booked on each node (stale entries are
+    /// skipped when read).
+    booked_on: Vec<Vec<u32>>,
     snap_hour: i64,
     snap: Snapshot,
     out: Outcome,
@@ -378,6 +385,7 @@ impl<'w, 'a> Run<'w, 'a> {
             .enumerate()
             .map(|(i, n)| (n.name.clone(), i))
             .collect();
+        let n_nodes = nodes.len();
         Self {
             w,
             policy,
@@ -390,6 +398,7 @@ impl<'w, 'a> Run<'w, 'a> {
             heap: BinaryHeap::with_capacity(w.jobs.len() * 2),
             pending: Vec::new(),
             held: Vec::new(),
+            booked_on: vec![Vec::new(); n_nodes],
             node_index,
             ledger,
             honour_promises: None,
@@ -500,15 +509,22 @@ impl<'w, 'a> Run<'w, 'a> {
         node.allocatable.cpu_millis - node.requested.cpu_millis >= j.cpu_millis as i64
             && node.allocatable.memory_bytes - node.requested.memory_bytes
                 >= (j.memory_mib * 1024 * 1024) as i64
-            && self.honour_promises.is_none_or(|now| {
-                self.ledger.fits_on_node_before(
-                    &self.zone_ids[self.node_zone[n]],
-                    &node.name,
-                    now,
-                    j.duration,
-                    job_requests(j),
-                    j.latest_start(),
-                )
+            && self.honour_promises.is_none_or(|(now, honour)| {
+                let zone = &self.zone_ids[self.node_zone[n]];
+                match honour {
+                    Honour::Every => {
+                        self.ledger
+                            .fits_on_node(zone, &node.name, now, j.duration, job_requests(j))
+                    }
+                    Honour::MoreUrgent => self.ledger.fits_on_node_before(
+                        zone,
+                        &node.name,
+                        now,
+                        j.duration,
+                        job_requests(j),
+                        j.latest_start(),
+                    ),
+                }
             })
     }
 
@@ -732,6 +748,13 @@ impl<'w, 'a> Run<'w, 'a> {
                     plan.latest_start,
                     &[],
                 );
+                if let Some(n) = self
+                    .ledger
+                    .booked_node(&booking)
+                    .and_then(|name| self.node_index.get(name).copied())
+                {
+                    self.booked_on[n].push(id);
+                }
                 self.state[id as usize].booking = Some(booking);
             }
             let t = plan.release_at;
@@ -857,6 +880,29 @@ impl<'w, 'a> Run<'w, 'a> {
     }
 
     fn release(&mut self, now: UnixSeconds, id: u32) {
+        let latest_start = self.w.jobs[id as usize].latest_start();
+        if matches!(
+            self.policy.strategy,
+            Strategy::CarbonKube { temporal: true, .. }
+        ) && now < latest_start
+            && !self.start_honouring(now, id)
+        {
+            // No node has room without breaking the promise of a more
+            // urgent plan: a release with slack left never takes that room
+            // (the gate controller releases only where the ledger has room).
+            // Held as `no_room`: retried as room frees and every hour, and
+            // released for good at the latest start.
+            if !self.no_room.contains(&id) {
+                self.no_room.push(id);
+            }
+            self.push(latest_start, Ev::Release, id);
+            return;
+        }
+        if self.state[id as usize].started.is_some() {
+            self.state[id as usize].released = Some(now);
+            *self.releases_per_hour.entry(self.hour_of(now)).or_default() += 1;
+            return;
+        }
         self.state[id as usize].released = Some(now);
         *self.releases_per_hour.entry(self.hour_of(now)).or_default() += 1;
         if !self.try_start(now, id) {
@@ -865,29 +911,55 @@ impl<'w, 'a> Run<'w, 'a> {
         }
     }
 
+    /// Starts a temporal Carbon-Kube job where its run breaks no promise of
+    /// a more urgent plan. Returns whether it started.
+    fn start_honouring(&mut self, now: UnixSeconds, id: u32) -> bool {
+        match self.honouring_node(now, id) {
+            Some(n) => {
+                self.start_on(now, id, n);
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Where a temporal Carbon-Kube job may start now without breaking a
+    /// promise of a more urgent plan: the room its own plan reserved; else a
+    /// node where it breaks no promise at all; else one where only less
+    /// urgent plans give their room up (those are made again). Its own
+    /// promise is withdrawn.
+    fn honouring_node(&mut self, now: UnixSeconds, id: u32) -> Option<usize> {
+        let j = &self.w.jobs[id as usize];
+        let booking = self.state[id as usize].booking.take();
+        let reserved = booking
+            .as_ref()
+            .and_then(|b| self.ledger.booked_node(b))
+            .and_then(|name| self.node_index.get(name).copied());
+        if let Some(b) = &booking {
+            self.ledger.withdraw(b);
+        }
+        self.honour_promises = Some((now, Honour::Every));
+        let mut n = reserved
+            .filter(|&n| self.fits(n, j))
+            .or_else(|| self.choose_node(now, id));
+        if n.is_none() {
+            self.honour_promises = Some((now, Honour::MoreUrgent));
+            n = self.choose_node(now, id);
+        }
+        self.honour_promises = None;
+        n
+    }
+
     fn try_start(&mut self, now: UnixSeconds, id: u32) -> bool {
         let temporal = matches!(
             self.policy.strategy,
             Strategy::CarbonKube { temporal: true, .. }
         );
         let chosen = if temporal {
-            // The room the plan reserved first; else a node where the run
-            // breaks no other plan's promise; else any node with room now.
-            let j = &self.w.jobs[id as usize];
-            let booking = self.state[id as usize].booking.take();
-            let reserved = booking
-                .as_ref()
-                .and_then(|b| self.ledger.booked_node(b))
-                .and_then(|name| self.node_index.get(name).copied());
-            if let Some(b) = &booking {
-                self.ledger.withdraw(b);
-            }
-            self.honour_promises = Some(now);
-            let n = reserved
-                .filter(|&n| self.fits(n, j))
-                .or_else(|| self.choose_node(now, id));
-            self.honour_promises = None;
-            n.or_else(|| self.choose_node(now, id))
+            // Where no more urgent promise breaks; past the latest start,
+            // any node with room now.
+            self.honouring_node(now, id)
+                .or_else(|| self.choose_node(now, id))
         } else {
             self.choose_node(now, id)
         };
@@ -979,6 +1051,52 @@ impl<'w, 'a> Run<'w, 'a> {
         if self.policy.migrate {
             self.movable.push(id);
         }
+        if matches!(
+            self.policy.strategy,
+            Strategy::CarbonKube { temporal: true, .. }
+        ) {
+            self.replan_broken_promises(now, n);
+        }
+    }
+
+    /// The plans whose room on node `n` a more urgent run just took are
+    /// made again now, most urgent first, as the gate controller does on
+    /// its next pass (it rebuilds the ledger and replans every plan whose
+    /// booking no longer fits).
+    fn replan_broken_promises(&mut self, now: UnixSeconds, n: usize) {
+        let booked = std::mem::take(&mut self.booked_on[n]);
+        let mut keep = Vec::with_capacity(booked.len());
+        let mut broken = Vec::new();
+        for id in booked {
+            let st = &self.state[id as usize];
+            let Some(b) = st.booking.as_ref().filter(|_| st.released.is_none()) else {
+                continue;
+            };
+            if self.ledger.booked_node(b) != Some(self.nodes[n].name.as_str()) {
+                continue;
+            }
+            if self.ledger.still_fits(b) {
+                keep.push(id);
+            } else {
+                broken.push(id);
+            }
+        }
+        self.booked_on[n].extend(keep);
+        broken.sort_by_key(|&id| self.w.jobs[id as usize].latest_start());
+        let cfg = self.w.tuning.deferral.clone();
+        for id in broken {
+            let st = &mut self.state[id as usize];
+            if st.released.is_some() || st.started.is_some() {
+                continue;
+            }
+            if let Some(b) = st.booking.take() {
+                self.ledger.withdraw(&b);
+            }
+            self.out.broken_promises += 1;
+            let home = self.state[id as usize].home;
+            let fresh = self.plan(now, id, home, &cfg, true);
+            self.apply_plan(now, id, fresh, true);
+        }
     }
 
     fn on_finish(&mut self, now: UnixSeconds, id: u32) {
@@ -999,12 +1117,13 @@ impl<'w, 'a> Run<'w, 'a> {
         let hours = self.out.hourly_kg.len() as i64;
         let cpus = j.vcpus() as f32;
         let (hourly_kg, hourly_cpu) = (&mut self.out.hourly_kg, &mut self.out.hourly_cpu[z]);
-        self.w.for_each_hour_for(j, z, start, now - start, |h, g, overlap| {
-            kg += g / 1000.0;
-            let b = h.clamp(0, hours - 1) as usize;
-            hourly_kg[b] += g / 1000.0;
-            hourly_cpu[b] += cpus * overlap as f32;
-        });
+        self.w
+            .for_each_hour_for(j, z, start, now - start, |h, g, overlap| {
+                kg += g / 1000.0;
+                let b = h.clamp(0, hours - 1) as usize;
+                hourly_kg[b] += g / 1000.0;
+                hourly_cpu[b] += cpus * overlap as f32;
+            });
         let kwh = self.w.job_kw(j, z) * (now - start) as f64 / HOUR as f64;
         self.out.kg_co2 += kg;
         self.out.energy_kwh += kwh;
@@ -1093,6 +1212,16 @@ impl<'w, 'a> Run<'w, 'a> {
             self.releases_per_hour.values().copied().max().unwrap_or(0);
         self.out
     }
+}
+
+/// Which promises a placement must keep (temporal Carbon-Kube).
+#[derive(Clone, Copy, Debug)]
+enum Honour {
+    /// Every promise booked on the node.
+    Every,
+    /// Those of plans at least as urgent as the job (earlier or equal latest
+    /// start); less urgent plans give their room up.
+    MoreUrgent,
 }
 
 /// What a job asks of one node.

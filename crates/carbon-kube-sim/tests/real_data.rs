@@ -142,11 +142,11 @@ fn the_default_scenario_says_its_traces_are_modelled() {
 }
 
 /// Issue 14's scenario: one grid (a single-zone cluster, the common case),
-/// real 2023 data, the Azure-derived trace, 1.5 × peak demand, calibrated
+/// real 2023 data, the Azure-derived trace, 1.2 × peak demand, calibrated
 /// forecast error. Misses are split by cause against the baseline, and
-/// deferral must not turn the baseline's on-time jobs into misses on a
-/// large scale (the planner before the node-level ledger missed 37 deadlines
-/// in this zone over the year; BENCHMARKS.md has the whole table).
+/// deferral must not turn any of the baseline's on-time jobs into a miss
+/// (the zone-level ledger missed 98 deadlines in this zone over the year,
+/// the first node-level ledger 17; BENCHMARKS.md has the whole table).
 #[test]
 fn a_single_zone_cluster_keeps_deadlines_under_capacity_pressure() {
     let shared = shared_data_dir();
@@ -158,13 +158,14 @@ fn a_single_zone_cluster_keeps_deadlines_under_capacity_pressure() {
         end: Some("2023-02-15".into()),
         policies: vec!["carbon-kube".into(), "carbon-kube-temporal".into()],
         oracle: OracleMode::PerJob,
+        // The tighter of the issue's two cluster sizes.
+        capacity_factor: 1.2,
         ..Args::default()
     };
     let (report, _) = simulate(&args).unwrap();
     assert_eq!(report.zones, vec!["DE".to_owned()]);
     let base = &report.policies[0].outcome;
     assert_eq!(base.policy, "baseline");
-    assert_eq!(base.deadline_misses, 0);
     for r in &report.policies[1..] {
         let o = &r.outcome;
         assert_eq!(
@@ -173,11 +174,10 @@ fn a_single_zone_cluster_keeps_deadlines_under_capacity_pressure() {
             "{}",
             o.policy
         );
-        assert!(
-            o.deadline_misses_caused <= 2,
-            "{}: {} misses caused by deferral",
-            o.policy,
-            o.deadline_misses_caused
+        assert_eq!(
+            o.deadline_misses_caused, 0,
+            "{}: misses caused by deferral",
+            o.policy
         );
         assert!(
             r.saving_vs_baseline_pct > 3.0,
