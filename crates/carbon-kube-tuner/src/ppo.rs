@@ -354,8 +354,18 @@ impl Optimiser for Ppo {
         budget: usize,
         reward: &mut dyn FnMut(&[f64]) -> f64,
     ) -> (Vec<f64>, f64) {
+        if budget < 2 {
+            // No room to learn: the start of the policy, the middle.
+            let x = vec![0.5; dims];
+            let r = if budget == 1 {
+                reward(&x)
+            } else {
+                f64::NEG_INFINITY
+            };
+            return (x, r);
+        }
         let saved = self.config.replays;
-        self.config.replays = Some(budget.saturating_sub(1).max(1));
+        self.config.replays = Some(budget - 1);
         let mut problem = Stateless { dims, reward };
         let tuned = self.tune(&mut problem, budget);
         self.config.replays = saved;
@@ -563,6 +573,21 @@ mod tests {
             history[history.len() - 1].mean_reward > history[0].mean_reward,
             "{history:?}"
         );
+    }
+
+    #[test]
+    fn as_a_black_box_maximiser_ppo_keeps_the_budget() {
+        for budget in [0, 1, 2, 7] {
+            let mut calls = 0;
+            let (x, r) = Ppo::default().maximise(3, budget, &mut |x| {
+                calls += 1;
+                -x.iter().map(|v| (v - 0.3).powi(2)).sum::<f64>()
+            });
+            assert!(calls <= budget, "{calls} calls for a budget of {budget}");
+            assert_eq!(x.len(), 3);
+            assert!(x.iter().all(|v| (0.0..=1.0).contains(v)));
+            assert!(budget == 0 || r.is_finite());
+        }
     }
 
     #[test]
