@@ -5,7 +5,8 @@
 //! its share of the per-job optimum's saving and its peak releases per hour
 //! beside the baseline's. Run with
 //! `cargo bench -p carbon-kube-sim --bench deadlines` (about 3 minutes);
-//! `DEADLINES_ZONES=DE,GB` and `DEADLINES_FACTORS=1.5` narrow it.
+//! `DEADLINES_ZONES=DE,GB` (`all`: the six together) and
+//! `DEADLINES_FACTORS=1.5` narrow it.
 //! Writes `target/deadlines.json`.
 
 use std::time::Instant;
@@ -29,7 +30,17 @@ fn main() -> anyhow::Result<()> {
         .iter()
         .map(|f| f.parse())
         .collect::<Result<_, _>>()?;
-    let mut clusters: Vec<Vec<String>> = zones.iter().map(|z| vec![z.clone()]).collect();
+    // `all` is the six zones together.
+    let mut clusters: Vec<Vec<String>> = zones
+        .iter()
+        .map(|z| {
+            if z == "all" {
+                Vec::new()
+            } else {
+                vec![z.clone()]
+            }
+        })
+        .collect();
     if std::env::var_os("DEADLINES_ZONES").is_none() {
         clusters.push(Vec::new()); // all six zones
     }
