@@ -622,10 +622,24 @@ mod tests {
         let de = zone("DE");
         let mut l = CapacityLedger::new(H);
         l.add_node(de.clone(), "a", Resources::new(32_000, 128 * GIB));
-        let b = l.promise(&de, T0 + 2 * H, H, Resources::new(24_000, GIB), T0 + 3 * H, &[]);
+        let b = l.promise(
+            &de,
+            T0 + 2 * H,
+            H,
+            Resources::new(24_000, GIB),
+            T0 + 3 * H,
+            &[],
+        );
         assert!(b.fits() && l.still_fits(&b));
         // A less urgent promise over the same hours: it yields, b holds.
-        let lazy = l.promise(&de, T0 + 2 * H, H, Resources::new(8_000, GIB), T0 + 20 * H, &[]);
+        let lazy = l.promise(
+            &de,
+            T0 + 2 * H,
+            H,
+            Resources::new(8_000, GIB),
+            T0 + 20 * H,
+            &[],
+        );
         assert!(l.still_fits(&b));
         l.withdraw(&lazy);
         // More urgent work started there for 4 hours: b's room is gone.
