@@ -138,7 +138,15 @@ fn the_default_scenario_says_its_traces_are_modelled() {
     let table = report.to_table();
     assert!(table.contains("MODELLED"), "{table}");
     assert!(table.contains("--traces"), "{table}");
-    assert_eq!(report.policies.len(), 7);
+    // Every policy in ALL_POLICIES, carbon-kube+migrate among them.
+    assert_eq!(report.policies.len(), 8);
+    assert!(
+        report
+            .policies
+            .iter()
+            .any(|r| r.outcome.policy == "carbon-kube+migrate"),
+        "{table}"
+    );
 }
 
 /// Issue 14's scenario: one grid (a single-zone cluster, the common case),
