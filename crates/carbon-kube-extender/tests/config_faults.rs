@@ -9,9 +9,9 @@
 
 mod support;
 
+use carbon_kube_testkit::logs::Captured;
 use std::collections::BTreeMap;
-use std::io::Write;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use carbon_kube_extender::metrics::SnapshotErrorLabels;
@@ -26,33 +26,6 @@ use kube::Api;
 use kube::api::{DeleteParams, ObjectMeta, PostParams};
 use serde_json::Value;
 use support::*;
-
-/// Everything logged, from every thread.
-#[derive(Clone, Default)]
-struct Captured(Arc<Mutex<Vec<u8>>>);
-
-impl Write for Captured {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(buf);
-        Ok(buf.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
-impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for Captured {
-    type Writer = Captured;
-    fn make_writer(&'a self) -> Self::Writer {
-        self.clone()
-    }
-}
-
-impl Captured {
-    fn text(&self) -> String {
-        String::from_utf8_lossy(&self.0.lock().unwrap()).into_owned()
-    }
-}
 
 async fn put(ns: &TestNamespace, text: String) {
     let api: Api<ConfigMap> = ns.api();

@@ -7,9 +7,8 @@
 
 #![allow(clippy::unwrap_used)] // test code: a panic is the failure report
 
+use carbon_kube_testkit::logs::Captured;
 use std::collections::BTreeMap;
-use std::io::Write;
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use carbon_kube_gates::admission::has_gate;
@@ -31,34 +30,6 @@ use tokio::sync::oneshot;
 
 const STEP: i64 = 10;
 const WAIT: Duration = Duration::from_secs(60);
-
-#[derive(Clone, Default)]
-struct Captured(Arc<Mutex<Vec<u8>>>);
-
-impl Write for Captured {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(buf);
-        Ok(buf.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
-impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for Captured {
-    type Writer = Captured;
-    fn make_writer(&'a self) -> Self::Writer {
-        self.clone()
-    }
-}
-
-impl Captured {
-    fn count(&self, what: &str) -> usize {
-        String::from_utf8_lossy(&self.0.lock().unwrap())
-            .matches(what)
-            .count()
-    }
-}
 
 /// A record measured now whose forecast, on a 10 s grid, is `values`.
 fn record(values: &[f64]) -> ZoneRecord {

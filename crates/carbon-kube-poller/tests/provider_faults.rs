@@ -9,8 +9,7 @@
 
 #![allow(clippy::unwrap_used)] // test code: a panic is the failure report
 
-use std::io::Write;
-use std::sync::{Arc, Mutex};
+use carbon_kube_testkit::logs::Captured;
 use std::time::Duration;
 
 use carbon_kube_model::{Snapshot, UnixSeconds, ZoneId};
@@ -27,26 +26,6 @@ const TOKEN: &str = "em-FAKE-TOKEN-canary-5d1e0b";
 
 /// 2024-03-01T23:20:00Z: 20 minutes after the recorded latest value.
 const NOW: UnixSeconds = 1_709_335_200;
-
-#[derive(Clone, Default)]
-struct Captured(Arc<Mutex<Vec<u8>>>);
-
-impl Write for Captured {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(buf);
-        Ok(buf.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
-impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for Captured {
-    type Writer = Captured;
-    fn make_writer(&'a self) -> Self::Writer {
-        self.clone()
-    }
-}
 
 #[derive(Parser)]
 struct Cli {
@@ -271,7 +250,7 @@ async fn faults_keep_the_last_good_value_mark_it_and_never_leak_the_token() {
 
     // The token is nowhere.
     outputs.push(std::fs::read_to_string(&file).unwrap());
-    let logged = String::from_utf8_lossy(&log.0.lock().unwrap()).into_owned();
+    let logged = log.text();
     assert!(
         logged.contains("electricity_maps"),
         "the failures are logged"

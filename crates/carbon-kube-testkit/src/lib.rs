@@ -34,6 +34,7 @@ mod error;
 mod fixtures;
 pub mod hostile;
 mod kwok;
+pub mod logs;
 mod pki;
 mod process;
 mod readiness;
