@@ -881,12 +881,11 @@ impl<'w, 'a> Run<'w, 'a> {
 
     fn release(&mut self, now: UnixSeconds, id: u32) {
         let latest_start = self.w.jobs[id as usize].latest_start();
-        if matches!(
+        let honour = matches!(
             self.policy.strategy,
             Strategy::CarbonKube { temporal: true, .. }
-        ) && now < latest_start
-            && !self.start_honouring(now, id)
-        {
+        ) && now < latest_start;
+        if honour && !self.start_honouring(now, id) {
             // No node has room without breaking the promise of a more
             // urgent plan: a release with slack left never takes that room
             // (the gate controller releases only where the ledger has room).
@@ -898,14 +897,9 @@ impl<'w, 'a> Run<'w, 'a> {
             self.push(latest_start, Ev::Release, id);
             return;
         }
-        if self.state[id as usize].started.is_some() {
-            self.state[id as usize].released = Some(now);
-            *self.releases_per_hour.entry(self.hour_of(now)).or_default() += 1;
-            return;
-        }
         self.state[id as usize].released = Some(now);
         *self.releases_per_hour.entry(self.hour_of(now)).or_default() += 1;
-        if !self.try_start(now, id) {
+        if !honour && !self.try_start(now, id) {
             self.out.queued_jobs += 1;
             self.pending.push(id);
         }
