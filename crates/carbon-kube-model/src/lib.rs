@@ -6,6 +6,7 @@
 //! deferral) lives in `carbon-kube-policy`; everything that fetches lives in
 //! `carbon-kube-signals`.
 
+pub mod accounting;
 pub mod intensity;
 pub mod keys;
 pub mod record;
