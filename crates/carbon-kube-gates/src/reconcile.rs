@@ -25,6 +25,7 @@
 use std::collections::BTreeMap;
 
 use carbon_kube_model::{Snapshot, UnixSeconds, ZoneId, keys};
+use carbon_kube_policy::budget::BudgetPressure;
 use carbon_kube_policy::deferral::{
     Booking, CapacityLedger, DeferralConfig, DeferralRequest, ReleasePlan, ReleaseReason, fmt_utc,
     plan_release, should_revise,
@@ -105,6 +106,9 @@ pub struct GatedPod {
     pub cpu_millis: u64,
     /// The zones it may run in.
     pub eligibility: Eligibility,
+    /// How its namespace's carbon budget bears on its plan (set by the
+    /// controller with `--budgets`; none otherwise).
+    pub budget: BudgetPressure,
 }
 
 impl GatedPod {
@@ -125,6 +129,7 @@ impl GatedPod {
             annotations: pod.metadata.annotations.clone().unwrap_or_default(),
             cpu_millis: pod_cpu_millis(pod),
             eligibility: eligible_zones(pod, nodes),
+            budget: BudgetPressure::None,
         }
     }
 }
@@ -574,6 +579,7 @@ fn reconcile_one(
         zones: &pod.eligibility.zones,
         requests: Resources::new(i64::try_from(pod.cpu_millis).unwrap_or(i64::MAX), 0),
         nodes: &pod.eligibility.nodes,
+        budget: pod.budget,
     };
     let fresh = plan_release(&req, snapshot, ledger, &cfg.deferral);
     let fresh = StoredPlan {
@@ -656,8 +662,13 @@ fn due_message(s: &StoredPlan) -> String {
         .as_ref()
         .map_or_else(String::new, |z| format!(" in {z}"));
     match s.plan.reason {
-        ReleaseReason::GreenWindow => format!(
-            "released in its green window{zone}: forecast {} g/kWh vs {} when planned at {}; deadline {}",
+        ReleaseReason::GreenWindow | ReleaseReason::Budget => format!(
+            "released in its green window{zone}{}: forecast {} g/kWh vs {} when planned at {}; deadline {}",
+            if s.plan.reason == ReleaseReason::Budget {
+                " (held for the namespace's carbon budget)"
+            } else {
+                ""
+            },
             fig(s.plan.expected_g_per_kwh),
             fig(s.plan.now_g_per_kwh),
             fmt_utc(s.planned_at),

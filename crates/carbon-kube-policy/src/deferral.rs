@@ -22,6 +22,13 @@
 //!   whose deadlines come sooner. Callers plan pods in order of latest start
 //!   (most urgent first), so the urgent pod gets the room.
 //!
+//! A **namespace budget** ([`DeferralRequest::budget`], see
+//! [`crate::budget`]) only lowers the minimum saving: a namespace at risk of
+//! exhausting its budget holds pods for half the usual saving, an exhausted
+//! one for any greener window (the greenest wins), reason
+//! [`ReleaseReason::Budget`] when the budget alone made the pod wait. The
+//! candidate windows, the room checks and the deadline release are the same.
+//!
 //! **Deadlines are sacred**: at or after the latest start (minus a safety
 //! margin) the plan is always "release now". **Fail open**: with no fresh data
 //! for any allowed zone the plan is "release now" with reason
@@ -38,6 +45,7 @@ pub use ledger::{Booking, CapacityLedger};
 use carbon_kube_model::{Snapshot, UnixSeconds, ZoneId};
 use serde::{Deserialize, Serialize};
 
+use crate::budget::BudgetPressure;
 use crate::forecast_window::{ZoneView, zone_view};
 use crate::zone_map::Resources;
 
@@ -122,6 +130,9 @@ pub struct DeferralRequest<'a> {
     /// The nodes the pod may run on (its node selector, affinity and
     /// tolerations), sorted; empty means every node of its zones.
     pub nodes: &'a [String],
+    /// How the pod's namespace budget bears on the plan
+    /// ([`BudgetPressure::None`] without a budget or without fresh usage data).
+    pub budget: BudgetPressure,
 }
 
 impl DeferralRequest<'_> {
@@ -153,6 +164,10 @@ pub enum ReleaseReason {
     /// again whenever the caller replans), so it never takes room promised to
     /// pods that need it sooner.
     NoRoom,
+    /// Held for, and released in, a greener window that would not have held
+    /// the pod without its namespace's carbon budget (at risk or exhausted):
+    /// the saving is below the usual minimum. Same deadline as always.
+    Budget,
     /// The latest start has come: released whatever the data says.
     Deadline,
     /// No fresh carbon data for any zone the pod may use: released (fail open).
@@ -161,13 +176,14 @@ pub enum ReleaseReason {
 
 impl ReleaseReason {
     /// The value of the `reason` label on `carbon_kube_gate_releases_total`
-    /// (`green_window`, `wait_for_room`, `urgent_room`, `no_room`,
+    /// (`green_window`, `budget`, `wait_for_room`, `urgent_room`, `no_room`,
     /// `deadline`, `no_data`;
     /// releasing now because now is the best window counts as
     /// `green_window`).
     pub fn metric_label(self) -> &'static str {
         match self {
             Self::GreenWindow | Self::NowIsBest => "green_window",
+            Self::Budget => "budget",
             Self::WaitForRoom => "wait_for_room",
             Self::UrgentRoom => "urgent_room",
             Self::NoRoom => "no_room",
@@ -181,6 +197,7 @@ impl ReleaseReason {
         match self {
             Self::GreenWindow => "green_window",
             Self::NowIsBest => "now_is_best",
+            Self::Budget => "budget",
             Self::WaitForRoom => "wait_for_room",
             Self::UrgentRoom => "urgent_room",
             Self::NoRoom => "no_room",
@@ -219,6 +236,7 @@ impl ReleasePlan {
             && matches!(
                 self.reason,
                 ReleaseReason::GreenWindow
+                    | ReleaseReason::Budget
                     | ReleaseReason::WaitForRoom
                     | ReleaseReason::UrgentRoom
                     | ReleaseReason::NoRoom
@@ -258,6 +276,12 @@ impl ReleasePlan {
         match self.reason {
             ReleaseReason::GreenWindow => format!(
                 "deferred until {}: forecast {} g/kWh{zone} vs {} now; deadline {deadline}",
+                fmt_utc(self.release_at),
+                fig(self.expected_g_per_kwh),
+                fig(self.now_g_per_kwh)
+            ),
+            ReleaseReason::Budget => format!(
+                "deferred until {} for the namespace's carbon budget: forecast {} g/kWh{zone} vs {} now, a smaller saving than holds pods otherwise; deadline {deadline}",
                 fmt_utc(self.release_at),
                 fig(self.expected_g_per_kwh),
                 fig(self.now_g_per_kwh)
@@ -466,16 +490,22 @@ pub fn plan_release(
         }
         return plan;
     };
-    let worth_it =
-        best_now.is_none() || (now_avg > 0.0 && now_avg - eff >= cfg.min_saving_fraction * now_avg);
+    // The budget only lowers the bar a later window must clear; `t` is one
+    // of the same candidates (at most the latest release) either way.
+    let worth = |min_saving: f64| {
+        best_now.is_none() || (now_avg > 0.0 && now_avg - eff >= min_saving * now_avg)
+    };
+    let worth_it = worth(req.budget.min_saving_fraction(cfg.min_saving_fraction));
     if t > now && worth_it {
         plan.release_at = t;
         plan.zone = Some(views[i].zone.clone());
         plan.expected_g_per_kwh = Some(avg);
-        plan.reason = if best_now.is_some() {
+        plan.reason = if best_now.is_none() {
+            ReleaseReason::WaitForRoom
+        } else if worth(cfg.min_saving_fraction) {
             ReleaseReason::GreenWindow
         } else {
-            ReleaseReason::WaitForRoom
+            ReleaseReason::Budget
         };
     }
     plan

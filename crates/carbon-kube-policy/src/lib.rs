@@ -8,11 +8,14 @@
 //!
 //! - [`zone_map`]: which grid zone a node draws power from.
 //! - [`placement`]: which nodes a pod may use (filter) and which it prefers (score).
+//! - [`budget`]: namespace carbon budgets (period, usage, burn rate, state)
+//!   and how they make deferral stricter.
 //! - [`deferral`]: when a deferrable pod should be released, and in which zone.
 //! - [`migration`]: whether moving a running pod to a greener zone pays, and where to.
 //! - [`energy`]: the power model of a pod or job (shared with the simulator).
 //! - [`overrides`]: the `carbon-kube-config` codec (placement and deferral keys, expiry).
 
+pub mod budget;
 pub mod deferral;
 pub mod energy;
 mod forecast_window;

@@ -710,6 +710,7 @@ impl<'w, 'a> Run<'w, 'a> {
             zones: &zones,
             requests: job_requests(j),
             nodes: &[],
+            budget: carbon_kube_policy::budget::BudgetPressure::None,
         };
         if use_ledger {
             if self.hour_of(now) != self.ledger_hour {

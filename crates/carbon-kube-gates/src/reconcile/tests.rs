@@ -186,6 +186,7 @@ fn the_deadline_wins_over_the_plan_and_over_missing_data() {
                 zones: &[],
                 requests: carbon_kube_policy::zone_map::Resources::default(),
                 nodes: &[],
+                budget: carbon_kube_policy::budget::BudgetPressure::None,
             },
             &s,
             &CapacityLedger::new(H),

@@ -44,6 +44,7 @@ fn request(deadline_h: i64, duration_h: i64) -> DeferralRequest<'static> {
         zones: &[],
         requests: Resources::new(1000, 1 << 30),
         nodes: &[],
+        budget: crate::budget::BudgetPressure::None,
     }
 }
 
