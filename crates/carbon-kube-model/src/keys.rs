@@ -31,6 +31,10 @@ pub const ANNOTATION_EXPECTED_DURATION: &str = "carbon-kube.io/expected-duration
 pub const ANNOTATION_PLANNED_RELEASE: &str = "carbon-kube.io/planned-release";
 /// Pod annotation written by the gate controller: why it was released.
 pub const ANNOTATION_RELEASE_REASON: &str = "carbon-kube.io/release-reason";
+/// Pod annotation written by the gate controller when it removes the gate:
+/// the release time (RFC 3339). The accounting controller reads it to find
+/// how long a pod was deferred.
+pub const ANNOTATION_RELEASED_AT: &str = "carbon-kube.io/released-at";
 /// Pod annotation a person sets to release a gated pod at once.
 pub const ANNOTATION_RELEASE_NOW: &str = "carbon-kube.io/release-now";
 /// Namespace label opting every pod in the namespace into deferral.

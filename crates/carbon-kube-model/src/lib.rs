@@ -7,6 +7,7 @@
 //! `carbon-kube-signals`.
 
 pub mod accounting;
+pub mod accounting_details;
 pub mod intensity;
 pub mod keys;
 pub mod record;

@@ -59,6 +59,25 @@ impl EnergyModel {
         (cpu_w + mem_w) * self.pue / 1000.0
     }
 
+    /// Idle facility power of `vcpus` vCPUs, kW: what the machine draws for
+    /// them doing nothing (`min_watts_per_vcpu`, times PUE). The accounting
+    /// controller allocates it to pods as their idle share.
+    pub fn idle_kw(&self, vcpus: f64) -> f64 {
+        vcpus * self.min_watts_per_vcpu * self.pue / 1000.0
+    }
+
+    /// Facility power above idle of `busy_cores` fully busy cores (CPU usage
+    /// in cores), kW. [`Self::job_kw`] is `idle_kw(vcpus)` plus this for
+    /// `vcpus × cpu_utilisation` busy cores plus [`Self::memory_kw`].
+    pub fn dynamic_cpu_kw(&self, busy_cores: f64) -> f64 {
+        busy_cores * (self.max_watts_per_vcpu - self.min_watts_per_vcpu) * self.pue / 1000.0
+    }
+
+    /// Facility power of `memory_gb` GB of memory, kW.
+    pub fn memory_kw(&self, memory_gb: f64) -> f64 {
+        memory_gb * self.memory_watts_per_gb * self.pue / 1000.0
+    }
+
     /// Checks the model's ranges.
     pub fn validate(&self) -> Result<(), String> {
         let ok = self.min_watts_per_vcpu >= 0.0
@@ -85,5 +104,12 @@ mod tests {
         let kw = EnergyModel::default().job_kw(4.0, 16.0);
         // 4 × (1.135 + 0.5 × 3.205) + 16 × 0.392 = 17.22 W, × 1.135.
         assert!((kw - 0.019_545).abs() < 1e-5, "{kw}");
+    }
+
+    #[test]
+    fn idle_plus_dynamic_plus_memory_is_the_job_power() {
+        let m = EnergyModel::default();
+        let parts = m.idle_kw(4.0) + m.dynamic_cpu_kw(4.0 * m.cpu_utilisation) + m.memory_kw(16.0);
+        assert!((parts - m.job_kw(4.0, 16.0)).abs() < 1e-12, "{parts}");
     }
 }

@@ -12,10 +12,12 @@
 //!   and how they make deferral stricter.
 //! - [`deferral`]: when a deferrable pod should be released, and in which zone.
 //! - [`migration`]: whether moving a running pod to a greener zone pays, and where to.
+//! - [`accounting`]: what each pod emitted (operational, idle, embodied) and its carbon-agnostic counterfactual.
 //! - [`energy`]: the power model of a pod or job (shared with the simulator).
 //! - [`overrides`]: the `carbon-kube-config` codec (placement and deferral keys, expiry).
 
 pub mod budget;
+pub mod accounting;
 pub mod deferral;
 pub mod energy;
 mod forecast_window;
