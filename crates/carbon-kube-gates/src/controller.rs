@@ -23,6 +23,7 @@ use carbon_kube_model::{Snapshot, UnixSeconds};
 use carbon_kube_policy::deferral::ReleaseReason;
 use carbon_kube_policy::zone_map::RegionZoneMap;
 use futures::StreamExt as _;
+use k8s_openapi::api::core::v1::Namespace;
 use k8s_openapi::api::core::v1::{ConfigMap, Node, Pod};
 use kube::api::{Api, Patch};
 use kube::runtime::events::EventType;
@@ -37,6 +38,7 @@ use crate::actuator::{
     release_annotations,
 };
 use crate::admission::has_gate;
+use crate::budgets::{self, Assessment, BudgetSettings, UsageState};
 use crate::metrics::ControllerMetrics;
 use crate::overrides::{OverrideState, effective_deferral, watch_overrides};
 use crate::reconcile::{
@@ -87,6 +89,8 @@ pub struct ControllerSettings {
     /// ConfigMap (in `snapshot_namespace`) whose `deferral.*` keys override
     /// the deferral settings until its `validUntil`; `None`: flags only.
     pub overrides_configmap: Option<String>,
+    /// Namespace carbon budgets (`--budgets`); `None`: off.
+    pub budgets: Option<BudgetSettings>,
 }
 
 impl Default for ControllerSettings {
@@ -109,6 +113,7 @@ impl Default for ControllerSettings {
             leader: None,
             pod_namespace: None,
             overrides_configmap: Some(carbon_kube_model::keys::CONFIG_CONFIGMAP.to_owned()),
+            budgets: None,
         }
     }
 }
@@ -295,6 +300,11 @@ struct Reconciler {
     overrides: OverrideState,
     base_deferral: carbon_kube_policy::deferral::DeferralConfig,
     overrides_applied: Option<bool>,
+    /// With `--budgets`: the Namespaces (budget annotations), the usage
+    /// document, and the last pass's assessments.
+    budget_namespaces: Option<Store<Namespace>>,
+    usage: UsageState,
+    assessments: std::collections::BTreeMap<String, Assessment>,
 }
 
 impl Reconciler {
@@ -314,6 +324,38 @@ impl Reconciler {
         }
         drop(state);
         self.settings.reconcile.deferral = deferral;
+    }
+
+    /// With `--budgets`: assesses every namespace's budget, exports the
+    /// gauges, and gives each gated pod its namespace's pressure. Without
+    /// fresh usage or namespaces, every pod plans as without a budget.
+    fn apply_budgets(&mut self, pods: &[Arc<Pod>], facts: &mut [GatedPod], now: UnixSeconds) {
+        let (Some(b), Some(store)) = (&self.settings.budgets, &self.budget_namespaces) else {
+            return;
+        };
+        let current = budgets::assess_store(store, &self.usage, now, &b.config);
+        budgets::log_changes(&self.assessments, &current);
+        self.metrics.budgets.update(&current, now);
+        for (p, f) in pods.iter().zip(facts.iter_mut()) {
+            if let Some(a) = p
+                .metadata
+                .namespace
+                .as_deref()
+                .and_then(|ns| current.get(ns))
+            {
+                f.budget = a.pressure();
+            }
+        }
+        self.assessments = current;
+    }
+
+    /// A plan the budget made stricter says so, with the namespace's figures.
+    fn budget_note(&self, pod: &Pod, plan: &StoredPlan) -> Option<String> {
+        if plan.plan.reason != ReleaseReason::Budget {
+            return None;
+        }
+        let ns = pod.metadata.namespace.as_deref()?;
+        Some(self.assessments.get(ns)?.explain(ns))
     }
 
     fn gated_pods(&mut self) -> Vec<Arc<Pod>> {
@@ -363,10 +405,11 @@ impl Reconciler {
             || self
                 .last_replan
                 .is_none_or(|t| t.elapsed() >= self.settings.replan_every);
-        let facts: Vec<GatedPod> = pods
+        let mut facts: Vec<GatedPod> = pods
             .iter()
             .map(|p| GatedPod::from_pod(p, &nodes, now))
             .collect();
+        self.apply_budgets(&pods, &mut facts, now);
         self.metrics.near_deadline.set(count_near_deadline(
             &facts,
             now,
@@ -444,7 +487,9 @@ impl Reconciler {
     ) -> Option<Pace> {
         let steer = matches!(
             cause,
-            ReleaseCause::Planned(ReleaseReason::GreenWindow | ReleaseReason::NowIsBest)
+            ReleaseCause::Planned(
+                ReleaseReason::GreenWindow | ReleaseReason::NowIsBest | ReleaseReason::Budget
+            )
         );
         let current = pod.spec.as_ref().and_then(|s| s.affinity.as_ref());
         let affinity = zone.filter(|_| steer).and_then(|z| {
@@ -538,7 +583,15 @@ impl Reconciler {
                 stored,
                 revised,
                 message,
-            } => Some((pods[pod].clone(), stored, revised, message)),
+            } => {
+                let p = pods[pod].clone();
+                let budget = self.budget_note(&p, &stored);
+                let message = match &budget {
+                    Some(note) => format!("{message}; {note}"),
+                    None => message,
+                };
+                Some((p, stored, (revised, budget.is_some()), message))
+            }
             Action::Release { .. } => None,
         });
         let results: Vec<_> = futures::stream::iter(writes)
@@ -572,7 +625,7 @@ impl Reconciler {
             .buffer_unordered(8)
             .collect()
             .await;
-        for (pod, result, revised, message) in results {
+        for (pod, result, (revised, budget), message) in results {
             match result {
                 Ok(updated) => {
                     self.overlay
@@ -588,10 +641,10 @@ impl Reconciler {
                         self.events.emit(
                             &pod,
                             EventType::Normal,
-                            if revised {
-                                "DeferralRevised"
-                            } else {
-                                "Deferred"
+                            match (budget, revised) {
+                                (true, _) => "DeferredForBudget",
+                                (false, true) => "DeferralRevised",
+                                (false, false) => "Deferred",
                             },
                             "Plan",
                             message,
@@ -672,6 +725,26 @@ pub async fn run_controller(
             changed.clone(),
         )));
     }
+    // Budgets: neither watch holds readiness; until both are read (or if
+    // they cannot be), pods plan as without a budget. Fail open.
+    let usage: UsageState = Arc::default();
+    let budget_namespaces = settings.budgets.as_ref().map(|b| {
+        let (store, writer) = reflector::store();
+        tasks.push(tokio::spawn(budgets::reflect_namespaces(
+            client.clone(),
+            settings.pod_namespace.clone(),
+            writer,
+            changed.clone(),
+        )));
+        tasks.push(tokio::spawn(budgets::watch_usage(
+            client.clone(),
+            b.usage_namespace.clone(),
+            b.usage_configmap.clone(),
+            usage.clone(),
+            changed.clone(),
+        )));
+        store
+    });
     let (mut leader, lease) =
         carbon_kube_k8s::leader::elect(client.clone(), settings.leader.as_ref()).await?;
     let mut r = Reconciler {
@@ -693,6 +766,9 @@ pub async fn run_controller(
         overrides,
         base_deferral: settings.reconcile.deferral.clone(),
         overrides_applied: None,
+        budget_namespaces,
+        usage,
+        assessments: std::collections::BTreeMap::new(),
         settings,
     };
     tokio::pin!(shutdown);
@@ -719,6 +795,7 @@ pub async fn run_controller(
         if !is_leader {
             // Only the leader counts; a former leader must not keep alerting.
             r.metrics.near_deadline.set(0);
+            r.metrics.budgets.clear();
         }
         if !is_leader || !readiness.waiting().is_empty() {
             continue;

@@ -193,10 +193,22 @@ pub enum Action {
         latest_start: UnixSeconds,
         /// Past the hard margin before the latest start: not paced.
         urgent: bool,
+        /// The nodes where the ledger has room for the pod's run from now
+        /// without breaking what runs there or was promised to a more urgent
+        /// pod, tightest fit first, at most [`MAX_PREFERRED_NODES`]; its run
+        /// is booked on the first. The controller prefers them (a preferred
+        /// node affinity), so kube-scheduler does not put the pod into room
+        /// another plan counts on. Empty for manual and invalid releases and
+        /// when no node has room.
+        nodes: Vec<String>,
         /// One sentence for the Event.
         message: String,
     },
 }
+
+/// At most this many nodes are preferred for a released pod (one preferred
+/// node-affinity term each: a `metadata.name` field selector takes one value).
+pub const MAX_PREFERRED_NODES: usize = 8;
 
 impl Action {
     /// The index of the pod the action is about.
@@ -439,8 +451,77 @@ fn release(
         plan,
         latest_start,
         urgent,
+        nodes: Vec::new(),
         message,
     }
+}
+
+/// Books the run of a pod released now in the ledger, so that the pods
+/// planned after it in the same pass do not count on its room, and records
+/// on the action the nodes with room for it (see [`Action::Release`]).
+///
+/// The planned zone is tried first, then the pod's other zones. A deadline
+/// release may take room promised to less urgent pods (their plans no
+/// longer fit and are made again); a planned release only takes free room.
+/// When no node has room the run is still booked (on the node with the most
+/// room), so the ledger never under-counts, and no node is preferred.
+fn book_release(
+    mut action: Action,
+    pod: &GatedPod,
+    booking: Option<Booking>,
+    ledger: &mut CapacityLedger,
+    now: UnixSeconds,
+    duration_seconds: i64,
+) -> Action {
+    let Action::Release {
+        cause,
+        zone,
+        latest_start,
+        nodes,
+        ..
+    } = &mut action
+    else {
+        return action;
+    };
+    if let Some(b) = &booking {
+        ledger.withdraw(b);
+    }
+    let need = Resources::new(i64::try_from(pod.cpu_millis).unwrap_or(i64::MAX), 0);
+    let urgency =
+        (*cause == ReleaseCause::Planned(ReleaseReason::Deadline)).then_some(*latest_start);
+    let order = zone.iter().chain(
+        pod.eligibility
+            .zones
+            .iter()
+            .filter(|z| Some(*z) != zone.as_ref()),
+    );
+    let mut book_in = None;
+    for z in order {
+        let room = ledger.nodes_with_room(
+            z,
+            &pod.eligibility.nodes,
+            now,
+            duration_seconds,
+            need,
+            urgency,
+        );
+        if !room.is_empty() {
+            *nodes = room;
+            book_in = Some(z.clone());
+            break;
+        }
+        book_in.get_or_insert_with(|| z.clone());
+    }
+    if let Some(z) = book_in {
+        let allowed = if nodes.is_empty() {
+            pod.eligibility.nodes.clone()
+        } else {
+            vec![nodes[0].clone()]
+        };
+        let _ = ledger.promise(&z, now, duration_seconds, need, *latest_start, &allowed);
+    }
+    nodes.truncate(MAX_PREFERRED_NODES);
+    action
 }
 
 /// What one reconcile pass plans with.
@@ -526,26 +607,28 @@ fn reconcile_one(
     let stored = StoredPlan::from_annotations(a).filter(|s| s.plan.deadline == spec.deadline);
     let duration = spec.expected_duration_seconds;
     if now >= latest - cfg.deferral.start_safety_seconds.max(0) {
-        return Some(release(
+        let a = release(
             i,
             ReleaseCause::Planned(ReleaseReason::Deadline),
             stored,
             latest,
             urgent,
             deadline_message(&spec),
-        ));
+        );
+        return Some(book_release(a, pod, booking, ledger, now, duration));
     }
     if let Some(s) = &stored
         && s.plan.is_due(now)
     {
-        return Some(release(
+        let a = release(
             i,
             ReleaseCause::Planned(s.plan.reason),
             Some(s.clone()),
             latest,
             urgent,
             due_message(s),
-        ));
+        );
+        return Some(book_release(a, pod, booking, ledger, now, duration));
     }
     // A standing plan is kept between re-plan passes while its room still
     // holds; one that can no longer be honoured is planned again.
@@ -590,14 +673,15 @@ fn reconcile_one(
     };
     if fresh.plan.is_due(now) {
         let message = fresh.plan.explain();
-        return Some(release(
+        let a = release(
             i,
             ReleaseCause::Planned(fresh.plan.reason),
             Some(fresh),
             latest,
             urgent,
             message,
-        ));
+        );
+        return Some(book_release(a, pod, None, ledger, now, duration));
     }
     let keep = match &stored {
         Some(s)

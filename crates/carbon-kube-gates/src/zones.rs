@@ -286,6 +286,31 @@ pub fn affinity_for_zone(
     Some((affinity, AffinityMode::Preferred))
 }
 
+/// Adds one preferred node-affinity term (weight 100) per node in `nodes`,
+/// selecting it by name (`matchFields` `metadata.name`, which takes one
+/// value per term): where the capacity ledger has room for the pod's run.
+/// Preferred terms may change while a pod is gated and never make it
+/// unschedulable; terms already on the pod are kept.
+pub fn prefer_nodes(current: Option<&Affinity>, nodes: &[String]) -> Option<Affinity> {
+    if nodes.is_empty() {
+        return None;
+    }
+    let mut affinity = current.cloned().unwrap_or_default();
+    let terms: Vec<NodeSelectorTerm> = nodes
+        .iter()
+        .map(|n| NodeSelectorTerm {
+            match_expressions: None,
+            match_fields: Some(vec![NodeSelectorRequirement {
+                key: "metadata.name".to_owned(),
+                operator: "In".to_owned(),
+                values: Some(vec![n.clone()]),
+            }]),
+        })
+        .collect();
+    add_preferred(&mut affinity, &terms);
+    Some(affinity)
+}
+
 fn add_preferred(affinity: &mut Affinity, terms: &[NodeSelectorTerm]) {
     let na = affinity
         .node_affinity

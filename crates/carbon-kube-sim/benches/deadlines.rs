@@ -6,7 +6,10 @@
 //! beside the baseline's. Run with
 //! `cargo bench -p carbon-kube-sim --bench deadlines` (about 3 minutes);
 //! `DEADLINES_ZONES=DE,GB` (`all`: the six together) and
-//! `DEADLINES_FACTORS=1.5` narrow it.
+//! `DEADLINES_FACTORS=1.5` narrow it. `DEADLINES_PERFECT=1` replaces the
+//! forecast error by the actual future (`--perfect-forecast`), and a large
+//! factor (`DEADLINES_FACTORS=50`) all but removes the capacity limit: what
+//! is left of the gap to the per-job optimum is then the planner's own.
 //! Writes `target/deadlines.json`.
 
 use std::time::Instant;
@@ -61,6 +64,7 @@ fn main() -> anyhow::Result<()> {
                 capacity_factor: factor,
                 policies: vec!["carbon-kube".into(), "carbon-kube-temporal".into()],
                 oracle: OracleMode::PerJob,
+                perfect_forecast: std::env::var_os("DEADLINES_PERFECT").is_some(),
                 ..Args::default()
             };
             let (report, _) = simulate(&args)?;

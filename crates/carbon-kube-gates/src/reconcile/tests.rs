@@ -513,3 +513,74 @@ fn near_deadline_counts_pods_whose_latest_start_is_within_the_window_or_past() {
     };
     assert_eq!(count_near_deadline(&f, T0 + H, 0, &capped), 3);
 }
+
+#[test]
+fn releases_in_one_pass_book_their_room_and_name_the_nodes_that_have_it() {
+    // DE alone, flat intensity: no window is better than now. de-1 has 8
+    // cores, 4 of them held for good by work that runs there: room for two
+    // 2-core runs now. Five pods: two go now, on de-1, and the others do not
+    // count on the room the first two took.
+    let s = snapshot(&[("DE", &[300.0; 48])]);
+    let pods: Vec<Pod> = (0..5)
+        .map(|i| {
+            deferrable(&format!("job-{i}"), 24)
+                .cpu("2")
+                .require(keys::LABEL_GRID_ZONE, &["DE"])
+                .build()
+        })
+        .collect();
+    let running = [RunningPod {
+        node: "de-1".to_owned(),
+        cpu_millis: 4000,
+        expected_end: None,
+    }];
+    let actions = reconcile(
+        &facts(&pods, T0),
+        &s,
+        &nodes(),
+        &running,
+        T0,
+        &ReconcileConfig::default(),
+        false,
+    );
+    let mut released = 0;
+    for a in &actions {
+        match a {
+            Action::Release { cause, nodes, .. } => {
+                assert_eq!(*cause, ReleaseCause::Planned(ReleaseReason::NowIsBest));
+                assert_eq!(nodes, &["de-1".to_owned()], "{a:?}");
+                released += 1;
+            }
+            Action::Plan { stored, .. } => {
+                assert_ne!(stored.plan.reason, ReleaseReason::NowIsBest, "{a:?}");
+            }
+        }
+    }
+    assert_eq!(released, 2, "{actions:?}");
+
+    // A deadline release names the nodes with room too (none here: running
+    // work holds all of de-1's 8 cores), and is still released.
+    let full = [RunningPod {
+        node: "de-1".to_owned(),
+        cpu_millis: 8000,
+        expected_end: None,
+    }];
+    let late = deferrable("late", 2)
+        .cpu("2")
+        .require(keys::LABEL_GRID_ZONE, &["DE"])
+        .build();
+    let actions = reconcile(
+        &facts(std::slice::from_ref(&late), T0 + H),
+        &s,
+        &nodes(),
+        &full,
+        T0 + H,
+        &ReconcileConfig::default(),
+        false,
+    );
+    let Action::Release { cause, nodes, .. } = only(actions) else {
+        panic!("not released")
+    };
+    assert_eq!(cause, ReleaseCause::Planned(ReleaseReason::Deadline));
+    assert!(nodes.is_empty(), "{nodes:?}");
+}

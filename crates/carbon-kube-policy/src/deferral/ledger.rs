@@ -374,6 +374,47 @@ impl CapacityLedger {
             })
     }
 
+    /// The nodes of `zone` among `allowed` (sorted; empty: all) where `need`
+    /// fits from `start` for `duration_seconds` without breaking what runs
+    /// there or was promised on it, tightest fit first (best fit keeps big
+    /// holes for big pods). With `urgency`, the room promised to pods with a
+    /// later latest start counts as free, as it does for the most urgent pod
+    /// in [`CapacityLedger::fits_on_node_before`]. Empty when no node has
+    /// room or the zone is not limited. Where a released pod should land:
+    /// the gate controller prefers these nodes when it releases the pod.
+    pub fn nodes_with_room(
+        &self,
+        zone: &ZoneId,
+        allowed: &[String],
+        start: UnixSeconds,
+        duration_seconds: i64,
+        need: Resources,
+        urgency: Option<UnixSeconds>,
+    ) -> Vec<String> {
+        let (from, to) = slots(self.slot_seconds, start, duration_seconds);
+        let Some(nodes) = self.zones.get(zone) else {
+            return Vec::new();
+        };
+        let mut room: Vec<(i64, &str)> = nodes
+            .iter()
+            .filter(|n| allowed.is_empty() || allowed.binary_search(&n.name).is_ok())
+            .filter(|n| !n.name.is_empty())
+            .filter_map(|n| {
+                let limit = n.limit(1.0);
+                (from..to)
+                    .all(|s| n.room_in(s, limit, need, urgency))
+                    .then(|| {
+                        (
+                            n.tightest_cpu_left(from, to, need, urgency),
+                            n.name.as_str(),
+                        )
+                    })
+            })
+            .collect();
+        room.sort_unstable();
+        room.into_iter().map(|(_, n)| n.to_owned()).collect()
+    }
+
     /// Whether a booked promise still holds: on its node, over its slots,
     /// the work running there, the promises of pods at least as urgent and
     /// its own need fit the node (less urgent promises would give their room
@@ -774,5 +815,58 @@ mod tests {
         assert_eq!(l.cpu_used_at(&de, T0 - 5 * H), 100);
         l.forget_before(T0);
         assert_eq!(l.cpu_used_at(&de, T0 - 5 * H), 0);
+    }
+
+    #[test]
+    fn nodes_with_room_are_tightest_first_and_skip_room_promised_to_others() {
+        let de = zone("DE");
+        let mut l = CapacityLedger::new(H);
+        for (name, cpu) in [("big", 16_000), ("small", 4_000), ("mid", 8_000)] {
+            l.add_node(de.clone(), name, Resources::new(cpu, 64 * GIB));
+        }
+        let need = Resources::new(3_000, GIB);
+        // All three fit a 3-core run; the tightest fit comes first.
+        assert_eq!(
+            l.nodes_with_room(&de, &[], T0, H, need, None),
+            ["small", "mid", "big"]
+        );
+        // The allowed list limits them (sorted, as the caller passes it).
+        let allowed = ["big".to_owned(), "mid".to_owned()];
+        assert_eq!(
+            l.nodes_with_room(&de, &allowed, T0, H, need, None),
+            ["mid", "big"]
+        );
+        // Room promised on `small` (to a pod whose latest start is T0 + 5 h)
+        // is not offered to a pod released now...
+        let booked = l.promise(&de, T0, 2 * H, Resources::new(3_000, GIB), T0 + 5 * H, &[]);
+        assert_eq!(l.booked_node(&booked), Some("small"));
+        assert_eq!(
+            l.nodes_with_room(&de, &[], T0, H, need, None),
+            ["mid", "big"]
+        );
+        // ...unless the released pod is more urgent (a deadline release).
+        assert_eq!(
+            l.nodes_with_room(&de, &[], T0, H, need, Some(T0 + H)),
+            ["small", "mid", "big"]
+        );
+        // A less urgent pod does not take it either.
+        assert_eq!(
+            l.nodes_with_room(&de, &[], T0, H, need, Some(T0 + 9 * H)),
+            ["mid", "big"]
+        );
+        // After the promise's run, `small` has room again.
+        assert_eq!(
+            l.nodes_with_room(&de, &[], T0 + 2 * H, H, need, None),
+            ["small", "mid", "big"]
+        );
+        // Too big for any node, or a zone the ledger does not limit: none.
+        assert!(
+            l.nodes_with_room(&de, &[], T0, H, Resources::new(20_000, GIB), None)
+                .is_empty()
+        );
+        assert!(
+            l.nodes_with_room(&zone("FR"), &[], T0, H, need, None)
+                .is_empty()
+        );
     }
 }
