@@ -5,10 +5,12 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use carbon_kube_model::keys;
+use carbon_kube_policy::budget::BudgetConfig;
 use carbon_kube_policy::deferral::DeferralConfig;
 use carbon_kube_policy::zone_map::RegionZoneMap;
 
 use crate::actuator::PacingConfig;
+use crate::budgets::BudgetSettings;
 use crate::controller::{ControllerSettings, LeaderSettings};
 use crate::reconcile::ReconcileConfig;
 use crate::spec::{SpecDefaults, parse_duration};
@@ -147,6 +149,30 @@ pub struct ControllerArgs {
     /// This replica's identity in the Lease (default: $POD_NAME or $HOSTNAME, plus the pid).
     #[arg(long, env = "POD_NAME")]
     pub identity: Option<String>,
+
+    /// Apply namespace carbon budgets (annotations carbon-kube.io/budget-grams
+    /// and carbon-kube.io/budget-period on Namespaces): deferrable pods of a
+    /// namespace at risk of exhausting its budget, or over it, wait for
+    /// greener windows (never past their latest start). Reads the accounting
+    /// controller's usage ConfigMap; without fresh usage, no effect.
+    #[arg(long)]
+    pub budgets: bool,
+
+    /// With --budgets: namespace of the usage ConfigMap (default: --namespace).
+    #[arg(long)]
+    pub budget_usage_namespace: Option<String>,
+
+    /// With --budgets: name of the accounting controller's usage ConfigMap (key usage.json).
+    #[arg(long, default_value = carbon_kube_model::accounting::ACCOUNTING_CONFIGMAP)]
+    pub budget_usage_configmap: String,
+
+    /// With --budgets: a usage document older than this is ignored (budgets then have no effect).
+    #[arg(long, default_value = "1h", value_parser = seconds)]
+    pub budget_max_usage_age: i64,
+
+    /// With --budgets: days in the burn-rate window (the current UTC day and the whole days before it).
+    #[arg(long, default_value_t = 3)]
+    pub budget_burn_window_days: i64,
 }
 
 impl ControllerArgs {
@@ -161,6 +187,16 @@ impl ControllerArgs {
             revision_hysteresis: self.revision_hysteresis,
         };
         let mut errors = deferral.validate().err().unwrap_or_default();
+        let budget_config = BudgetConfig {
+            max_usage_age_seconds: self.budget_max_usage_age,
+            burn_window_days: self.budget_burn_window_days,
+        };
+        if let Err(e) = budget_config.validate() {
+            errors.extend(e.into_iter().map(|e| {
+                e.replace("maxUsageAgeSeconds", "--budget-max-usage-age")
+                    .replace("burnWindowDays", "--budget-burn-window-days")
+            }));
+        }
         for (name, v) in [
             ("--release-rate", self.release_rate),
             ("--zone-release-rate", self.zone_release_rate),
@@ -228,6 +264,14 @@ impl ControllerArgs {
             }),
             pod_namespace: self.watch_namespace.clone(),
             overrides_configmap: Some(self.overrides_configmap.clone()).filter(|n| !n.is_empty()),
+            budgets: self.budgets.then(|| BudgetSettings {
+                usage_namespace: self
+                    .budget_usage_namespace
+                    .clone()
+                    .unwrap_or_else(|| self.namespace.clone()),
+                usage_configmap: self.budget_usage_configmap.clone(),
+                config: budget_config,
+            }),
             ..ControllerSettings::default()
         })
     }
@@ -253,6 +297,22 @@ mod tests {
         assert_eq!(s.leader.unwrap().duration_seconds, 15);
         assert_eq!(s.affinity, AffinityMode::Preferred);
         assert_eq!(s.near_deadline_seconds, 600);
+        assert_eq!(s.budgets, None, "budgets are off by default");
+    }
+
+    #[test]
+    fn budgets_read_usage_from_the_release_namespace_by_default() {
+        let cli = Cli::try_parse_from(["x", "--namespace", "ck", "--budgets"]).unwrap();
+        let b = cli.args.settings().unwrap().budgets.unwrap();
+        assert_eq!(
+            (b.usage_namespace.as_str(), b.usage_configmap.as_str()),
+            ("ck", "carbon-kube-accounting")
+        );
+        assert_eq!(b.config, BudgetConfig::default());
+        let cli =
+            Cli::try_parse_from(["x", "--budgets", "--budget-burn-window-days", "0"]).unwrap();
+        let e = cli.args.settings().unwrap_err().to_string();
+        assert!(e.contains("--budget-burn-window-days"), "{e}");
     }
 
     #[test]

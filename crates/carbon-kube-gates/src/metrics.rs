@@ -95,6 +95,8 @@ pub struct ControllerMetrics {
     pub plans: Family<ActionLabels, Counter>,
     /// `carbon_kube_gates_leader`: 1 while this replica leads.
     pub leader: Gauge,
+    /// `carbon_kube_budget_*{budget_namespace}`: namespace budgets (`--budgets`).
+    pub budgets: crate::budgets::BudgetMetrics,
 }
 
 impl ControllerMetrics {
@@ -109,6 +111,7 @@ impl ControllerMetrics {
             release_errors: Counter::default(),
             plans: Family::default(),
             leader: Gauge::default(),
+            budgets: crate::budgets::BudgetMetrics::register(registry),
         };
         registry.register(
             "carbon_kube_deferred_pods",
