@@ -9,7 +9,11 @@
 #                  prometheus-operator) and of cert-manager's Certificate and
 #                  Issuer (Go module github.com/cert-manager/cert-manager), so
 #                  the test API server validates the chart's monitoring and
-#                  certificate objects against their real schemas.
+#                  certificate objects against their real schemas;
+#                  Open Cluster Management's AddOnPlacementScore and Placement
+#                  (Go module open-cluster-management.io/api) and Karmada's
+#                  PropagationPolicy (Go module github.com/karmada-io/karmada),
+#                  for the multi-cluster tests (crates/carbon-kube-multicluster).
 #
 # helm is built by test/k8s/build.sh. Skips what is already present.
 # Used by `make k8s-bin`; see docs/operations.md ("Testing the chart").
@@ -18,6 +22,8 @@ set -euo pipefail
 K8S_VERSION=v1.37.2
 PROMETHEUS_OPERATOR_VERSION=v0.85.0
 CERT_MANAGER_VERSION=v1.21.2
+OCM_API_VERSION=v1.2.0
+KARMADA_VERSION=v1.16.0
 
 BIN="${CARBON_KUBE_K8S_BIN:-$HOME/.cache/carbon-kube/k8s/$K8S_VERSION/bin}"
 CRDS="$(dirname "$BIN")/crds"
@@ -79,4 +85,9 @@ crd github.com/prometheus-operator/prometheus-operator "$PROMETHEUS_OPERATOR_VER
 crd github.com/cert-manager/cert-manager "$CERT_MANAGER_VERSION" \
   deploy/crds/cert-manager.io_certificates.yaml \
   deploy/crds/cert-manager.io_issuers.yaml
+crd open-cluster-management.io/api "$OCM_API_VERSION" \
+  cluster/v1alpha1/0000_05_clusters.open-cluster-management.io_addonplacementscores.crd.yaml \
+  cluster/v1beta1/0000_02_clusters.open-cluster-management.io_placements.crd.yaml
+crd github.com/karmada-io/karmada "$KARMADA_VERSION" \
+  charts/karmada/_crds/bases/policy/policy.karmada.io_propagationpolicies.yaml
 echo "test-tools: promtool in $BIN, CRDs in $CRDS"

@@ -13,11 +13,14 @@
 //! - [`deferral`]: when a deferrable pod should be released, and in which zone.
 //! - [`migration`]: whether moving a running pod to a greener zone pays, and where to.
 //! - [`accounting`]: what each pod emitted (operational, idle, embodied) and its carbon-agnostic counterfactual.
+//! - [`cluster_score`]: a whole cluster's carbon score (−100..100) for
+//!   multi-cluster placement, with hysteresis, and Karmada weights from it.
 //! - [`energy`]: the power model of a pod or job (shared with the simulator).
 //! - [`overrides`]: the `carbon-kube-config` codec (placement and deferral keys, expiry).
 
 pub mod budget;
 pub mod accounting;
+pub mod cluster_score;
 pub mod deferral;
 pub mod energy;
 mod forecast_window;

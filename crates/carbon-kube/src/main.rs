@@ -42,6 +42,11 @@ enum Command {
     /// Migration: move opted-in running pods to a greener zone through the
     /// Eviction API, only when the move pays, within caps, never looping.
     Migrator(carbon_kube_migrator::Args),
+    /// Multi-cluster placement: publish this cluster's carbon score as an
+    /// Open Cluster Management AddOnPlacementScore (−100..100, 0 neutral),
+    /// or set opted-in Karmada PropagationPolicies' weights from the scores.
+    #[command(subcommand)]
+    ClusterScore(carbon_kube_multicluster::ClusterScoreCommand),
 }
 
 /// `carbon-kube tune`: the run, then (with --apply or --kubeconfig) its
@@ -89,6 +94,9 @@ fn main() -> ExitCode {
                 .await
                 .map(|()| ExitCode::SUCCESS),
             Command::Migrator(args) => carbon_kube_migrator::run(args)
+                .await
+                .map(|()| ExitCode::SUCCESS),
+            Command::ClusterScore(cmd) => carbon_kube_multicluster::run(cmd)
                 .await
                 .map(|()| ExitCode::SUCCESS),
         }
