@@ -1193,3 +1193,290 @@ async fn a_runtime_override_applies_until_its_valid_until_and_then_the_flags_do(
     assert!(has_gate(&p), "held for the window with the flags");
     controller.stop().await;
 }
+
+// ---------------------------------------------------------------------------
+// Namespace budgets
+
+/// Publishes the accounting controller's usage document: `grams` used today
+/// per namespace, written `age` seconds ago.
+async fn publish_usage(ns: &TestNamespace, grams: &[(&str, f64)], age: i64) {
+    use carbon_kube_model::accounting::{ACCOUNTING_CONFIGMAP, DayUsage, USAGE_KEY, UsageDocument};
+    let t = now() - age;
+    let doc = UsageDocument {
+        generated_at: t,
+        namespaces: grams
+            .iter()
+            .map(|(n, g)| {
+                let day = DayUsage {
+                    day_start: t.div_euclid(86_400) * 86_400,
+                    operational_grams: *g,
+                    ..DayUsage::default()
+                };
+                ((*n).to_owned(), vec![day])
+            })
+            .collect(),
+    };
+    let cm = json!({
+        "apiVersion": "v1", "kind": "ConfigMap",
+        "metadata": {"name": ACCOUNTING_CONFIGMAP},
+        "data": {USAGE_KEY: serde_json::to_string(&doc).unwrap()}
+    });
+    ns.api::<ConfigMap>()
+        .patch(
+            ACCOUNTING_CONFIGMAP,
+            &PatchParams::apply("budget-test").force(),
+            &Patch::Apply(&cm),
+        )
+        .await
+        .unwrap();
+}
+
+async fn set_budget(ns: &TestNamespace, grams: &str) {
+    use carbon_kube_model::accounting::{ANNOTATION_BUDGET_GRAMS, ANNOTATION_BUDGET_PERIOD};
+    Api::<Namespace>::all(ns.client())
+        .patch(
+            ns.name(),
+            &PatchParams::default(),
+            &Patch::Merge(json!({"metadata": {"annotations": {
+                ANNOTATION_BUDGET_GRAMS: grams, ANNOTATION_BUDGET_PERIOD: "day"}}})),
+        )
+        .await
+        .unwrap();
+}
+
+async fn wait_metric(controller: &RunningController, line: &str) {
+    wait_until(
+        format!("metric {line}"),
+        Duration::from_secs(30),
+        || async {
+            let text = controller.metrics();
+            if text.contains(line) {
+                Progress::Done(())
+            } else {
+                Progress::Waiting(
+                    text.lines()
+                        .filter(|l| l.starts_with("carbon_kube_budget_state"))
+                        .collect::<Vec<_>>()
+                        .join("; "),
+                )
+            }
+        },
+    )
+    .await
+    .unwrap();
+}
+
+/// Issue 17: two namespaces, one over its daily carbon budget and one well
+/// under it, the same forecast (a window 5 % greener in 90 s: less than the
+/// 10 % minimum saving). The under-budget namespace's pod is released at
+/// once; the over-budget namespace's pod waits for the greener window
+/// (reason `budget`, a `DeferredForBudget` Event with the namespace's
+/// figures); its pods with short deadlines are still released by their
+/// latest start; and once the usage data goes stale, the budget has no
+/// effect (fail open).
+#[tokio::test]
+async fn an_over_budget_namespace_waits_for_greener_windows_but_never_past_a_deadline() {
+    use carbon_kube_gates::budgets::BudgetSettings;
+    use carbon_kube_model::accounting::ACCOUNTING_CONFIGMAP;
+    use carbon_kube_policy::budget::BudgetConfig;
+    ensure_crypto_provider();
+    let cp = shared().await;
+    let over = cp.test_namespace("budget-over").await.unwrap();
+    let under = cp.test_namespace("budget-under").await.unwrap();
+    for ns in [&over, &under] {
+        ns.create_nodes(
+            &nodes_in_zone("eu-central", "de-a")
+                .with_label(keys::LABEL_GRID_ZONE, "DE")
+                .static_ready(),
+        )
+        .await
+        .unwrap();
+    }
+    // 300 g/kWh falling by 1 per slot for 90 s, 285 for the next minute, 300 after.
+    let forecast: Vec<f64> = (0..72)
+        .map(|i| match i {
+            0..9 => 300.0 - i as f64,
+            9..15 => 285.0,
+            _ => 300.0,
+        })
+        .collect();
+    publish_snapshot(&over, &[("DE", forecast)]).await;
+    set_budget(&over, "100").await;
+    set_budget(&under, "1000000").await;
+    publish_usage(&over, &[(over.name(), 500.0), (under.name(), 1.0)], 0).await;
+    let budgets = BudgetSettings {
+        usage_namespace: over.name().to_owned(),
+        usage_configmap: ACCOUNTING_CONFIGMAP.to_owned(),
+        config: BudgetConfig::default(),
+    };
+    // One controller per namespace (each watches only its own), both
+    // reading the snapshot and the usage from `over`.
+    let mut s = settings(&over);
+    s.budgets = Some(budgets.clone());
+    let c_over = start_controller(cp, s).await;
+    let mut s = settings(&under);
+    s.snapshot_namespace = over.name().to_owned();
+    s.budgets = Some(budgets);
+    let c_under = start_controller(cp, s).await;
+    wait_metric(
+        &c_over,
+        &format!(
+            "carbon_kube_budget_state{{budget_namespace=\"{}\"}} 2",
+            over.name()
+        ),
+    )
+    .await;
+    wait_metric(
+        &c_under,
+        &format!(
+            "carbon_kube_budget_state{{budget_namespace=\"{}\"}} 0",
+            under.name()
+        ),
+    )
+    .await;
+
+    let patient = [
+        (keys::ANNOTATION_MAX_DELAY, "10m"),
+        (keys::ANNOTATION_EXPECTED_DURATION, "30s"),
+    ];
+    let mut created = BTreeMap::new();
+    for (ns, name, annotations) in [
+        (&under, "thrifty", &patient[..]),
+        (&over, "thrifty", &patient[..]),
+        (
+            &over,
+            "urgent",
+            &[
+                (keys::ANNOTATION_MAX_DELAY, "60s"),
+                (keys::ANNOTATION_EXPECTED_DURATION, "20s"),
+            ][..],
+        ),
+        (
+            &over,
+            "too-late",
+            &[
+                (keys::ANNOTATION_MAX_DELAY, "30s"),
+                (keys::ANNOTATION_EXPECTED_DURATION, "20s"),
+            ][..],
+        ),
+    ] {
+        let c = ns
+            .api::<Pod>()
+            .create(&PostParams::default(), &gated_pod(ns, name, annotations))
+            .await
+            .unwrap();
+        created.insert(
+            (ns.name().to_owned(), name),
+            c.metadata.creation_timestamp.unwrap().0.as_second(),
+        );
+    }
+
+    // Under budget: 5 % is not worth holding a pod for; released at once.
+    let out = wait_released(&under, "thrifty", Duration::from_secs(30)).await;
+    assert_eq!(
+        annotation(&out, keys::ANNOTATION_RELEASE_REASON).as_deref(),
+        Some("now_is_best")
+    );
+
+    // Over budget: planned into the greener window, for the budget, and said so.
+    let planned = wait_for(
+        &over.api::<Pod>(),
+        "thrifty",
+        Duration::from_secs(30),
+        |p| annotation(p, keys::ANNOTATION_PLANNED_RELEASE).is_some(),
+    )
+    .await
+    .unwrap();
+    let plan: serde_json::Value =
+        serde_json::from_str(&annotation(&planned, ANNOTATION_RELEASE_PLAN).unwrap()).unwrap();
+    assert_eq!(plan["reason"], "budget", "{plan}");
+    assert_eq!(plan["expectedGPerKwh"], 285.0, "{plan}");
+    let planned_at =
+        parse_time(&annotation(&planned, keys::ANNOTATION_PLANNED_RELEASE).unwrap()).unwrap();
+    assert!(
+        planned_at > created[&(over.name().to_owned(), "thrifty")],
+        "planned for later: {plan}"
+    );
+    let event = wait_event(&over, "thrifty", "DeferredForBudget").await;
+    let note = event.note.unwrap_or_default();
+    assert!(
+        note.contains("for the namespace's carbon budget")
+            && note.contains(&format!(
+                "namespace {} has used 500 g of its 100 g day budget",
+                over.name()
+            ))
+            && note.contains("exhausted"),
+        "{note}"
+    );
+
+    // Short deadlines in the over-budget namespace: by the latest start.
+    for (name, max_delay, duration) in [("urgent", 60, 20), ("too-late", 30, 20)] {
+        let out = wait_released(&over, name, Duration::from_secs(60)).await;
+        let released_at = ms(&annotation(&out, ANNOTATION_RELEASED_AT).unwrap());
+        let latest_start = created[&(over.name().to_owned(), name)] + max_delay - duration;
+        assert!(
+            released_at <= latest_start * 1000,
+            "{name} released after its latest start: {released_at} > {latest_start}000"
+        );
+    }
+    let out = wait_released(&over, "too-late", Duration::from_secs(1)).await;
+    assert_eq!(
+        annotation(&out, keys::ANNOTATION_RELEASE_REASON).as_deref(),
+        Some("deadline")
+    );
+
+    // The patient pod goes in its window, not before, with the reason.
+    let out = wait_released(&over, "thrifty", Duration::from_secs(150)).await;
+    let released_at = ms(&annotation(&out, ANNOTATION_RELEASED_AT).unwrap());
+    assert!(
+        released_at >= planned_at * 1000,
+        "released before its window"
+    );
+    assert_eq!(
+        annotation(&out, keys::ANNOTATION_RELEASE_REASON).as_deref(),
+        Some("budget")
+    );
+    let text = c_over.metrics();
+    for line in [
+        format!(
+            "carbon_kube_budget_used_grams{{budget_namespace=\"{}\"}} 500.0",
+            over.name()
+        ),
+        format!(
+            "carbon_kube_budget_grams{{budget_namespace=\"{}\"}} 100.0",
+            over.name()
+        ),
+        format!(
+            "carbon_kube_budget_exhaustion_seconds{{budget_namespace=\"{}\"}} 0.0",
+            over.name()
+        ),
+        "carbon_kube_gate_releases_total{reason=\"budget\"}".to_owned(),
+    ] {
+        assert!(text.contains(&line), "{line} missing from\n{text}");
+    }
+
+    // Stale usage: the budget no longer applies; a new pod is released at once.
+    publish_usage(&over, &[(over.name(), 500.0)], 3 * 3600).await;
+    wait_metric(
+        &c_over,
+        &format!(
+            "carbon_kube_budget_state{{budget_namespace=\"{}\"}} -1",
+            over.name()
+        ),
+    )
+    .await;
+    over.api::<Pod>()
+        .create(
+            &PostParams::default(),
+            &gated_pod(&over, "after-stale", &patient),
+        )
+        .await
+        .unwrap();
+    let out = wait_released(&over, "after-stale", Duration::from_secs(30)).await;
+    assert_ne!(
+        annotation(&out, keys::ANNOTATION_RELEASE_REASON).as_deref(),
+        Some("budget")
+    );
+    c_over.stop().await;
+    c_under.stop().await;
+}
