@@ -461,8 +461,9 @@ fn release(
 /// on the action the nodes with room for it (see [`Action::Release`]).
 ///
 /// The planned zone is tried first, then the pod's other zones. A deadline
-/// release may take room promised to less urgent pods (their plans no
-/// longer fit and are made again); a planned release only takes free room.
+/// release with no free room anywhere takes room promised to less urgent
+/// pods (their plans no longer fit and are made again); other releases take
+/// only free room.
 /// When no node has room the run is still booked (on the node with the most
 /// room), so the ledger never under-counts, and no node is preferred.
 fn book_release(
@@ -487,30 +488,36 @@ fn book_release(
         ledger.withdraw(b);
     }
     let need = Resources::new(i64::try_from(pod.cpu_millis).unwrap_or(i64::MAX), 0);
-    let urgency =
-        (*cause == ReleaseCause::Planned(ReleaseReason::Deadline)).then_some(*latest_start);
-    let order = zone.iter().chain(
-        pod.eligibility
-            .zones
-            .iter()
-            .filter(|z| Some(*z) != zone.as_ref()),
-    );
-    let mut book_in = None;
-    for z in order {
-        let room = ledger.nodes_with_room(
-            z,
-            &pod.eligibility.nodes,
-            now,
-            duration_seconds,
-            need,
-            urgency,
-        );
-        if !room.is_empty() {
-            *nodes = room;
-            book_in = Some(z.clone());
-            break;
+    let zones: Vec<&ZoneId> = zone
+        .iter()
+        .chain(
+            pod.eligibility
+                .zones
+                .iter()
+                .filter(|z| Some(*z) != zone.as_ref()),
+        )
+        .collect();
+    // Free room first; a deadline release then takes room promised to less
+    // urgent pods.
+    let deadline = *cause == ReleaseCause::Planned(ReleaseReason::Deadline);
+    let urgencies = [None, deadline.then_some(*latest_start)];
+    let mut book_in = zones.first().map(|z| (*z).clone());
+    'search: for urgency in urgencies.iter().take(if deadline { 2 } else { 1 }) {
+        for z in &zones {
+            let room = ledger.nodes_with_room(
+                z,
+                &pod.eligibility.nodes,
+                now,
+                duration_seconds,
+                need,
+                *urgency,
+            );
+            if !room.is_empty() {
+                *nodes = room;
+                book_in = Some((*z).clone());
+                break 'search;
+            }
         }
-        book_in.get_or_insert_with(|| z.clone());
     }
     if let Some(z) = book_in {
         let allowed = if nodes.is_empty() {

@@ -286,28 +286,37 @@ pub fn affinity_for_zone(
     Some((affinity, AffinityMode::Preferred))
 }
 
-/// Adds one preferred node-affinity term (weight 100) per node in `nodes`,
-/// selecting it by name (`matchFields` `metadata.name`, which takes one
-/// value per term): where the capacity ledger has room for the pod's run.
-/// Preferred terms may change while a pod is gated and never make it
-/// unschedulable; terms already on the pod are kept.
+/// Adds one preferred node-affinity term per node in `nodes`, selecting it
+/// by name (`matchFields` `metadata.name`, which takes one value per term):
+/// where the capacity ledger has room for the pod's run, best first. The
+/// weights halve down the list (100, 50, 25, ... at least 1), so the node
+/// the ledger booked the run on clearly wins over the next ones, which in
+/// turn win over nodes with no room. Preferred terms may change while a pod
+/// is gated and never make it unschedulable; terms already on the pod are
+/// kept.
 pub fn prefer_nodes(current: Option<&Affinity>, nodes: &[String]) -> Option<Affinity> {
     if nodes.is_empty() {
         return None;
     }
     let mut affinity = current.cloned().unwrap_or_default();
-    let terms: Vec<NodeSelectorTerm> = nodes
-        .iter()
-        .map(|n| NodeSelectorTerm {
-            match_expressions: None,
-            match_fields: Some(vec![NodeSelectorRequirement {
-                key: "metadata.name".to_owned(),
-                operator: "In".to_owned(),
-                values: Some(vec![n.clone()]),
-            }]),
-        })
-        .collect();
-    add_preferred(&mut affinity, &terms);
+    let preferred = affinity
+        .node_affinity
+        .get_or_insert_with(NodeAffinity::default)
+        .preferred_during_scheduling_ignored_during_execution
+        .get_or_insert_with(Vec::new);
+    for (i, n) in nodes.iter().enumerate() {
+        preferred.push(PreferredSchedulingTerm {
+            weight: (100_i32 >> i.min(31)).max(1),
+            preference: NodeSelectorTerm {
+                match_expressions: None,
+                match_fields: Some(vec![NodeSelectorRequirement {
+                    key: "metadata.name".to_owned(),
+                    operator: "In".to_owned(),
+                    values: Some(vec![n.clone()]),
+                }]),
+            },
+        });
+    }
     Some(affinity)
 }
 
@@ -482,5 +491,29 @@ mod tests {
         );
         assert!(affinity_for_zone(None, &fr, AffinityMode::None).is_none());
         assert!(affinity_for_zone(None, &[], AffinityMode::Required).is_none());
+    }
+
+    #[test]
+    fn preferred_nodes_get_halving_weights_after_the_terms_already_there() {
+        let de = zone_terms(&zone("DE"), &cluster());
+        let (zone_aff, _) = affinity_for_zone(None, &de, AffinityMode::Preferred).unwrap();
+        let nodes: Vec<String> = (0..10).map(|i| format!("n-{i}")).collect();
+        let a = prefer_nodes(Some(&zone_aff), &nodes).unwrap();
+        let terms = a
+            .node_affinity
+            .unwrap()
+            .preferred_during_scheduling_ignored_during_execution
+            .unwrap();
+        // The zone's terms stay first; then one term per node, by name.
+        let z = de.len();
+        assert_eq!(terms.len(), z + 10);
+        assert!(terms[..z].iter().all(|t| t.weight == 100));
+        let weights: Vec<i32> = terms[z..].iter().map(|t| t.weight).collect();
+        assert_eq!(weights, [100, 50, 25, 12, 6, 3, 1, 1, 1, 1]);
+        let f = terms[z + 1].preference.match_fields.as_ref().unwrap();
+        assert_eq!(f[0].key, "metadata.name");
+        assert_eq!(f[0].operator, "In");
+        assert_eq!(f[0].values.as_deref(), Some(&["n-1".to_owned()][..]));
+        assert!(prefer_nodes(None, &[]).is_none());
     }
 }

@@ -1110,6 +1110,155 @@ async fn the_urgent_pod_gets_the_room_in_a_nearly_full_zone() {
     wait_event(&ns, "deferred-5", "Deferred").await;
     controller.stop().await;
 }
+/// Issue 14, the cluster side: a released pod goes to a node where the
+/// ledger has room for its run, not into room promised to another plan. One
+/// zone, a 4-CPU and a 2-CPU node. A 4-CPU pod is planned into a green window
+/// (it fits only on the big node); then a 1-CPU pod with a 5-minute run and no
+/// slack is released at once. kube-scheduler alone would put it on the
+/// emptier big node (where it would still run in the window, so the 4-CPU
+/// pod would find no room); the controller prefers the small node, the only
+/// one with room for the whole run, and the 4-CPU pod is bound on the big
+/// node in its window, before its latest start.
+#[tokio::test]
+async fn a_released_pod_prefers_a_node_with_room_and_keeps_promised_room_free() {
+    ensure_crypto_provider();
+    let cp = shared().await;
+    let ns = cp.test_namespace("gates-room").await.unwrap();
+    let big = ns
+        .create_nodes(
+            &nodes_in_zone("eu-central", "de-a")
+                .named("big")
+                .with_label(keys::LABEL_GRID_ZONE, "DE")
+                .with_cpu("4"),
+        )
+        .await
+        .unwrap();
+    let small = ns
+        .create_nodes(
+            &nodes_in_zone("eu-central", "de-a")
+                .named("small")
+                .with_label(keys::LABEL_GRID_ZONE, "DE")
+                .with_cpu("2"),
+        )
+        .await
+        .unwrap();
+    let (big, small) = (
+        big[0].metadata.name.clone().unwrap(),
+        small[0].metadata.name.clone().unwrap(),
+    );
+    let _scheduler = cp.start_scheduler(ns.scheduler_config()).await.unwrap();
+    // Green from 120 s to 240 s from now.
+    publish_snapshot(&ns, &[("DE", dip(400.0, 50.0, 12, 12))]).await;
+    let mut s = settings(&ns);
+    s.reconcile.deferral.capacity_headroom = 1.0;
+    let with_cpu = |name: &str, cpu: &str, max_delay: &str, duration: &str| {
+        let mut p = gated_pod(
+            &ns,
+            name,
+            &[
+                (keys::ANNOTATION_MAX_DELAY, max_delay),
+                (keys::ANNOTATION_EXPECTED_DURATION, duration),
+            ],
+        );
+        let spec = p.spec.as_mut().unwrap();
+        spec.scheduler_name = Some(ns.scheduler_name().to_owned());
+        spec.containers[0].resources = Some(k8s_openapi::api::core::v1::ResourceRequirements {
+            requests: Some(BTreeMap::from([(
+                "cpu".to_owned(),
+                k8s_openapi::apimachinery::pkg::api::resource::Quantity(cpu.to_owned()),
+            )])),
+            ..Default::default()
+        });
+        p
+    };
+    let pods = ns.api::<Pod>();
+    let wide = pods
+        .create(
+            &PostParams::default(),
+            &with_cpu("wide", "4", "600s", "60s"),
+        )
+        .await
+        .unwrap();
+    let wide_latest = wide.metadata.creation_timestamp.unwrap().0.as_second() + 600 - 60;
+    let controller = start_controller(cp, s).await;
+    let planned = wait_for(&pods, "wide", Duration::from_secs(60), |p| {
+        annotation(p, ANNOTATION_RELEASE_PLAN).is_some()
+    })
+    .await
+    .unwrap();
+    let plan: serde_json::Value =
+        serde_json::from_str(&annotation(&planned, ANNOTATION_RELEASE_PLAN).unwrap()).unwrap();
+    assert_eq!(plan["reason"], "green_window", "{plan}");
+
+    // No slack: released at once, and steered to the small node.
+    pods.create(
+        &PostParams::default(),
+        &with_cpu("short", "1", "330s", "300s"),
+    )
+    .await
+    .unwrap();
+    let short = wait_released(&ns, "short", Duration::from_secs(60)).await;
+    let preferred: Vec<(i32, String)> = short
+        .spec
+        .as_ref()
+        .and_then(|s| s.affinity.as_ref())
+        .and_then(|a| a.node_affinity.as_ref())
+        .and_then(|n| {
+            n.preferred_during_scheduling_ignored_during_execution
+                .clone()
+        })
+        .unwrap_or_default()
+        .into_iter()
+        .filter_map(|t| {
+            let f = t.preference.match_fields?.into_iter().next()?;
+            Some((t.weight, f.values?.into_iter().next()?))
+        })
+        .collect();
+    assert_eq!(preferred, [(100, small.clone())], "{short:?}");
+    let event = wait_event(&ns, "short", "Released").await;
+    let note = event.note.unwrap_or_default();
+    assert!(
+        note.contains(&format!(
+            "preferring the node with room for its run: {small}"
+        )),
+        "{note}"
+    );
+    ns.wait_for_pod_bound("short", Duration::from_secs(60))
+        .await
+        .unwrap();
+    let short = pods.get("short").await.unwrap();
+    assert_eq!(
+        short.spec.as_ref().and_then(|s| s.node_name.clone()),
+        Some(small.clone())
+    );
+
+    // The 4-CPU pod finds its room on the big node in its window.
+    ns.wait_for_pod_bound("wide", Duration::from_secs(400))
+        .await
+        .unwrap();
+    let wide = pods.get("wide").await.unwrap();
+    assert_eq!(
+        wide.spec.as_ref().and_then(|s| s.node_name.clone()),
+        Some(big.clone())
+    );
+    let scheduled_at = wide
+        .status
+        .as_ref()
+        .and_then(|s| s.conditions.as_ref())
+        .and_then(|c| {
+            c.iter()
+                .find(|c| c.type_ == "PodScheduled" && c.status == "True")
+        })
+        .and_then(|c| c.last_transition_time.as_ref())
+        .map(|t| t.0.as_second())
+        .unwrap();
+    assert!(
+        scheduled_at <= wide_latest,
+        "bound at {scheduled_at}, after its latest start {wide_latest}"
+    );
+    controller.stop().await;
+}
+
 // ---------------------------------------------------------------------------
 // Runtime overrides
 
