@@ -1,6 +1,7 @@
 //! Kubernetes and serving glue shared by Carbon-Kube's components.
 //!
 //! - [`snapshot_store`]: the `carbon-intensity-data` ConfigMap, read and written safely.
+//! - [`config_watch`]: one named ConfigMap watched into a callback (runtime overrides).
 //! - [`serve`]: `/metrics`, `/healthz` and `/readyz` for every long-running component.
 //! - [`telemetry`]: logging and TLS provider setup.
 //! - [`node_match`]: Kubernetes' node selection semantics and a pod's effective requests.
@@ -10,6 +11,7 @@
 //!
 //! Decisions do not live here: see `carbon-kube-policy`.
 
+pub mod config_watch;
 pub mod leader;
 pub mod metrics;
 pub mod node_match;

@@ -12,15 +12,24 @@
 //! single-threaded runtime, so that thread's CPU time (`/proc`) is the
 //! migrator's: its watches, caches and cycles.
 //!
-//! Printed: setup time, CPU seconds per cycle (mean of `SCALE_CYCLES`, 3,
+//! Printed: setup time; then the heap a cache of every pod takes, as the
+//! migrator caches them (trimmed, `view::trim_pod`) and as whole objects,
+//! side by side; then, for each migrator variant (`SCALE_VARIANTS`,
+//! default `untrimmed,trimmed`: the migrator with whole pods in its cache,
+//! as before the trimming, and as it runs now), run one after the other on
+//! the same objects: CPU seconds per cycle (mean of `SCALE_CYCLES`, 3,
 //! after the first), wall seconds per cycle, pods evaluated per CPU second,
-//! and the process's resident memory before the migrator started and after
-//! the cycles (the difference is the migrator's caches and working set).
+//! bytes and allocations per cycle, the live heap after the cycles and its
+//! peak during them (sampled every 20 ms), and the process's resident
+//! memory before and after. The heap figures come from counting every
+//! allocation (`stats_alloc`, process-wide; the rest of the process is idle
+//! meanwhile); resident memory also holds what the allocator keeps.
 //!
 //! Run: `cargo bench -p carbon-kube-migrator --bench scale`.
 
 #![allow(clippy::unwrap_used, missing_docs)]
 
+use std::alloc::System;
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
@@ -29,16 +38,46 @@ use carbon_kube_migrator::controller::{MigratorSettings, run_migrator};
 use carbon_kube_migrator::metrics::MigratorMetrics;
 use carbon_kube_migrator::system_clock;
 use carbon_kube_model::{CarbonIntensity, Forecast, Snapshot, Source, ZoneId, ZoneRecord, keys};
+use carbon_kube_testkit::hostile::{INSTRUMENTED_SYSTEM, StatsAlloc};
 use carbon_kube_testkit::{ControlPlane, ControlPlaneOptions, nodes_in_zone};
 use futures::{StreamExt, stream};
 use k8s_openapi::api::apps::v1::ReplicaSet;
 use k8s_openapi::api::core::v1::{ConfigMap, Container, Pod, PodSpec};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{OwnerReference, Time};
 use kube::api::{Api, ObjectMeta, Patch, PatchParams, PostParams};
+use kube::runtime::{WatchStreamExt as _, reflector, watcher};
 use prometheus_client::registry::Registry;
 use serde_json::json;
 
 const REPLICAS: usize = 100;
+
+#[global_allocator]
+static GLOBAL: &StatsAlloc<System> = &INSTRUMENTED_SYSTEM;
+
+/// Live heap of the process, MiB (allocated − freed, reallocations counted).
+fn heap_mib() -> f64 {
+    let s = GLOBAL.stats();
+    #[allow(clippy::cast_precision_loss)]
+    let live = s.bytes_allocated as f64 - s.bytes_deallocated as f64 + s.bytes_reallocated as f64;
+    live / (1024.0 * 1024.0)
+}
+
+/// A reflector cache of every pod of `api`, each passed through `modify`,
+/// as the migrator builds it; returns the store once the first list is in.
+async fn pod_cache(api: Api<Pod>, modify: fn(&mut Pod)) -> reflector::Store<Pod> {
+    let (store, writer) = reflector::store();
+    let stream = reflector::reflector(
+        writer,
+        watcher(api, watcher::Config::default()).modify(modify),
+    );
+    futures::pin_mut!(stream);
+    while let Some(ev) = stream.next().await {
+        if matches!(ev, Ok(watcher::Event::InitDone)) {
+            break;
+        }
+    }
+    store
+}
 
 fn env(name: &str, default: usize) -> usize {
     std::env::var(name)
@@ -233,8 +272,57 @@ fn main() {
             t.elapsed().as_secs_f64()
         );
 
+        // The cache alone: every pod, whole and trimmed, side by side.
+        let mut cache_mib = Vec::new();
+        for (label, modify) in [
+            ("whole", (|_: &mut Pod| {}) as fn(&mut Pod)),
+            ("trimmed", carbon_kube_migrator::view::trim_pod as fn(&mut Pod)),
+        ] {
+            let before = heap_mib();
+            let store = pod_cache(ns.api::<Pod>(), modify).await;
+            let n = store.state().len();
+            let added = heap_mib() - before;
+            drop(store);
+            println!(
+                "scale: cache of {n} {label} pods: {added:.0} MiB of heap ({:.1} KiB per pod)",
+                added * 1024.0 / n.max(1) as f64
+            );
+            cache_mib.push(added);
+        }
+        if let [whole, trimmed] = cache_mib[..] {
+            println!("scale: trimmed / whole cache: {:.3}", trimmed / whole);
+        }
+
+        let variants = std::env::var("SCALE_VARIANTS").unwrap_or_else(|_| "untrimmed,trimmed".into());
+        let mut results: Vec<(String, f64, f64, f64)> = Vec::new();
+        for variant in variants.split(',').map(str::trim).filter(|v| !v.is_empty()) {
+            let (cpu, peak, live) = run_variant(&ns, variant, cycles, pods).await;
+            results.push((variant.to_owned(), cpu, peak, live));
+        }
+        if let [(a, cpu_a, peak_a, live_a), (b, cpu_b, peak_b, live_b)] = &results[..] {
+            println!(
+                "scale: {b} / {a}: CPU per cycle {:.3}, peak heap {:.3}, live heap after the cycles {:.3}",
+                cpu_b / cpu_a,
+                peak_b / peak_a,
+                live_b / live_a
+            );
+        }
+    });
+}
+
+/// Runs the migrator (`variant`: `trimmed`, or `untrimmed` for whole pods
+/// in its cache) for a first cycle and `cycles` more; prints and returns
+/// (CPU s per cycle, peak heap MiB added, live heap MiB added after).
+async fn run_variant(
+    ns: &carbon_kube_testkit::TestNamespace,
+    variant: &str,
+    cycles: usize,
+    pods: usize,
+) -> (f64, f64, f64) {
+    {
         // The migrator, on its own thread and single-threaded runtime.
         let rss_before = rss_mib();
+        let heap_before = heap_mib();
         let mut registry = Registry::default();
         let metrics = MigratorMetrics::register(&mut registry);
         let watch = metrics.clone();
@@ -246,6 +334,7 @@ fn main() {
             min_interval: Duration::from_secs(1),
             dry_run: true,
             events: false,
+            trim_pods: variant != "untrimmed",
             ..MigratorSettings::default()
         };
         let (tid_tx, tid_rx) = std::sync::mpsc::channel();
@@ -282,34 +371,59 @@ fn main() {
         let tid = tid_rx.recv().unwrap();
         let t0 = Instant::now();
         // The first cycle (caches synced, first pass).
+        let mut peak_first = 0.0_f64;
         while watch.cycles.get() < 1 {
-            tokio::time::sleep(Duration::from_millis(100)).await;
+            peak_first = peak_first.max(heap_mib());
+            tokio::time::sleep(Duration::from_millis(20)).await;
         }
         let first_cycle = t0.elapsed().as_secs_f64();
         let cpu_first = thread_cpu_seconds(&tid);
         let t1 = Instant::now();
+        let start = GLOBAL.stats();
+        let mut peak = 0.0_f64;
         while watch.cycles.get() < 1 + cycles as u64 {
-            tokio::time::sleep(Duration::from_millis(100)).await;
+            peak = peak.max(heap_mib());
+            tokio::time::sleep(Duration::from_millis(20)).await;
         }
+        let end = GLOBAL.stats();
         let wall = t1.elapsed().as_secs_f64();
         let cpu = thread_cpu_seconds(&tid) - cpu_first;
         let rss_after = rss_mib();
+        let live = heap_mib() - heap_before;
         let done = watch.cycles.get() - 1;
         let per_cycle = cpu / done as f64;
+        let allocs = (end.allocations + end.reallocations - start.allocations - start.reallocations)
+            as f64
+            / done as f64;
+        let bytes = (end.bytes_allocated - start.bytes_allocated) as f64 / done as f64;
         println!(
-            "scale: first cycle (watch sync + pass) after {first_cycle:.1} s, {cpu_first:.2} CPU s"
+            "scale [{variant}]: first cycle (watch sync + pass) after {first_cycle:.1} s, {cpu_first:.2} CPU s"
         );
         println!(
-            "scale: {done} further cycles: {per_cycle:.2} CPU s per cycle, {:.2} wall s per cycle \
+            "scale [{variant}]: {done} further cycles: {per_cycle:.2} CPU s per cycle, {:.2} wall s per cycle \
              (1 s interval between cycles), {:.0} pods evaluated per CPU second",
             wall / done as f64,
             pods as f64 / per_cycle
         );
         println!(
-            "scale: RSS {rss_before:.0} MiB before the migrator, {rss_after:.0} MiB after ({:.0} MiB added)",
+            "scale [{variant}]: per cycle {:.0} allocations ({:.0} per pod), {:.0} MiB allocated ({:.1} KiB per pod)",
+            allocs,
+            allocs / pods as f64,
+            bytes / 1048576.0,
+            bytes / 1024.0 / pods as f64
+        );
+        println!(
+            "scale [{variant}]: heap added by the migrator: peak {:.0} MiB in the first cycle, {:.0} MiB in the others, {live:.0} MiB live after them ({:.1} KiB per pod)",
+            peak_first - heap_before,
+            peak - heap_before,
+            live * 1024.0 / pods as f64
+        );
+        println!(
+            "scale [{variant}]: RSS {rss_before:.0} MiB before the migrator, {rss_after:.0} MiB after ({:.0} MiB added)",
             rss_after - rss_before
         );
         let _ = stop_tx.send(());
         thread.join().unwrap();
-    });
+        (per_cycle, (peak.max(peak_first) - heap_before), live)
+    }
 }

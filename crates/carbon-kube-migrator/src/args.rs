@@ -27,6 +27,13 @@ pub struct Args {
     #[arg(long, default_value = keys::SNAPSHOT_CONFIGMAP)]
     pub snapshot_configmap: String,
 
+    /// ConfigMap (in --namespace) whose migration.* keys (margin,
+    /// minDwellSeconds, minNetSavingGrams, minImprovementGPerKwh: what the
+    /// tuner publishes in active mode) override the flags of the same
+    /// settings until its validUntil; "" reads none.
+    #[arg(long, default_value = keys::CONFIG_CONFIGMAP)]
+    pub overrides_configmap: String,
+
     /// Plain-HTTP address for /metrics, /healthz and /readyz.
     #[arg(
         long,
@@ -217,6 +224,7 @@ impl Args {
                 grace_seconds: (lease_duration / 3).max(1),
             }),
             pod_namespace: self.watch_namespace.clone(),
+            overrides_configmap: Some(self.overrides_configmap.clone()).filter(|n| !n.is_empty()),
             ..MigratorSettings::default()
         })
     }
@@ -241,6 +249,13 @@ mod tests {
         assert_eq!(s.interval, Duration::from_secs(300));
         assert!(!s.dry_run);
         assert_eq!(s.leader.unwrap().lease_name, "carbon-kube-migrator");
+        assert_eq!(s.overrides_configmap.as_deref(), Some("carbon-kube-config"));
+        let s = Cli::try_parse_from(["x", "--overrides-configmap", ""])
+            .unwrap()
+            .args
+            .settings()
+            .unwrap();
+        assert_eq!(s.overrides_configmap, None);
     }
 
     #[test]

@@ -1,7 +1,9 @@
 //! The migrator: caches, leader election and the cycle.
 //!
 //! Every replica keeps caches (reflectors) of pods, nodes, namespaces,
-//! ReplicaSets and the `carbon-intensity-data` ConfigMap. Only the replica
+//! ReplicaSets and the `carbon-intensity-data` ConfigMap, and reads the
+//! `migration.*` overrides of `carbon-kube-config` ([`crate::overrides`]),
+//! laid over the flags at the start of each cycle. Only the replica
 //! holding the `Lease` acts. A cycle runs every `--interval` and whenever a
 //! new snapshot arrives:
 //!
@@ -30,7 +32,7 @@ use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
 use carbon_kube_k8s::node_match::pod_fits_node;
-use carbon_kube_k8s::{Readiness, snapshot_from_configmap};
+use carbon_kube_k8s::{Readiness, SnapshotErrors};
 use carbon_kube_model::{Snapshot, UnixSeconds, ZoneId, keys};
 use carbon_kube_policy::energy::EnergyModel;
 use carbon_kube_policy::migration::{
@@ -55,10 +57,13 @@ use crate::Clock;
 use crate::caps::{CapsConfig, CycleCaps};
 use crate::evict::{Evicted, Evictor};
 use crate::metrics::MigratorMetrics;
+use crate::overrides::{
+    OverrideSink, OverrideState, SettingSource, effective_migration, watch_overrides,
+};
 use crate::state::{Landing, MoveRecord, OwnerState};
 use crate::view::{
     NodeEntry, Owner, deadline, expected_remaining, job_recreates, last_checkpoint, node_entries,
-    owner, pod_facts, pod_view, started_at,
+    owner, pod_facts, pod_view, started_at, trim_pod,
 };
 
 /// Field manager of the migrator's writes.
@@ -98,6 +103,14 @@ pub struct MigratorSettings {
     pub leader: Option<LeaderSettings>,
     /// Only pods in this namespace (default: every namespace).
     pub pod_namespace: Option<String>,
+    /// Trim cached pods to what the migrator reads
+    /// ([`crate::view::trim_pod`]); off only to measure what it saves (the
+    /// scale bench).
+    pub trim_pods: bool,
+    /// The runtime overrides ConfigMap (`carbon-kube-config`, in
+    /// `snapshot_namespace`) whose `migration.*` keys go over `migration`
+    /// until their `validUntil`; `None` reads none.
+    pub overrides_configmap: Option<String>,
 }
 
 impl Default for MigratorSettings {
@@ -117,6 +130,8 @@ impl Default for MigratorSettings {
             events: true,
             leader: None,
             pod_namespace: None,
+            overrides_configmap: Some(keys::CONFIG_CONFIGMAP.to_owned()),
+            trim_pods: true,
         }
     }
 }
@@ -133,14 +148,19 @@ struct Caches {
     namespaces: Store<Namespace>,
     replicasets: Store<ReplicaSet>,
     snapshot: Arc<RwLock<SnapshotState>>,
+    /// Wakes the cycle loop: a new snapshot or a new override.
     new_snapshot: Arc<Notify>,
 }
 
+/// Caches `api`'s objects, each passed through `modify` first (managed
+/// fields are dropped from every object; pods are trimmed further, see
+/// [`crate::view::trim_pod`]).
 async fn reflect<K>(
     api: Api<K>,
     writer: reflector::store::Writer<K>,
     readiness: Readiness,
     name: &'static str,
+    modify: impl FnMut(&mut K) + Send + 'static,
 ) where
     K: kube::Resource<DynamicType = ()>
         + Clone
@@ -150,8 +170,11 @@ async fn reflect<K>(
         + Sync
         + 'static,
 {
-    let stream =
-        reflector::reflector(writer, watcher(api, watcher::Config::default())).default_backoff();
+    let stream = reflector::reflector(
+        writer,
+        watcher(api, watcher::Config::default()).modify(modify),
+    )
+    .default_backoff();
     futures::pin_mut!(stream);
     while let Some(ev) = stream.next().await {
         match ev {
@@ -164,6 +187,8 @@ async fn reflect<K>(
 
 /// Keeps the latest good snapshot; a malformed or deleted ConfigMap keeps
 /// the last good one, whose records then go stale by age (and nothing moves).
+/// Bad zones and unreadable ConfigMaps are logged and counted
+/// (`carbon_kube_migrator_snapshot_errors_total{error}`).
 async fn watch_snapshot(
     client: kube::Client,
     namespace: String,
@@ -171,6 +196,7 @@ async fn watch_snapshot(
     state: Arc<RwLock<SnapshotState>>,
     readiness: Readiness,
     changed: Arc<Notify>,
+    errors: SnapshotErrors,
 ) {
     let api: Api<ConfigMap> = Api::namespaced(client, &namespace);
     let cfg = watcher::Config::default().fields(&format!("metadata.name={name}"));
@@ -179,18 +205,10 @@ async fn watch_snapshot(
     while let Some(ev) = stream.next().await {
         match ev {
             Ok(watcher::Event::Apply(cm) | watcher::Event::InitApply(cm)) => {
-                match snapshot_from_configmap(&cm) {
-                    Ok((s, errors)) => {
-                        for e in errors {
-                            tracing::warn!(error = %e, "ignoring a bad zone in the snapshot");
-                        }
-                        let mut st = state.write().unwrap_or_else(|e| e.into_inner());
-                        st.snapshot = Arc::new(s);
-                        st.generation += 1;
-                    }
-                    Err(e) => {
-                        tracing::warn!(error = %e, "snapshot unreadable; keeping the last good one");
-                    }
+                if let Some(s) = errors.read(&cm) {
+                    let mut st = state.write().unwrap_or_else(|e| e.into_inner());
+                    st.snapshot = Arc::new(s);
+                    st.generation += 1;
                 }
                 changed.notify_one();
             }
@@ -308,9 +326,37 @@ struct Migrator {
     overlay: HashMap<String, (Instant, OwnerEntry)>,
     /// Last skip label per pod uid (one Event per change).
     last_skip: HashMap<String, &'static str>,
+    /// The `migration.*` override read from `carbon-kube-config`, if any.
+    overrides: OverrideState,
+    /// The migration settings of the last cycle and their source (logged
+    /// when they change).
+    in_force: Option<(MigrationConfig, SettingSource)>,
 }
 
 impl Migrator {
+    /// The migration settings for a cycle at `now`: the flags, with the
+    /// override on top until it expires. Logs and exports them when they
+    /// (or their source) change.
+    fn migration_in_force(&mut self, now: UnixSeconds) -> MigrationConfig {
+        let (cfg, source) = {
+            let o = self.overrides.read().unwrap_or_else(|e| e.into_inner());
+            effective_migration(&self.settings.migration, o.as_ref(), now)
+        };
+        if self.in_force.as_ref() != Some(&(cfg.clone(), source)) {
+            tracing::info!(
+                source = source.as_str(),
+                margin = cfg.margin,
+                min_dwell_seconds = cfg.min_dwell_seconds,
+                min_net_saving_grams = cfg.min_net_saving_grams,
+                min_improvement_g_per_kwh = cfg.min_improvement_g_per_kwh,
+                "migration settings in force"
+            );
+            self.metrics.overrides.observe(&cfg, source);
+            self.in_force = Some((cfg.clone(), source));
+        }
+        cfg
+    }
+
     /// Writes the owner's state (guarded by its resourceVersion). Updates
     /// the entry's resourceVersion on success.
     async fn write_owner(&mut self, o: &mut OwnerEntry) -> Result<(), kube::Error> {
@@ -422,6 +468,7 @@ impl Migrator {
 
     async fn cycle(&mut self, leader: &watch::Receiver<bool>) {
         let now = (self.clock)();
+        let migration = self.migration_in_force(now);
         self.overlay
             .retain(|_, (at, _)| at.elapsed() < Duration::from_secs(30));
         let snapshot = self
@@ -569,7 +616,7 @@ impl Migrator {
                 &snapshot,
                 &self.settings.placement,
                 &self.settings.energy,
-                &self.settings.migration,
+                &migration,
             );
             match decision {
                 MigrationDecision::Migrate(plan) => moves.push((p.clone(), owner_uid, plan)),
@@ -906,6 +953,11 @@ async fn get_meta(
     }
 }
 
+/// Managed fields are never read: not cached.
+fn drop_managed_fields<K: kube::Resource>(o: &mut K) {
+    o.meta_mut().managed_fields = None;
+}
+
 fn owner_of_uid(uid: &str, meta: &ObjectMeta, replicas: Option<i32>) -> Option<OwnerEntry> {
     OwnerEntry::from_meta("ReplicaSet", meta, replicas).filter(|e| e.uid == uid)
 }
@@ -924,6 +976,9 @@ pub async fn run_migrator(
     for name in ["pods", "nodes", "namespaces", "replicasets", "snapshot"] {
         readiness.register(name);
     }
+    if settings.overrides_configmap.is_some() {
+        readiness.register("overrides");
+    }
     let new_snapshot = Arc::new(Notify::new());
     let (pods, pod_writer) = reflector::store();
     let (nodes, node_writer) = reflector::store();
@@ -940,21 +995,39 @@ pub async fn run_migrator(
             Api::<ReplicaSet>::all(client.clone()),
         ),
     };
-    let tasks = vec![
-        tokio::spawn(reflect(pod_api, pod_writer, readiness.clone(), "pods")),
+    let mut tasks = vec![
+        tokio::spawn(reflect(
+            pod_api,
+            pod_writer,
+            readiness.clone(),
+            "pods",
+            if settings.trim_pods {
+                trim_pod as fn(&mut Pod)
+            } else {
+                |_: &mut Pod| {}
+            },
+        )),
         tokio::spawn(reflect(
             Api::<Node>::all(client.clone()),
             node_writer,
             readiness.clone(),
             "nodes",
+            drop_managed_fields::<Node>,
         )),
         tokio::spawn(reflect(
             Api::<Namespace>::all(client.clone()),
             ns_writer,
             readiness.clone(),
             "namespaces",
+            drop_managed_fields::<Namespace>,
         )),
-        tokio::spawn(reflect(rs_api, rs_writer, readiness.clone(), "replicasets")),
+        tokio::spawn(reflect(
+            rs_api,
+            rs_writer,
+            readiness.clone(),
+            "replicasets",
+            drop_managed_fields::<ReplicaSet>,
+        )),
         tokio::spawn(watch_snapshot(
             client.clone(),
             settings.snapshot_namespace.clone(),
@@ -962,8 +1035,24 @@ pub async fn run_migrator(
             snapshot.clone(),
             readiness.clone(),
             new_snapshot.clone(),
+            metrics.snapshot_errors.clone(),
         )),
     ];
+    let overrides = OverrideState::default();
+    if let Some(name) = &settings.overrides_configmap {
+        tasks.push(tokio::spawn(watch_overrides(
+            client.clone(),
+            settings.snapshot_namespace.clone(),
+            name.clone(),
+            settings.migration.clone(),
+            OverrideSink {
+                state: overrides.clone(),
+                readiness: readiness.clone(),
+                metrics: metrics.overrides.clone(),
+                changed: new_snapshot.clone(),
+            },
+        )));
+    }
     let (mut leader, lease) =
         carbon_kube_k8s::leader::elect(client.clone(), settings.leader.as_ref()).await?;
     let mut m = Migrator {
@@ -985,6 +1074,8 @@ pub async fn run_migrator(
         },
         overlay: HashMap::new(),
         last_skip: HashMap::new(),
+        overrides,
+        in_force: None,
         settings,
     };
     tokio::pin!(shutdown);

@@ -15,7 +15,9 @@
 //! - [`caps`]: per node, namespace, owner, cycle and hour;
 //! - [`state`]: the restart-safe state on owners;
 //! - [`view`]: Kubernetes objects to the policy's plain views;
-//! - [`metrics`]: `carbon_kube_migrations_total{result}` and friends.
+//! - [`metrics`]: `carbon_kube_migrations_total{result}` and friends;
+//! - [`overrides`]: the `migration.*` keys of `carbon-kube-config` (what the
+//!   tuner publishes) laid over the flags until they expire.
 //!
 //! Nothing here decides whether a move pays: that is the policy crate's job.
 
@@ -24,6 +26,7 @@ pub mod caps;
 pub mod controller;
 pub mod evict;
 pub mod metrics;
+pub mod overrides;
 pub mod state;
 pub mod view;
 

@@ -33,6 +33,12 @@ pub struct MigratorMetrics {
     pub leader: Gauge,
     /// `carbon_kube_migrator_cycles_total`: completed cycles.
     pub cycles: Counter,
+    /// `carbon_kube_migrator_snapshot_errors_total{error}` (`unreadable`,
+    /// `bad_zone`): problems in the snapshot ConfigMap.
+    pub snapshot_errors: carbon_kube_k8s::SnapshotErrors,
+    /// `carbon_kube_migrator_setting{setting,source}` and
+    /// `carbon_kube_migrator_override_errors_total` (see [`crate::overrides`]).
+    pub overrides: crate::overrides::OverrideMetrics,
 }
 
 impl MigratorMetrics {
@@ -44,6 +50,11 @@ impl MigratorMetrics {
             landings: Family::default(),
             leader: Gauge::default(),
             cycles: Counter::default(),
+            snapshot_errors: carbon_kube_k8s::SnapshotErrors::register(
+                registry,
+                "carbon_kube_migrator_snapshot_errors",
+            ),
+            overrides: crate::overrides::OverrideMetrics::register(registry),
         };
         registry.register(
             "carbon_kube_migrations",

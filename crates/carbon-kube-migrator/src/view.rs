@@ -137,6 +137,63 @@ pub fn pod_facts(
     }
 }
 
+/// Drops what the migrator never reads from a cached pod, so that a cache
+/// of 50,000 pods holds what the cycle needs and little else: managed
+/// fields (the largest part of a pod from the API server), labels, status
+/// other than the phase and start time, the containers' commands,
+/// environment, mounts, ports and probes, pod (anti-)affinity, and volumes
+/// other than the `hostPath` and `emptyDir` ones eligibility looks at.
+/// Kept: name, namespace, uid, resourceVersion, annotations, owner
+/// references, timestamps, the node, selector, node affinity, tolerations,
+/// priority, requests and overhead (what [`pod_facts`], [`pod_view`], node
+/// matching, Events and the Eviction read).
+pub fn trim_pod(p: &mut Pod) {
+    p.metadata.managed_fields = None;
+    p.metadata.labels = None;
+    p.metadata.generate_name = None;
+    if let Some(status) = p.status.as_mut() {
+        *status = k8s_openapi::api::core::v1::PodStatus {
+            phase: status.phase.take(),
+            start_time: status.start_time.take(),
+            ..Default::default()
+        };
+    }
+    if let Some(spec) = p.spec.as_mut() {
+        if let Some(volumes) = spec.volumes.as_mut() {
+            volumes.retain(|v| v.host_path.is_some() || v.empty_dir.is_some());
+        }
+        if let Some(affinity) = spec.affinity.as_mut() {
+            affinity.pod_affinity = None;
+            affinity.pod_anti_affinity = None;
+        }
+        spec.security_context = None;
+        spec.dns_config = None;
+        spec.host_aliases = None;
+        spec.image_pull_secrets = None;
+        spec.readiness_gates = None;
+        spec.topology_spread_constraints = None;
+        spec.resource_claims = None;
+        spec.ephemeral_containers = None;
+        for c in spec
+            .containers
+            .iter_mut()
+            .chain(spec.init_containers.iter_mut().flatten())
+        {
+            *c = k8s_openapi::api::core::v1::Container {
+                name: std::mem::take(&mut c.name),
+                resources: c.resources.take().map(|r| {
+                    k8s_openapi::api::core::v1::ResourceRequirements {
+                        requests: r.requests,
+                        ..Default::default()
+                    }
+                }),
+                restart_policy: c.restart_policy.take(),
+                ..Default::default()
+            };
+        }
+    }
+}
+
 /// The pod as the placement and migration rules see it.
 pub fn pod_view(pod: &Pod) -> PodView {
     let (cpu, mem) = pod.spec.as_ref().map_or((0, 0), pod_requests);
@@ -278,6 +335,7 @@ mod tests {
     use k8s_openapi::api::core::v1::{EmptyDirVolumeSource, PodSpec, PodStatus, Volume};
     use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
     use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
+    use kube::Resource as _;
     use kube::api::ObjectMeta;
 
     fn running(kind: &str, annotations: &[(&str, &str)]) -> Pod {
@@ -385,6 +443,129 @@ mod tests {
         assert_eq!(
             eligibility(&pod_facts(&p, None, false)),
             Err(Ineligible::BarePod)
+        );
+    }
+
+    /// A pod as the API server returns it: managed fields, defaulted
+    /// spec, a service account token volume, probes, status conditions.
+    fn full_pod() -> Pod {
+        serde_json::from_value(serde_json::json!({
+            "metadata": {
+                "name": "web-7d9f-abcde", "generateName": "web-7d9f-",
+                "namespace": "shop", "uid": "0b6a4c4e-1d2f-4f6e-9a43-7d1c0f2e9b11",
+                "resourceVersion": "4242", "creationTimestamp": "2026-12-07T10:00:00Z",
+                "labels": {"app": "web", "pod-template-hash": "7d9f"},
+                "annotations": {(keys::MIGRATE): "true", (keys::ANNOTATION_EXPECTED_DURATION): "3h"},
+                "ownerReferences": [{"apiVersion": "apps/v1", "kind": "ReplicaSet", "name": "web-7d9f",
+                    "uid": "5e1f", "controller": true, "blockOwnerDeletion": true}],
+                "managedFields": [{"manager": "kube-controller-manager", "operation": "Update",
+                    "apiVersion": "v1", "time": "2026-12-07T10:00:00Z", "fieldsType": "FieldsV1",
+                    "fieldsV1": {"f:metadata": {"f:labels": {".": {}, "f:app": {}}},
+                        "f:spec": {"f:containers": {"k:{\"name\":\"main\"}": {".": {}, "f:image": {}}}}}}]
+            },
+            "spec": {
+                "nodeName": "de-1",
+                "nodeSelector": {"pool": "a"},
+                "affinity": {
+                    "nodeAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": {"nodeSelectorTerms": [
+                        {"matchExpressions": [{"key": "zone", "operator": "In", "values": ["de-a", "fr-a"]}]}]}},
+                    "podAntiAffinity": {"preferredDuringSchedulingIgnoredDuringExecution": [{"weight": 1,
+                        "podAffinityTerm": {"topologyKey": "kubernetes.io/hostname",
+                            "labelSelector": {"matchLabels": {"app": "web"}}}}]}
+                },
+                "tolerations": [{"key": "node.kubernetes.io/not-ready", "operator": "Exists",
+                    "effect": "NoExecute", "tolerationSeconds": 300}],
+                "priority": 0,
+                "overhead": {"cpu": "10m"},
+                "volumes": [
+                    {"name": "kube-api-access", "projected": {"sources": [
+                        {"serviceAccountToken": {"path": "token", "expirationSeconds": 3607}},
+                        {"configMap": {"name": "kube-root-ca.crt", "items": [{"key": "ca.crt", "path": "ca.crt"}]}}]}},
+                    {"name": "scratch", "emptyDir": {"sizeLimit": "1Gi"}}
+                ],
+                "containers": [{
+                    "name": "main", "image": "registry.k8s.io/pause:3.10",
+                    "command": ["/pause"], "args": ["--flag"],
+                    "env": [{"name": "A", "value": "b"}],
+                    "ports": [{"containerPort": 8080}],
+                    "readinessProbe": {"httpGet": {"path": "/", "port": 8080}},
+                    "volumeMounts": [{"name": "kube-api-access", "mountPath": "/var/run/secrets"}],
+                    "resources": {"requests": {"cpu": "500m", "memory": "1Gi"}, "limits": {"cpu": "1"}}
+                }],
+                "initContainers": [{"name": "side", "image": "x", "restartPolicy": "Always",
+                    "resources": {"requests": {"cpu": "100m"}}}]
+            },
+            "status": {
+                "phase": "Running", "startTime": "2026-12-07T10:00:05Z", "podIP": "10.0.0.1",
+                "conditions": [{"type": "Ready", "status": "True"}],
+                "containerStatuses": [{"name": "main", "image": "x", "imageID": "y", "ready": true,
+                    "restartCount": 0, "started": true}]
+            }
+        }))
+        .unwrap()
+    }
+
+    #[test]
+    fn a_trimmed_pod_decides_exactly_as_the_full_one() {
+        use carbon_kube_k8s::node_match::{NodeFacts, pod_fits_node};
+        let full = full_pod();
+        let mut trimmed = full.clone();
+        trim_pod(&mut trimmed);
+        let ns = BTreeMap::new();
+        assert_eq!(
+            pod_facts(&full, Some(&ns), true),
+            pod_facts(&trimmed, Some(&ns), true)
+        );
+        assert_eq!(
+            eligibility(&pod_facts(&trimmed, None, true)),
+            Err(Ineligible::LocalStorage),
+            "the sized emptyDir is kept"
+        );
+        assert_eq!(pod_view(&full), pod_view(&trimmed));
+        assert_eq!(pod_view(&trimmed).requests, Resources::new(610, 1 << 30));
+        assert_eq!(owner(&full), owner(&trimmed));
+        assert_eq!(started_at(&full), started_at(&trimmed));
+        assert_eq!(
+            expected_remaining(&full, 1_765_108_800),
+            expected_remaining(&trimmed, 1_765_108_800)
+        );
+        assert_eq!(full.object_ref(&()), trimmed.object_ref(&()));
+        for (labels, taints) in [
+            (vec![("pool", "a"), ("zone", "de-a")], vec![]),
+            (vec![("pool", "a"), ("zone", "us")], vec![]),
+            (vec![("pool", "b"), ("zone", "de-a")], vec![]),
+            (
+                vec![("pool", "a"), ("zone", "fr-a")],
+                vec![Taint {
+                    key: "gpu".into(),
+                    effect: "NoSchedule".into(),
+                    ..Taint::default()
+                }],
+            ),
+        ] {
+            let labels: BTreeMap<String, String> = labels
+                .into_iter()
+                .map(|(k, v)| (k.to_owned(), v.to_owned()))
+                .collect();
+            let node = NodeFacts {
+                name: "n",
+                labels: &labels,
+                taints: &taints,
+                unschedulable: false,
+            };
+            assert_eq!(
+                pod_fits_node(full.spec.as_ref().unwrap(), &node),
+                pod_fits_node(trimmed.spec.as_ref().unwrap(), &node),
+                "{labels:?} {taints:?}"
+            );
+        }
+        // And it is much smaller.
+        let size = |p: &Pod| serde_json::to_string(p).unwrap().len();
+        assert!(
+            size(&trimmed) * 2 < size(&full),
+            "{} vs {}",
+            size(&trimmed),
+            size(&full)
         );
     }
 

@@ -594,3 +594,152 @@ async fn stale_data_moves_nothing_and_restarts_lose_and_repeat_nothing() {
     assert_eq!(state.moves.len(), 2, "{state:?}");
     migrator.stop().await;
 }
+
+/// Creates or replaces `carbon-kube-config` with `data`.
+async fn overrides(ns: &TestNamespace, data: &[(&str, &str)]) {
+    let cm = ConfigMap {
+        metadata: ObjectMeta {
+            name: Some(keys::CONFIG_CONFIGMAP.to_owned()),
+            ..ObjectMeta::default()
+        },
+        data: Some(
+            data.iter()
+                .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+                .collect(),
+        ),
+        ..ConfigMap::default()
+    };
+    ns.api::<ConfigMap>()
+        .patch(
+            keys::CONFIG_CONFIGMAP,
+            &PatchParams::apply("test").force(),
+            &Patch::Apply(&cm),
+        )
+        .await
+        .unwrap();
+}
+
+impl RunningMigrator {
+    /// `carbon_kube_migrator_setting{setting="<setting>",source="<source>"}`.
+    fn setting(&self, setting: &str, source: &str) -> Option<f64> {
+        let prefix =
+            format!("carbon_kube_migrator_setting{{setting=\"{setting}\",source=\"{source}\"}} ");
+        self.metrics()
+            .lines()
+            .find_map(|l| l.strip_prefix(&prefix).map(|v| v.parse().unwrap()))
+    }
+
+    async fn wait_setting(&self, setting: &str, source: &str, value: f64) {
+        wait_until(
+            format!("{setting} = {value} from {source}"),
+            WAIT,
+            || async {
+                match self.setting(setting, source) {
+                    Some(v) if v == value => Progress::Done(()),
+                    other => Progress::Waiting(format!("{other:?}")),
+                }
+            },
+        )
+        .await
+        .unwrap();
+    }
+}
+
+/// The migration keys of `carbon-kube-config` (what the tuner publishes)
+/// change the migrator's decision from the next cycle: a margin no move can
+/// pay keeps the pods where they are; a rejected override keeps the previous
+/// settings; the margin set back to a payable one moves them.
+#[tokio::test]
+async fn the_carbon_kube_config_migration_keys_decide_from_the_next_cycle() {
+    ensure_crypto_provider();
+    let cp = shared().await;
+    let ns = cp.test_namespace("migrate-overrides").await.unwrap();
+    nodes(&ns).await;
+    publish(&ns, 100.0, 300.0, 0).await;
+    let _placement = Placement::start(cp, &ns).await;
+    deployment(&ns, "web", 2, "2", "4Gi").await;
+    let before = wait_all_in(&ns, "web", 2, "DE").await;
+
+    // Saving ≥ (1 + 10,000) × cost: no move pays.
+    overrides(
+        &ns,
+        &[("migration.margin", "10000"), ("carbonWeight", "70")],
+    )
+    .await;
+    let migrator = RunningMigrator::start(cp, settings(&ns)).await;
+    migrator
+        .wait_setting("margin", "carbon-kube-config", 10_000.0)
+        .await;
+    // The flags' dwell (3 s in these tests) is not overridden.
+    assert_eq!(
+        migrator.setting("minDwellSeconds", "carbon-kube-config"),
+        Some(3.0)
+    );
+    publish(&ns, 450.0, 50.0, 0).await;
+    wait_event(&ns, "MigrationSkipped", "web-", "does not pay").await;
+    migrator.wait_cycles(3.0).await;
+    assert!(migrator.count("carbon_kube_migrations_total", "skipped_not_worth_it") >= 2.0);
+    assert_eq!(
+        migrator.count("carbon_kube_migrations_total", "migrated"),
+        0.0
+    );
+
+    // A bad value is rejected whole: the previous override stays in force.
+    overrides(
+        &ns,
+        &[
+            ("migration.margin", "lots"),
+            ("migration.minDwellSeconds", "5"),
+        ],
+    )
+    .await;
+    wait_until("the bad override counted", WAIT, || async {
+        let errors = migrator
+            .metrics()
+            .lines()
+            .find_map(|l| {
+                l.strip_prefix("carbon_kube_migrator_override_errors_total ")
+                    .map(|v| v.parse::<f64>().unwrap())
+            })
+            .unwrap_or(0.0);
+        if errors >= 1.0 {
+            Progress::Done(())
+        } else {
+            Progress::Waiting(format!("{errors} errors"))
+        }
+    })
+    .await
+    .unwrap();
+    migrator.wait_cycles(3.0).await;
+    assert_eq!(
+        migrator.setting("margin", "carbon-kube-config"),
+        Some(10_000.0)
+    );
+    assert_eq!(
+        migrator.count("carbon_kube_migrations_total", "migrated"),
+        0.0
+    );
+    let still = running_pods(&ns, "web", 2).await;
+    assert!(
+        still
+            .iter()
+            .all(|(p, z)| z == "DE" && before.iter().any(|b| b.metadata.uid == p.metadata.uid))
+    );
+
+    // The margin back to a payable one: the next cycles move both pods.
+    overrides(&ns, &[("migration.margin", "0.5")]).await;
+    migrator
+        .wait_setting("margin", "carbon-kube-config", 0.5)
+        .await;
+    wait_all_in(&ns, "web", 2, "FR").await;
+    assert!(migrator.count("carbon_kube_migrations_total", "migrated") >= 2.0);
+
+    // Deleted: the flags again.
+    ns.api::<ConfigMap>()
+        .delete(keys::CONFIG_CONFIGMAP, &Default::default())
+        .await
+        .unwrap();
+    migrator.wait_setting("margin", "flags", 0.5).await;
+    assert_eq!(migrator.setting("margin", "carbon-kube-config"), None);
+    migrator.stop().await;
+}

@@ -1,23 +1,36 @@
 //! Runtime overrides: the codec of the `carbon-kube-config` ConfigMap, shared
 //! by every component that reads it (the extender for placement keys, the
-//! gate controller for `deferral.*` keys, the tuner that writes it).
+//! gate controller for `deferral.*` keys, the migrator for `migration.*`
+//! keys, the tuner that writes it).
 //!
 //! A ConfigMap's data is a string map. Placement keys are the
 //! [`PlacementConfigRaw`] field names (`threshold`, `thresholdMode`, …);
 //! deferral keys are `deferral.` + the [`DeferralConfig`] field names in
-//! camelCase (`deferral.minSavingFraction`); `validUntil` (RFC 3339, e.g.
-//! `2026-12-07T18:00:00Z`) makes the whole override expire: after it, every
-//! component falls back to its static settings (flags and files) until the
-//! map is written again. Other keys are returned, not rejected, because
-//! other components keep their settings in the same map; the component that
-//! owns a section rejects unknown keys in it ([`RuntimeOverrides::check_section`]:
-//! the gate controller for `deferral.`).
+//! camelCase (`deferral.minSavingFraction`); migration keys are
+//! `migration.` + [`MIGRATION_KEYS`] (`migration.margin`); `validUntil`
+//! (RFC 3339, e.g. `2026-12-07T18:00:00Z`) makes the whole override expire:
+//! after it, every component falls back to its static settings (flags and
+//! files) until the map is written again. Other keys are returned, not
+//! rejected, because other components keep their settings in the same map;
+//! the component that owns a section rejects unknown keys in it
+//! ([`RuntimeOverrides::check_section`]: the gate controller for
+//! `deferral.`).
+//!
+//! The `migration.` section is read by its owner alone
+//! ([`MigrationOverrides::from_string_map`], strict: a bad value or an
+//! unknown `migration.*` key is an error naming it). For everyone else
+//! ([`RuntimeOverrides::from_string_map`]) a migration section with a bad
+//! key is left out, never an error: a mistake in the migrator's keys never
+//! takes the extender's placement keys or the gate controller's deferral
+//! keys down with it (nor the other way round: the migrator reads only its
+//! section and `validUntil`).
 
 use std::collections::BTreeMap;
 
 use carbon_kube_model::UnixSeconds;
 
 use crate::deferral::DeferralConfig;
+use crate::migration::MigrationConfig;
 use crate::placement::{ConfigError, ConfigErrors, PlacementConfigRaw};
 
 /// The key that makes an override expire.
@@ -32,6 +45,163 @@ pub const DEFERRAL_KEYS: [&str; 6] = [
     "startSafetySeconds",
     "revisionHysteresis",
 ];
+
+/// The migration keys (after the `migration.` prefix): the migration rule's
+/// thresholds ([`MigrationConfig`] field names), the ones the tuner searches
+/// with `--migrate` first.
+pub const MIGRATION_KEYS: [&str; 4] = [
+    "margin",
+    "minDwellSeconds",
+    "minNetSavingGrams",
+    "minImprovementGPerKwh",
+];
+
+fn parse_float(value: &str) -> Result<f64, String> {
+    match value.parse::<f64>() {
+        Ok(v) if v.is_finite() => Ok(v),
+        _ => Err(format!("{value:?} is not a number")),
+    }
+}
+
+fn parse_int(value: &str) -> Result<i64, String> {
+    value
+        .parse::<i64>()
+        .map_err(|_| format!("{value:?} is not an integer"))
+}
+
+fn parse_valid_until(value: &str) -> Result<UnixSeconds, String> {
+    value
+        .parse::<jiff::Timestamp>()
+        .map(|t| t.as_second())
+        .map_err(|_| format!("{value:?} is not an RFC 3339 time such as 2026-12-07T18:00:00Z"))
+}
+
+/// Migration settings as written (`migration.*`): every field optional.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct MigrationOverrides {
+    /// `migration.margin`: the saving must exceed the cost by this fraction.
+    pub margin: Option<f64>,
+    /// `migration.minDwellSeconds`: a pod younger than this stays.
+    pub min_dwell_seconds: Option<i64>,
+    /// `migration.minNetSavingGrams`: the smallest net saving of a move.
+    pub min_net_saving_grams: Option<f64>,
+    /// `migration.minImprovementGPerKwh`: how much greener a target must be.
+    pub min_improvement_g_per_kwh: Option<f64>,
+}
+
+impl MigrationOverrides {
+    /// Whether no field is set.
+    pub fn is_empty(&self) -> bool {
+        *self == Self::default()
+    }
+
+    /// Reads the `migration.*` keys and `validUntil` of a ConfigMap's data,
+    /// strictly: every unreadable value and every unknown `migration.*` key
+    /// is an error named `{path_prefix}{key}`. Other keys are ignored (they
+    /// belong to other components). Values are checked for range by
+    /// [`Self::apply`].
+    pub fn from_string_map(
+        map: &BTreeMap<String, String>,
+        path_prefix: &str,
+    ) -> Result<(Self, Option<UnixSeconds>), ConfigErrors> {
+        let mut out = Self::default();
+        let mut valid_until = None;
+        let mut errors = Vec::new();
+        for (key, value) in map {
+            let value = value.trim();
+            let mut bad = |message: String| {
+                errors.push(ConfigError {
+                    path: format!("{path_prefix}{key}"),
+                    message,
+                });
+            };
+            if key == VALID_UNTIL_KEY {
+                match parse_valid_until(value) {
+                    Ok(t) => valid_until = Some(t),
+                    Err(m) => bad(m),
+                }
+                continue;
+            }
+            let Some(field) = key.strip_prefix("migration.") else {
+                continue;
+            };
+            let float = |bad: &mut dyn FnMut(String)| parse_float(value).map_err(bad).ok();
+            let int = |bad: &mut dyn FnMut(String)| parse_int(value).map_err(bad).ok();
+            match field {
+                "margin" => out.margin = float(&mut bad),
+                "minDwellSeconds" => out.min_dwell_seconds = int(&mut bad),
+                "minNetSavingGrams" => out.min_net_saving_grams = float(&mut bad),
+                "minImprovementGPerKwh" => out.min_improvement_g_per_kwh = float(&mut bad),
+                _ => bad(format!(
+                    "unknown setting; known: {}",
+                    MIGRATION_KEYS.map(|k| format!("migration.{k}")).join(", ")
+                )),
+            }
+        }
+        if errors.is_empty() {
+            Ok((out, valid_until))
+        } else {
+            Err(ConfigErrors(errors))
+        }
+    }
+
+    /// Lays the set fields over `base` and validates the result; errors name
+    /// `{path_prefix}migration.<field>`.
+    pub fn apply(
+        &self,
+        base: &MigrationConfig,
+        path_prefix: &str,
+    ) -> Result<MigrationConfig, ConfigErrors> {
+        let mut cfg = base.clone();
+        macro_rules! take {
+            ($($f:ident),*) => { $( if let Some(v) = self.$f { cfg.$f = v; } )* };
+        }
+        take!(
+            margin,
+            min_dwell_seconds,
+            min_net_saving_grams,
+            min_improvement_g_per_kwh
+        );
+        cfg.validate().map(|()| cfg).map_err(|errors| {
+            ConfigErrors(
+                errors
+                    .into_iter()
+                    .map(|e| {
+                        let (field, message) = e.split_once(": ").unwrap_or(("", e.as_str()));
+                        ConfigError {
+                            path: format!("{path_prefix}migration.{field}"),
+                            message: message.to_owned(),
+                        }
+                    })
+                    .collect(),
+            )
+        })
+    }
+
+    /// The set fields as ConfigMap entries (`migration.margin`).
+    pub fn to_string_map(&self) -> BTreeMap<String, String> {
+        let mut m = BTreeMap::new();
+        let mut put = |k: &str, v: Option<String>| {
+            if let Some(v) = v {
+                m.insert(format!("migration.{k}"), v);
+            }
+        };
+        put("margin", self.margin.map(|v| v.to_string()));
+        put(
+            "minDwellSeconds",
+            self.min_dwell_seconds.map(|v| v.to_string()),
+        );
+        put(
+            "minNetSavingGrams",
+            self.min_net_saving_grams.map(|v| v.to_string()),
+        );
+        put(
+            "minImprovementGPerKwh",
+            self.min_improvement_g_per_kwh.map(|v| v.to_string()),
+        );
+        m
+    }
+}
 
 /// Deferral settings as written: every field optional.
 #[derive(Clone, Debug, Default, PartialEq)]
@@ -134,6 +304,9 @@ pub struct RuntimeOverrides {
     pub placement: PlacementConfigRaw,
     /// `deferral.*` keys.
     pub deferral: DeferralOverrides,
+    /// `migration.*` keys, when the section reads cleanly (its owner, the
+    /// migrator, reads it strictly with [`MigrationOverrides::from_string_map`]).
+    pub migration: MigrationOverrides,
     /// `validUntil`: after this the whole override is ignored.
     pub valid_until: Option<UnixSeconds>,
     /// Keys no component of this crate knows (left to others).
@@ -174,32 +347,22 @@ impl RuntimeOverrides {
                 });
             };
             if key == VALID_UNTIL_KEY {
-                match value.parse::<jiff::Timestamp>() {
-                    Ok(t) => out.valid_until = Some(t.as_second()),
-                    Err(_) => bad(format!(
-                        "{value:?} is not an RFC 3339 time such as 2026-12-07T18:00:00Z"
-                    )),
+                match parse_valid_until(value) {
+                    Ok(t) => out.valid_until = Some(t),
+                    Err(m) => bad(m),
                 }
+                continue;
+            }
+            if key.starts_with("migration.") {
+                // The migrator's section: read below, never an error here.
                 continue;
             }
             let Some(field) = key.strip_prefix("deferral.") else {
                 out.unknown.push(key);
                 continue;
             };
-            let float = |bad: &mut dyn FnMut(String)| match value.parse::<f64>() {
-                Ok(v) if v.is_finite() => Some(v),
-                _ => {
-                    bad(format!("{value:?} is not a number"));
-                    None
-                }
-            };
-            let int = |bad: &mut dyn FnMut(String)| match value.parse::<i64>() {
-                Ok(v) => Some(v),
-                Err(_) => {
-                    bad(format!("{value:?} is not an integer"));
-                    None
-                }
-            };
+            let float = |bad: &mut dyn FnMut(String)| parse_float(value).map_err(bad).ok();
+            let int = |bad: &mut dyn FnMut(String)| parse_int(value).map_err(bad).ok();
             let d = &mut out.deferral;
             match field {
                 "maxDataAgeSeconds" => d.max_data_age_seconds = int(&mut bad),
@@ -210,6 +373,9 @@ impl RuntimeOverrides {
                 "revisionHysteresis" => d.revision_hysteresis = float(&mut bad),
                 _ => out.unknown.push(key),
             }
+        }
+        if let Ok((migration, _)) = MigrationOverrides::from_string_map(map, path_prefix) {
+            out.migration = migration;
         }
         if errors.is_empty() {
             Ok(out)
@@ -222,16 +388,17 @@ impl RuntimeOverrides {
     /// controller owns `deferral.`): a typo there would otherwise be
     /// silently ignored.
     pub fn check_section(&self, section: &str, path_prefix: &str) -> Result<(), ConfigErrors> {
+        let known = match section {
+            "deferral." => DEFERRAL_KEYS.map(|k| format!("deferral.{k}")).join(", "),
+            _ => String::from("none"),
+        };
         let errors: Vec<ConfigError> = self
             .unknown
             .iter()
             .filter(|k| k.starts_with(section))
             .map(|k| ConfigError {
                 path: format!("{path_prefix}{k}"),
-                message: format!(
-                    "unknown setting; known: {}",
-                    DEFERRAL_KEYS.map(|k| format!("deferral.{k}")).join(", ")
-                ),
+                message: format!("unknown setting; known: {known}"),
             })
             .collect();
         if errors.is_empty() {
@@ -261,6 +428,7 @@ impl RuntimeOverrides {
             }
         }
         m.extend(self.deferral.to_string_map());
+        m.extend(self.migration.to_string_map());
         if let Some(t) = self
             .valid_until
             .and_then(|t| jiff::Timestamp::from_second(t).ok())
@@ -290,12 +458,16 @@ mod tests {
             ("deferral.minSavingFraction", "0.07"),
             ("deferral.errorMarginPerHour", " 0.002 "),
             ("validUntil", "2026-12-07T18:00:00Z"),
-            ("migration.minDwell", "1h"),
+            ("migration.margin", "0.8"),
+            ("migration.minDwellSeconds", "1800"),
+            ("poller.something", "x"),
         ]);
         let o = RuntimeOverrides::from_string_map(&m, "").unwrap();
         assert_eq!(o.placement.threshold_percentile, Some(35.0));
         assert_eq!(o.deferral.min_saving_fraction, Some(0.07));
-        assert_eq!(o.unknown, ["migration.minDwell"]);
+        assert_eq!(o.migration.margin, Some(0.8));
+        assert_eq!(o.migration.min_dwell_seconds, Some(1800));
+        assert_eq!(o.unknown, ["poller.something"]);
         let until = o.valid_until.unwrap();
         assert!(!o.is_expired(until));
         assert!(o.is_expired(until + 1));
@@ -309,7 +481,94 @@ mod tests {
         let back = RuntimeOverrides::from_string_map(&o.to_string_map(), "").unwrap();
         assert_eq!(back.placement, o.placement);
         assert_eq!(back.deferral, o.deferral);
+        assert_eq!(back.migration, o.migration);
         assert_eq!(back.valid_until, o.valid_until);
+    }
+
+    #[test]
+    fn migration_keys_are_read_strictly_by_their_owner_and_laid_over_the_flags() {
+        let m = map(&[
+            ("migration.margin", " 1.5 "),
+            ("migration.minDwellSeconds", "600"),
+            ("migration.minNetSavingGrams", "3"),
+            ("migration.minImprovementGPerKwh", "40"),
+            ("validUntil", "2026-12-07T18:00:00Z"),
+            // Other components' keys are not the migrator's business.
+            ("carbonWeight", "lots"),
+            ("deferral.capacityHeadroom", "x"),
+        ]);
+        let (o, until) = MigrationOverrides::from_string_map(&m, "cm: ").unwrap();
+        assert_eq!(until, Some(1_796_666_400));
+        let cfg = o.apply(&MigrationConfig::default(), "cm: ").unwrap();
+        assert_eq!(cfg.margin, 1.5);
+        assert_eq!(cfg.min_dwell_seconds, 600);
+        assert_eq!(cfg.min_net_saving_grams, 3.0);
+        assert_eq!(cfg.min_improvement_g_per_kwh, 40.0);
+        // What is not overridden keeps the flags' value.
+        let base = MigrationConfig {
+            horizon_seconds: 7200,
+            ..MigrationConfig::default()
+        };
+        assert_eq!(o.apply(&base, "").unwrap().horizon_seconds, 7200);
+        // Round trip through the tuner's encoder.
+        let (back, _) = MigrationOverrides::from_string_map(&o.to_string_map(), "").unwrap();
+        assert_eq!(back, o);
+        assert!(MigrationOverrides::default().is_empty());
+        assert!(!o.is_empty());
+    }
+
+    #[test]
+    fn a_bad_migration_key_is_named_and_never_takes_the_other_sections_down() {
+        let m = map(&[
+            ("migration.margin", "lots"),
+            ("migration.minDwell", "1h"),
+            ("migration.minDwellSeconds", "1.5"),
+            ("validUntil", "2026-12-07T18:00:00Z"),
+            ("carbonWeight", "60"),
+            ("performanceWeight", "40"),
+            ("deferral.minSavingFraction", "0.2"),
+        ]);
+        let e = MigrationOverrides::from_string_map(&m, "ConfigMap carbon-kube-config: ")
+            .unwrap_err()
+            .to_string();
+        for want in [
+            "ConfigMap carbon-kube-config: migration.margin: \"lots\" is not a number",
+            "ConfigMap carbon-kube-config: migration.minDwell: unknown setting; known: migration.margin, migration.minDwellSeconds",
+            "ConfigMap carbon-kube-config: migration.minDwellSeconds: \"1.5\" is not an integer",
+        ] {
+            assert!(e.contains(want), "{want} not in {e}");
+        }
+        // The extender's and the gate controller's keys still read; the
+        // broken migration section is left out for them.
+        let o = RuntimeOverrides::from_string_map(&m, "").unwrap();
+        assert_eq!(o.placement.carbon_weight, Some(60));
+        assert_eq!(o.deferral.min_saving_fraction, Some(0.2));
+        assert!(o.migration.is_empty());
+        assert!(o.unknown.is_empty(), "{:?}", o.unknown);
+        // A bad placement key does not hide the migration section from
+        // its owner either.
+        let m = map(&[("carbonWeight", "lots"), ("migration.margin", "2")]);
+        assert!(RuntimeOverrides::from_string_map(&m, "").is_err());
+        let (o, until) = MigrationOverrides::from_string_map(&m, "").unwrap();
+        assert_eq!((o.margin, until), (Some(2.0), None));
+        // A bad validUntil is the migrator's problem too: without it the
+        // override could never expire.
+        let m = map(&[("migration.margin", "2"), ("validUntil", "tomorrow")]);
+        let e = MigrationOverrides::from_string_map(&m, "").unwrap_err();
+        assert_eq!(e.0[0].path, "validUntil");
+        // Out-of-range values are caught when laid over the flags, with
+        // the key's path.
+        let m = map(&[
+            ("migration.margin", "-1"),
+            ("migration.minDwellSeconds", "-5"),
+        ]);
+        let (o, _) = MigrationOverrides::from_string_map(&m, "").unwrap();
+        let e = o.apply(&MigrationConfig::default(), "cm: ").unwrap_err();
+        let paths: Vec<&str> = e.0.iter().map(|e| e.path.as_str()).collect();
+        assert_eq!(
+            paths,
+            ["cm: migration.margin", "cm: migration.minDwellSeconds"]
+        );
     }
 
     #[test]

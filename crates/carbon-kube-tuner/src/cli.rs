@@ -66,8 +66,8 @@ pub struct TuneArgs {
     pub budget: usize,
     /// Replay with the simulator's carbon-kube+migrate (running jobs move
     /// when the migration rule says it pays) and tune the migration rule's
-    /// margin (0–2) and minimum dwell (0–6 h) too. They are reported, not
-    /// published: carbon-kube-config has no migration keys yet.
+    /// margin (0–2) and minimum dwell (0–6 h) too, published as
+    /// migration.margin and migration.minDwellSeconds (the migrator's keys).
     #[arg(long)]
     pub migrate: bool,
     /// Optimisers to compare: grid, cma-es, ppo.

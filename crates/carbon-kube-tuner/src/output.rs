@@ -4,7 +4,7 @@
 use std::collections::BTreeMap;
 
 use carbon_kube_model::keys;
-use carbon_kube_policy::overrides::{DeferralOverrides, RuntimeOverrides};
+use carbon_kube_policy::overrides::{DeferralOverrides, MigrationOverrides, RuntimeOverrides};
 use carbon_kube_policy::placement::PlacementConfigRaw;
 use serde::Serialize;
 
@@ -54,7 +54,9 @@ pub fn promotion(tuned: &Evaluation, current: &Evaluation, margin: f64) -> Promo
     }
 }
 
-/// The runtime override for `knobs`, valid until `valid_until`.
+/// The runtime override for `knobs`, valid until `valid_until`. With the
+/// migration knobs (tuned with `--migrate`) it carries `migration.margin`
+/// and `migration.minDwellSeconds`, which the migrator applies.
 pub fn overrides(knobs: &Knobs, valid_until: i64) -> RuntimeOverrides {
     RuntimeOverrides {
         placement: PlacementConfigRaw {
@@ -75,6 +77,11 @@ pub fn overrides(knobs: &Knobs, valid_until: i64) -> RuntimeOverrides {
             min_saving_fraction: Some(knobs.min_saving_fraction),
             error_margin_per_hour: Some(knobs.error_margin_per_hour),
             ..DeferralOverrides::default()
+        },
+        migration: MigrationOverrides {
+            margin: knobs.migration_margin,
+            min_dwell_seconds: knobs.min_dwell_seconds,
+            ..MigrationOverrides::default()
         },
         valid_until: Some(valid_until),
         unknown: Vec::new(),
@@ -150,9 +157,28 @@ mod tests {
         assert_eq!(cfg.carbon_weight + cfg.performance_weight, 100);
         assert_eq!(back.valid_until, Some(1_800_000_000));
         assert!(back.unknown.is_empty(), "{:?}", back.unknown);
+        assert!(back.migration.is_empty());
         let cm = configmap("carbon-kube", data.clone(), false, true, "{}");
         assert_eq!(cm["metadata"]["name"], SHADOW_CONFIGMAP);
         let cm = configmap("carbon-kube", data, true, true, "{}");
         assert_eq!(cm["metadata"]["name"], keys::CONFIG_CONFIGMAP);
+    }
+
+    #[test]
+    fn migration_knobs_are_published_as_the_migrators_keys() {
+        let knobs = Knobs::from_unit(&[0.4, 0.5, 0.2, 0.25, 0.75, 0.5]);
+        let data = overrides(&knobs, 1_800_000_000).to_string_map();
+        assert_eq!(data["migration.margin"], "1.5");
+        assert_eq!(data["migration.minDwellSeconds"], "10800");
+        // Read back as the migrator reads it, and valid over its defaults.
+        let (m, until) = MigrationOverrides::from_string_map(&data, "").unwrap();
+        assert_eq!(until, Some(1_800_000_000));
+        let cfg = m
+            .apply(
+                &carbon_kube_policy::migration::MigrationConfig::default(),
+                "",
+            )
+            .unwrap();
+        assert_eq!((cfg.margin, cfg.min_dwell_seconds), (1.5, 10_800));
     }
 }

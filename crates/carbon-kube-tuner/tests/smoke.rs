@@ -147,8 +147,8 @@ fn a_ppo_policy_that_does_not_beat_the_margin_is_not_published() {
 }
 
 /// With --migrate the replays run carbon-kube+migrate and the settings carry
-/// the migration margin and dwell; they are not written into the ConfigMap
-/// (it has no migration keys).
+/// the migration margin and dwell, written into the ConfigMap as the
+/// migrator's `migration.*` keys (shadow mode: carbon-kube-tuner only).
 #[test]
 fn with_migration_the_settings_carry_the_migration_knobs() {
     let dir = std::env::temp_dir().join(format!("tuner-smoke-migrate-{}", std::process::id()));
@@ -194,6 +194,25 @@ fn with_migration_the_settings_carry_the_migration_knobs() {
     let cm: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(&out).unwrap()).unwrap();
     let data = cm["data"].as_object().unwrap();
-    assert!(data.keys().all(|k| !k.starts_with("migration")), "{cm}");
+    assert_eq!(cm["metadata"]["name"], "carbon-kube-tuner", "{cm}");
+    let proposed = if report.promotion.promoted {
+        report
+            .rows
+            .iter()
+            .find(|r| r.optimiser == report.chosen)
+            .unwrap()
+            .knobs
+            .clone()
+    } else {
+        Knobs::current_with_migration()
+    };
+    let margin: f64 = data["migration.margin"].as_str().unwrap().parse().unwrap();
+    let dwell: i64 = data["migration.minDwellSeconds"]
+        .as_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert_eq!(Some(margin), proposed.migration_margin, "{cm}");
+    assert_eq!(Some(dwell), proposed.min_dwell_seconds, "{cm}");
     let _ = std::fs::remove_dir_all(&dir);
 }
