@@ -268,3 +268,100 @@ impl KarmadaArgs {
         })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use clap::{CommandFactory, Parser};
+
+    use super::*;
+
+    #[derive(Parser, Debug)]
+    struct Cli {
+        #[command(subcommand)]
+        command: ClusterScoreCommand,
+    }
+
+    fn publish(args: &[&str]) -> anyhow::Result<PublisherSettings> {
+        let mut argv = vec!["carbon-kube", "publish"];
+        argv.extend_from_slice(args);
+        match Cli::try_parse_from(argv)?.command {
+            ClusterScoreCommand::Publish(a) => a.settings(),
+            ClusterScoreCommand::Karmada(_) => anyhow::bail!("not publish"),
+        }
+    }
+
+    #[test]
+    fn the_command_line_is_consistent() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn flags_become_settings() {
+        let s = publish(&[
+            "--cluster-name",
+            "member-1",
+            "--interval",
+            "1m",
+            "--band",
+            "3",
+        ])
+        .unwrap();
+        assert_eq!(s.cluster_name, "member-1");
+        assert_eq!(
+            (s.hysteresis.band, s.hysteresis.valid_for_seconds),
+            (3, 120)
+        );
+        assert_eq!(s.interval, Duration::from_secs(60));
+        assert!(matches!(s.score.reference, Reference::Fixed(r) if r.g_per_kwh() == 400.0));
+        let s = publish(&[
+            "--cluster-name",
+            "m",
+            "--reference-zones",
+            "DE,GB",
+            "--horizon",
+            "0s",
+        ])
+        .unwrap();
+        assert_eq!(
+            s.score.reference,
+            Reference::PeerZones(vec![
+                ZoneId::parse("DE").unwrap(),
+                ZoneId::parse("GB").unwrap()
+            ])
+        );
+        assert_eq!(s.score.horizon_seconds, 0);
+    }
+
+    #[test]
+    fn every_bad_flag_is_named() {
+        let e = publish(&[
+            "--cluster-name",
+            "Bad_Name",
+            "--reference",
+            "0",
+            "--band",
+            "500",
+            "--horizon",
+            "100h",
+        ])
+        .unwrap_err()
+        .to_string();
+        for flag in ["--cluster-name", "--reference", "--band", "--horizon"] {
+            assert!(e.contains(flag), "{flag} missing from: {e}");
+        }
+        let e = publish(&["--cluster-name", "m", "--reference-zones", "not a zone!"]).unwrap_err();
+        assert!(e.to_string().contains("--reference-zones"), "{e}");
+        assert!(
+            publish(&[
+                "--cluster-name",
+                "m",
+                "--reference",
+                "300",
+                "--reference-zones",
+                "DE"
+            ])
+            .is_err(),
+            "conflicting references"
+        );
+    }
+}
