@@ -18,7 +18,7 @@ use std::future::Future;
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
-use carbon_kube_k8s::{Readiness, snapshot_from_configmap};
+use carbon_kube_k8s::{Readiness, SnapshotErrors};
 use carbon_kube_model::{Snapshot, UnixSeconds};
 use carbon_kube_policy::deferral::ReleaseReason;
 use carbon_kube_policy::zone_map::RegionZoneMap;
@@ -239,7 +239,8 @@ fn trim_bound_pod(p: &mut Pod) {
 
 /// Keeps the latest good snapshot. A malformed or deleted ConfigMap keeps
 /// the last good one: its records go stale by age, and the planner then
-/// fails open.
+/// fails open. Bad zones and unreadable ConfigMaps are logged and counted
+/// (`carbon_kube_gates_snapshot_errors_total{error}`).
 async fn watch_snapshot(
     client: kube::Client,
     namespace: String,
@@ -249,6 +250,7 @@ async fn watch_snapshot(
     changed: Arc<Notify>,
 ) {
     let api: Api<ConfigMap> = Api::namespaced(client, &namespace);
+    errors: SnapshotErrors,
     let cfg = watcher::Config::default().fields(&format!("metadata.name={name}"));
     let stream = watcher(api, cfg).default_backoff();
     futures::pin_mut!(stream);
@@ -260,16 +262,8 @@ async fn watch_snapshot(
     while let Some(ev) = stream.next().await {
         match ev {
             Ok(watcher::Event::Apply(cm) | watcher::Event::InitApply(cm)) => {
-                match snapshot_from_configmap(&cm) {
-                    Ok((s, errors)) => {
-                        for e in errors {
-                            tracing::warn!(error = %e, "ignoring a bad zone in the snapshot");
-                        }
-                        set(s);
-                    }
-                    Err(e) => {
-                        tracing::warn!(error = %e, "snapshot unreadable; keeping the last good one")
-                    }
+                if let Some(s) = errors.read(&cm) {
+                    set(s);
                 }
             }
             Ok(watcher::Event::Delete(_)) => {
@@ -735,6 +729,7 @@ pub async fn run_controller(
             settings.pod_namespace.clone(),
             writer,
             changed.clone(),
+            metrics.snapshot_errors.clone(),
         )));
         tasks.push(tokio::spawn(budgets::watch_usage(
             client.clone(),

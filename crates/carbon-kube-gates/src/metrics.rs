@@ -97,6 +97,9 @@ pub struct ControllerMetrics {
     pub leader: Gauge,
     /// `carbon_kube_budget_*{budget_namespace}`: namespace budgets (`--budgets`).
     pub budgets: crate::budgets::BudgetMetrics,
+    /// `carbon_kube_gates_snapshot_errors_total{error}` (`unreadable`,
+    /// `bad_zone`): problems in the snapshot ConfigMap.
+    pub snapshot_errors: carbon_kube_k8s::SnapshotErrors,
 }
 
 impl ControllerMetrics {
@@ -112,6 +115,10 @@ impl ControllerMetrics {
             plans: Family::default(),
             leader: Gauge::default(),
             budgets: crate::budgets::BudgetMetrics::register(registry),
+            snapshot_errors: carbon_kube_k8s::SnapshotErrors::register(
+                registry,
+                "carbon_kube_gates_snapshot_errors",
+            ),
         };
         registry.register(
             "carbon_kube_deferred_pods",

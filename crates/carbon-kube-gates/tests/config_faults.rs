@@ -3,7 +3,8 @@
 //! GB dirty), the ConfigMap gets a zone of wrong types, is truncated, holds
 //! 1 MiB of garbage and is deleted. The controller keeps the last good
 //! snapshot (the bad zone alone is dropped), keeps planning new pods into
-//! the DE window, releases the planned pod in it, and logs each fault.
+//! the DE window, releases the planned pod in it, and logs and counts each
+//! fault (`carbon_kube_gates_snapshot_errors_total{error}`).
 
 #![allow(clippy::unwrap_used)] // test code: a panic is the failure report
 
@@ -153,6 +154,7 @@ async fn snapshot_faults_keep_the_gate_controller_planning_and_releasing() {
     settings.reconcile.hard_deadline_margin_seconds = 5;
     let mut registry = Registry::default();
     let metrics = ControllerMetrics::register(&mut registry);
+    let errors = metrics.snapshot_errors.clone();
     let (stop, rx) = oneshot::channel::<()>();
     let controller = tokio::spawn(run_controller(
         cp.client().await.unwrap(),
@@ -210,6 +212,10 @@ async fn snapshot_faults_keep_the_gate_controller_planning_and_releasing() {
     .unwrap();
     assert!(!has_gate(&first));
     assert!(!controller.is_finished(), "the controller keeps running");
+    // Each fault is counted: the bad zone, then the truncated and the
+    // garbage snapshot (a deletion is no unreadable snapshot).
+    assert!(errors.get("bad_zone") >= 1);
+    assert!(errors.get("unreadable") >= 2);
     let _ = stop.send(());
     controller.await.unwrap().unwrap();
 }
