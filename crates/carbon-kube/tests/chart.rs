@@ -1075,6 +1075,7 @@ async fn each_service_account_has_exactly_the_access_it_needs() {
         "default",
         &[
             "gates.enabled=true",
+            "gates.controller.budgets.enabled=true",
             "migrator.enabled=true",
             "tuner.enabled=true",
         ],
@@ -1281,6 +1282,17 @@ async fn each_service_account_has_exactly_the_access_it_needs() {
             access("update", "coordination.k8s.io", "leases")
                 .ns(n)
                 .named(&gates_lease),
+            // Budgets: the Namespaces' budget annotations and the
+            // accounting controller's usage document.
+            access("get", "", "namespaces").named("default"),
+            access("list", "", "namespaces"),
+            access("watch", "", "namespaces"),
+            access("get", "", "configmaps")
+                .ns(n)
+                .named("carbon-kube-accounting"),
+            access("watch", "", "configmaps")
+                .ns(n)
+                .named("carbon-kube-accounting"),
         ],
         &[
             &dangerous[..],
@@ -1298,6 +1310,12 @@ async fn each_service_account_has_exactly_the_access_it_needs() {
                 access("update", "", "configmaps")
                     .ns(n)
                     .named("carbon-intensity-data"),
+                access("update", "", "configmaps")
+                    .ns(n)
+                    .named("carbon-kube-accounting"),
+                access("get", "", "configmaps").ns(n).named("other"),
+                access("update", "", "namespaces").named("default"),
+                access("patch", "", "namespaces").named("default"),
                 access("update", "coordination.k8s.io", "leases")
                     .ns(n)
                     .named(&scheduler_lease),
