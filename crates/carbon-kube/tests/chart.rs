@@ -45,6 +45,7 @@ const SCENARIOS: &[&str] = &[
     "network-policy",
     "cert-manager",
     "plugin",
+    "multicluster",
 ];
 
 // ---------------------------------------------------------------------------
