@@ -245,11 +245,20 @@ impl ZoneRecord {
         (now - self.timestamp).max(0)
     }
 
-    /// Whether the record is still valid at `now`: before `valid_until` if set,
-    /// otherwise younger than `max_age_seconds`.
+    /// Whether the record may be used at `now`: not past `valid_until` (if
+    /// set), at most `max_age_seconds` old, and dated at most
+    /// `max_age_seconds` ahead of `now`.
+    ///
+    /// A timestamp ahead of `now` means the writer's clock (the poller's, or
+    /// the provider's) runs ahead of the reader's. Within the freshness
+    /// window that skew is harmless and the record is used as new; beyond it
+    /// the two clocks disagree by more than the window, the record's age
+    /// cannot be judged, and it is stale (neutral decisions) instead of fresh
+    /// until the reader's clock catches up, which could be never.
     pub fn is_fresh(&self, now: UnixSeconds, max_age_seconds: i64) -> bool {
         self.valid_until.is_none_or(|until| now <= until)
             && self.age_seconds(now) <= max_age_seconds
+            && self.timestamp.saturating_sub(now) <= max_age_seconds
     }
 
     pub(crate) fn validate(&self) -> Result<(), (&'static str, String)> {
@@ -309,6 +318,32 @@ mod tests {
         let f = Forecast::from_points(&pts, 3600).unwrap();
         assert_eq!(f.values.len(), MAX_FORECAST_POINTS);
         assert!(Forecast::from_points(&[], 3600).is_none());
+    }
+
+    /// Clock skew between the writer and the reader (issue 18): a record
+    /// dated ahead of the reader's clock is fresh within the window, stale
+    /// beyond it (never fresh for as long as the skew lasts); one dated
+    /// behind it ages by the reader's clock.
+    #[test]
+    fn records_from_a_clock_ahead_are_fresh_only_within_the_window() {
+        let now = 1_700_000_000;
+        let max_age = 1800;
+        let at = |t| ZoneRecord::new(ci(100.0), t, Source::new(Source::ELECTRICITY_MAPS));
+        assert!(at(now).is_fresh(now, max_age));
+        assert!(at(now + 600).is_fresh(now, max_age), "10 min ahead: used");
+        assert!(at(now + max_age).is_fresh(now, max_age));
+        assert!(!at(now + max_age + 1).is_fresh(now, max_age));
+        assert!(
+            !at(now + 365 * 86_400).is_fresh(now, max_age),
+            "a year ahead"
+        );
+        assert!(!at(i64::MAX).is_fresh(now, max_age));
+        assert!(at(now - 600).is_fresh(now, max_age), "10 min behind: used");
+        assert!(!at(now - max_age - 1).is_fresh(now, max_age));
+        // valid_until still bounds it.
+        let mut r = at(now + 600);
+        r.valid_until = Some(now - 1);
+        assert!(!r.is_fresh(now, max_age));
     }
 
     #[test]

@@ -66,14 +66,30 @@ pub(crate) fn zone_view<'a>(
     let mut tail_sum = slots[0];
     let mut tail_n = 1.0;
     if let Some(f) = &record.forecast {
-        let first = slot0 + step;
+        let mut first = slot0 + step;
+        // A forecast that starts after the next slot (its writer's clock runs
+        // ahead of `now`'s, or the provider skipped a slot): the current
+        // value stands for the slots before it, then the forecast is read as
+        // usual; dropping it would plan on the current value alone.
+        if f.start > first {
+            let gap = f
+                .start
+                .saturating_sub(first)
+                .saturating_add(step - 1)
+                .div_euclid(step);
+            let fill = usize::try_from(gap)
+                .unwrap_or(usize::MAX)
+                .min(wanted.min(crate_max_slots()).saturating_sub(slots.len()));
+            slots.extend(std::iter::repeat_n(slots[0], fill));
+            first = first.saturating_add(gap.saturating_mul(step));
+        }
         if i64::from(f.step_seconds) == step {
             // Same grid: read the values directly.
             if first >= f.start
                 && let Ok(i0) = usize::try_from((first - f.start) / step)
             {
                 let rest = f.values.get(i0..).unwrap_or(&[]);
-                let used = rest.len().min(wanted.saturating_sub(1));
+                let used = rest.len().min(wanted.saturating_sub(slots.len()));
                 slots.extend(rest[..used].iter().map(|v| v.g_per_kwh()));
                 // The tail (the mean of what the forecast says) is only used
                 // when the run outlives the forecast: sum it only then.
@@ -113,4 +129,83 @@ pub(crate) fn zone_view<'a>(
 /// Upper bound on the slots a view keeps (three days of hours and then some).
 const fn crate_max_slots() -> usize {
     carbon_kube_model::record::MAX_FORECAST_POINTS + 2
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use carbon_kube_model::{CarbonIntensity, Forecast, Source};
+
+    fn ci(v: f64) -> CarbonIntensity {
+        CarbonIntensity::new(v).unwrap()
+    }
+
+    /// A record written by a clock `skew` seconds ahead of the reader's
+    /// `now`: current value 400, then a forecast on `grid` whose 4th to 6th
+    /// slots are green (50).
+    fn skewed(now: UnixSeconds, skew: i64, grid: u32) -> ZoneRecord {
+        let theirs = now + skew;
+        let mut r = ZoneRecord::new(ci(400.0), theirs, Source::new(Source::ELECTRICITY_MAPS));
+        let g = i64::from(grid);
+        r.forecast = Some(Forecast {
+            start: theirs.div_euclid(g) * g + g,
+            step_seconds: grid,
+            values: (0..12)
+                .map(|i| ci(if (3..6).contains(&i) { 50.0 } else { 400.0 }))
+                .collect(),
+        });
+        r
+    }
+
+    /// Clock skew (issue 18): a forecast from a writer whose clock runs
+    /// ahead starts after the reader's next slot. It used to be dropped
+    /// whole (the view was the current value, flat: no green window); the
+    /// gap is now the current value and the forecast follows, on the same
+    /// grid and on another one.
+    #[test]
+    fn a_forecast_from_a_clock_ahead_is_read_after_a_gap() {
+        let now = 1_700_000_000 - 1_700_000_000 % 3600 + 100;
+        let zone = ZoneId::parse("DE").unwrap();
+        for (grid, step) in [(3600, 3600), (1800, 3600), (900, 900)] {
+            for skew in [0, 2 * i64::from(grid), 5 * i64::from(grid) + 17] {
+                let r = skewed(now, skew, grid);
+                let f = r.forecast.as_ref().unwrap();
+                let v = zone_view(&zone, &r, now, step, now + 30 * step);
+                let slot0 = now.div_euclid(step) * step;
+                // Each slot of the view says what the record says for that
+                // time: the forecast where it has a value, else the current.
+                for (k, got) in v.slots.iter().enumerate() {
+                    let t = slot0 + step * k as i64;
+                    let want = if k == 0 {
+                        400.0
+                    } else {
+                        f.value_at(t).map_or(400.0, |x| x.g_per_kwh())
+                    };
+                    assert_eq!(
+                        *got, want,
+                        "grid {grid}, step {step}, skew {skew}, slot {k}"
+                    );
+                }
+                assert!(
+                    v.slots.contains(&50.0),
+                    "grid {grid}, skew {skew}: the green window is seen: {:?}",
+                    v.slots
+                );
+            }
+        }
+    }
+
+    /// A forecast dated far in the future costs no more than the slots the
+    /// view needs.
+    #[test]
+    fn a_forecast_far_ahead_fills_only_the_needed_slots() {
+        let now = 1_700_000_000;
+        let zone = ZoneId::parse("DE").unwrap();
+        for skew in [365 * 86_400, 100 * 365 * 86_400] {
+            let r = skewed(now, skew, 3600);
+            let v = zone_view(&zone, &r, now, 3600, now + 10 * 3600);
+            assert!(v.slots.len() <= 13, "{}", v.slots.len());
+            assert!(v.slots.iter().all(|x| *x == 400.0));
+        }
+    }
 }
