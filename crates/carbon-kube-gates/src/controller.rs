@@ -45,7 +45,9 @@ use crate::reconcile::{
     Action, GatedPod, ReconcileConfig, ReleaseCause, RunningPod, StoredPlan, count_near_deadline,
     reconcile,
 };
-use crate::zones::{AffinityMode, NodeEntry, affinity_for_zone, node_entry, zone_terms};
+use crate::zones::{
+    AffinityMode, NodeEntry, affinity_for_zone, node_entry, prefer_nodes, zone_terms,
+};
 
 pub use carbon_kube_k8s::leader::LeaderSettings;
 
@@ -248,9 +250,9 @@ async fn watch_snapshot(
     state: Arc<RwLock<SnapshotState>>,
     readiness: Readiness,
     changed: Arc<Notify>,
+    errors: SnapshotErrors,
 ) {
     let api: Api<ConfigMap> = Api::namespaced(client, &namespace);
-    errors: SnapshotErrors,
     let cfg = watcher::Config::default().fields(&format!("metadata.name={name}"));
     let stream = watcher(api, cfg).default_backoff();
     futures::pin_mut!(stream);
@@ -436,6 +438,7 @@ impl Reconciler {
                     zone,
                     plan,
                     urgent,
+                    nodes: room,
                     message,
                     ..
                 } => {
@@ -443,11 +446,15 @@ impl Reconciler {
                         return;
                     }
                     let p = pods[pod].clone();
+                    let target = Target {
+                        zone: zone.as_ref(),
+                        room: &room,
+                    };
                     let outcome = self
                         .release(
                             &p,
                             cause,
-                            zone.as_ref(),
+                            target,
                             plan.as_ref(),
                             urgent,
                             &message,
@@ -472,13 +479,14 @@ impl Reconciler {
         &mut self,
         pod: &Arc<Pod>,
         cause: ReleaseCause,
-        zone: Option<&carbon_kube_model::ZoneId>,
+        target: Target<'_>,
         plan: Option<&StoredPlan>,
         urgent: bool,
         message: &str,
         nodes: &[NodeEntry],
         started: Instant,
     ) -> Option<Pace> {
+        let zone = target.zone;
         let steer = matches!(
             cause,
             ReleaseCause::Planned(
@@ -486,9 +494,37 @@ impl Reconciler {
             )
         );
         let current = pod.spec.as_ref().and_then(|s| s.affinity.as_ref());
-        let affinity = zone.filter(|_| steer).and_then(|z| {
+        let zone_affinity = zone.filter(|_| steer).and_then(|z| {
             affinity_for_zone(current, &zone_terms(z, nodes), self.settings.affinity)
         });
+        // Prefer the nodes where the ledger has room for the run, so the pod
+        // does not land in room promised to a more urgent pod.
+        let pinned = if self.settings.affinity == AffinityMode::None {
+            None
+        } else {
+            let base = zone_affinity.as_ref().map(|(a, _)| a).or(current);
+            prefer_nodes(base, target.room)
+        };
+        let mut steer_note = zone_affinity
+            .as_ref()
+            .map_or_else(String::new, |(_, mode)| {
+                format!(
+                    " ({} node affinity for {})",
+                    match mode {
+                        AffinityMode::Required => "required",
+                        _ => "preferred",
+                    },
+                    zone.map_or("unknown", |z| z.as_str())
+                )
+            });
+        if pinned.is_some() {
+            steer_note.push_str(&format!(
+                " (preferring the node{} with room for its run: {})",
+                if target.room.len() == 1 { "" } else { "s" },
+                target.room.join(", ")
+            ));
+        }
+        let affinity = pinned.or_else(|| zone_affinity.map(|(a, _)| a));
         let zone_key = zone.map_or("unknown", |z| z.as_str()).to_owned();
         let key = format!(
             "{}/{}",
@@ -501,7 +537,7 @@ impl Reconciler {
                 .map_or_else(|_| jiff::Timestamp::now().to_string(), |t| t.to_string());
             let req = ReleaseRequest {
                 pod,
-                affinity: affinity.as_ref().map(|(a, _)| a),
+                affinity: affinity.as_ref(),
                 annotations: release_annotations(cause.annotation_value(), &released_at),
                 zone_key: &zone_key,
                 urgent,
@@ -524,15 +560,6 @@ impl Reconciler {
                         ReleaseCause::Invalid => (EventType::Warning, "InvalidDeferral"),
                         _ => (EventType::Normal, "Released"),
                     };
-                    let steer_note = affinity.as_ref().map_or_else(String::new, |(_, mode)| {
-                        format!(
-                            " ({} node affinity for {zone_key})",
-                            match mode {
-                                AffinityMode::Required => "required",
-                                _ => "preferred",
-                            }
-                        )
-                    });
                     tracing::info!(pod = %key, reason = cause.metric_label(), zone = %zone_key, "{message}");
                     self.events.emit(
                         pod,
@@ -702,6 +729,7 @@ pub async fn run_controller(
             snapshot.clone(),
             readiness.clone(),
             changed.clone(),
+            metrics.snapshot_errors.clone(),
         )),
     ];
     let overrides: OverrideState = Arc::default();
@@ -729,7 +757,6 @@ pub async fn run_controller(
             settings.pod_namespace.clone(),
             writer,
             changed.clone(),
-            metrics.snapshot_errors.clone(),
         )));
         tasks.push(tokio::spawn(budgets::watch_usage(
             client.clone(),
@@ -805,6 +832,15 @@ pub async fn run_controller(
     Ok(())
 }
 
+/// Where a release sends its pod: the planned zone (steered to for green
+/// windows and now-is-best releases) and the nodes where the ledger has room
+/// for its run (preferred for every planned release).
+#[derive(Clone, Copy, Debug)]
+struct Target<'a> {
+    zone: Option<&'a carbon_kube_model::ZoneId>,
+    room: &'a [String],
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -843,3 +879,4 @@ mod tests {
         );
     }
 }
+
