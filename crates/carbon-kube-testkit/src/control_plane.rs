@@ -12,6 +12,7 @@ use kube::config::{KubeConfigOptions, Kubeconfig};
 
 use crate::binaries::Binaries;
 use crate::kwok::{KWOK_NODE_ANNOTATION, KWOK_NODE_ANNOTATION_VALUE, STAGES};
+use crate::latency::LatencyProxy;
 use crate::pki::Pki;
 use crate::process::{Process, free_port, spawn_dir_reaper};
 use crate::readiness::{apiserver_ok, health_client, http_ok, report_failure, wait_ready};
@@ -54,6 +55,9 @@ pub struct ControlPlaneOptions {
     pub kwok: bool,
     /// How long each component may take to become ready.
     pub start_timeout: Duration,
+    /// Put a latency-injecting proxy between kube-apiserver and etcd, so a
+    /// test can make etcd slow ([`ControlPlane::set_etcd_latency`]).
+    pub etcd_latency_proxy: bool,
 }
 
 impl Default for ControlPlaneOptions {
@@ -67,6 +71,7 @@ impl Default for ControlPlaneOptions {
                 .collect(),
             kwok: true,
             start_timeout: Duration::from_secs(120),
+            etcd_latency_proxy: false,
         }
     }
 }
@@ -90,6 +95,13 @@ impl ControlPlaneOptions {
     /// Start kwok or not.
     pub fn with_kwok(mut self, enabled: bool) -> Self {
         self.kwok = enabled;
+        self
+    }
+
+    /// Route kube-apiserver's etcd traffic through a latency-injecting proxy
+    /// (no latency until [`ControlPlane::set_etcd_latency`]).
+    pub fn with_etcd_latency_proxy(mut self, enabled: bool) -> Self {
+        self.etcd_latency_proxy = enabled;
         self
     }
 
@@ -123,6 +135,22 @@ pub struct ControlPlane {
     kubeconfig: PathBuf,
     startup: Duration,
     schedulers_started: AtomicUsize,
+    /// How kube-apiserver was started, to start it again on the same port
+    /// and etcd ([`ControlPlane::start_apiserver`]).
+    apiserver_args: Vec<String>,
+    start_timeout: Duration,
+    etcd_proxy: Option<LatencyProxy>,
+    /// Serialises stops and starts of kube-apiserver.
+    apiserver_lifecycle: tokio::sync::Mutex<()>,
+}
+
+/// What [`ControlPlane::start_components`] started.
+struct Started {
+    pki: Pki,
+    server_url: String,
+    kubeconfig: PathBuf,
+    apiserver_args: Vec<String>,
+    etcd_proxy: Option<LatencyProxy>,
 }
 
 impl ControlPlane {
@@ -177,7 +205,7 @@ impl ControlPlane {
 
         let mut processes = Vec::new();
         let started = Self::start_components(binaries, options, &dir, &mut processes).await;
-        let (pki, server_url, kubeconfig) = match started {
+        let started = match started {
             Ok(values) => values,
             Err(error) => {
                 // Stop what runs, keep the directory so the logs can be read.
@@ -198,11 +226,15 @@ impl ControlPlane {
             temp_dir: Mutex::new(Some(temp_dir)),
             dir_reaper: Mutex::new(dir_reaper),
             processes: Mutex::new(processes),
-            pki,
-            server_url,
-            kubeconfig,
+            pki: started.pki,
+            server_url: started.server_url,
+            kubeconfig: started.kubeconfig,
             startup: began.elapsed(),
             schedulers_started: AtomicUsize::new(0),
+            apiserver_args: started.apiserver_args,
+            start_timeout: options.start_timeout,
+            etcd_proxy: started.etcd_proxy,
+            apiserver_lifecycle: tokio::sync::Mutex::new(()),
         })
     }
 
@@ -211,7 +243,7 @@ impl ControlPlane {
         options: &ControlPlaneOptions,
         dir: &Path,
         processes: &mut Vec<Process>,
-    ) -> Result<(Pki, String, PathBuf), Error> {
+    ) -> Result<Started, Error> {
         let pki = Pki::generate(&dir.join("pki"))?;
         let timeout = options.start_timeout;
 
@@ -242,54 +274,61 @@ impl ControlPlane {
         let result = wait_ready(&mut etcd, timeout, || http_ok(&http, &etcd_ready)).await;
         processes.push(etcd);
         result?;
+        let etcd_proxy = if options.etcd_latency_proxy {
+            Some(LatencyProxy::start(std::net::SocketAddr::from((
+                [127, 0, 0, 1],
+                etcd_port,
+            )))?)
+        } else {
+            None
+        };
+        let etcd_servers = etcd_proxy
+            .as_ref()
+            .map_or(etcd_url, |proxy| format!("http://{}", proxy.addr()));
 
         // kube-apiserver
         let port = free_port()?;
         let server_url = format!("https://127.0.0.1:{port}");
         let kubeconfig = dir.join("admin.kubeconfig");
         pki.write_kubeconfig(&kubeconfig, &server_url)?;
+        let apiserver_args = vec![
+            format!("--etcd-servers={etcd_servers}"),
+            "--advertise-address=127.0.0.1".to_owned(),
+            "--bind-address=127.0.0.1".to_owned(),
+            format!("--secure-port={port}"),
+            format!("--cert-dir={}", dir.join("apiserver-certs").display()),
+            format!("--tls-cert-file={}", pki.apiserver_cert.display()),
+            format!("--tls-private-key-file={}", pki.apiserver_key.display()),
+            format!("--client-ca-file={}", pki.ca_cert.display()),
+            "--authorization-mode=RBAC,Node".to_owned(),
+            format!("--service-cluster-ip-range={SERVICE_CLUSTER_IP_RANGE}"),
+            "--allow-privileged=true".to_owned(),
+            // As envtest: without the service-account controller's token
+            // machinery every test would first have to create a ServiceAccount.
+            "--disable-admission-plugins=ServiceAccount".to_owned(),
+            format!("--service-account-issuer={server_url}"),
+            format!(
+                "--service-account-key-file={}",
+                pki.service_account_pub.display()
+            ),
+            format!(
+                "--service-account-signing-key-file={}",
+                pki.service_account_key.display()
+            ),
+            // 1.37 refuses a loopback advertise address with the lease
+            // reconciler; nothing in the cluster needs the endpoints of the
+            // `kubernetes` service (no pods really run).
+            "--endpoint-reconciler-type=none".to_owned(),
+            "--profiling=false".to_owned(),
+        ];
         let mut apiserver = Process::spawn(
             "kube-apiserver",
             &binaries.path("kube-apiserver")?,
-            &[
-                format!("--etcd-servers={etcd_url}"),
-                "--advertise-address=127.0.0.1".to_owned(),
-                "--bind-address=127.0.0.1".to_owned(),
-                format!("--secure-port={port}"),
-                format!("--cert-dir={}", dir.join("apiserver-certs").display()),
-                format!("--tls-cert-file={}", pki.apiserver_cert.display()),
-                format!("--tls-private-key-file={}", pki.apiserver_key.display()),
-                format!("--client-ca-file={}", pki.ca_cert.display()),
-                "--authorization-mode=RBAC,Node".to_owned(),
-                format!("--service-cluster-ip-range={SERVICE_CLUSTER_IP_RANGE}"),
-                "--allow-privileged=true".to_owned(),
-                // As envtest: without the service-account controller's token
-                // machinery every test would first have to create a ServiceAccount.
-                "--disable-admission-plugins=ServiceAccount".to_owned(),
-                format!("--service-account-issuer={server_url}"),
-                format!(
-                    "--service-account-key-file={}",
-                    pki.service_account_pub.display()
-                ),
-                format!(
-                    "--service-account-signing-key-file={}",
-                    pki.service_account_key.display()
-                ),
-                // 1.37 refuses a loopback advertise address with the lease
-                // reconciler; nothing in the cluster needs the endpoints of the
-                // `kubernetes` service (no pods really run).
-                "--endpoint-reconciler-type=none".to_owned(),
-                "--profiling=false".to_owned(),
-            ],
+            &apiserver_args,
             &[],
             dir.join("kube-apiserver.log"),
         )?;
-        let probe = admin_client(&kubeconfig, false).await?;
-        let mut result =
-            wait_ready(&mut apiserver, timeout, || apiserver_ok(&probe, "/readyz")).await;
-        if result.is_ok() {
-            result = wait_ready(&mut apiserver, timeout, || apiserver_ok(&probe, "/livez")).await;
-        }
+        let result = wait_apiserver_ready(&mut apiserver, &kubeconfig, timeout).await;
         processes.push(apiserver);
         result?;
 
@@ -378,7 +417,87 @@ impl ControlPlane {
         processes.extend(kwok.map(|(process, _)| process));
         kcm_result?;
         kwok_result?;
-        Ok((pki, server_url, kubeconfig))
+        Ok(Started {
+            pki,
+            server_url,
+            kubeconfig,
+            apiserver_args,
+            etcd_proxy,
+        })
+    }
+
+    /// Kills kube-apiserver (SIGKILL: a crash, open watches and requests are
+    /// cut without a goodbye) and reaps it. etcd and its data stay; every
+    /// other component and client sees connection errors until
+    /// [`ControlPlane::start_apiserver`]. Idempotent.
+    pub async fn kill_apiserver(&self) {
+        let _lifecycle = self.apiserver_lifecycle.lock().await;
+        let taken = {
+            let mut processes = lock(&self.processes);
+            processes
+                .iter()
+                .position(|p| p.name() == "kube-apiserver")
+                .map(|i| processes.remove(i))
+        };
+        if let Some(mut process) = taken {
+            process.kill();
+        }
+    }
+
+    /// Starts kube-apiserver again with the same flags (the same port,
+    /// certificates and etcd, so every client's configuration stays valid)
+    /// and waits until it is ready. Does nothing if it runs.
+    pub async fn start_apiserver(&self) -> Result<(), Error> {
+        let _lifecycle = self.apiserver_lifecycle.lock().await;
+        if lock(&self.processes)
+            .iter()
+            .any(|p| p.name() == "kube-apiserver")
+        {
+            return Ok(());
+        }
+        let mut apiserver = Process::spawn(
+            "kube-apiserver",
+            &self.binaries.path("kube-apiserver")?,
+            &self.apiserver_args,
+            &[],
+            self.log_path("kube-apiserver"),
+        )?;
+        let result =
+            wait_apiserver_ready(&mut apiserver, &self.kubeconfig, self.start_timeout).await;
+        // Stopped in start order reversed: after the clients, before etcd.
+        let mut processes = lock(&self.processes);
+        let at = processes
+            .iter()
+            .position(|p| p.name() == "etcd")
+            .map_or(0, |i| i + 1);
+        processes.insert(at, apiserver);
+        result
+    }
+
+    /// [`ControlPlane::kill_apiserver`], then [`ControlPlane::start_apiserver`].
+    pub async fn restart_apiserver(&self) -> Result<(), Error> {
+        self.kill_apiserver().await;
+        self.start_apiserver().await
+    }
+
+    /// Makes etcd slow: every chunk between kube-apiserver and etcd is
+    /// delivered `latency` later, each way (zero: fast again). Needs
+    /// [`ControlPlaneOptions::with_etcd_latency_proxy`].
+    pub fn set_etcd_latency(&self, latency: Duration) -> Result<(), Error> {
+        match &self.etcd_proxy {
+            Some(proxy) => {
+                proxy.set_latency(latency);
+                Ok(())
+            }
+            None => Err(Error::NoEtcdProxy),
+        }
+    }
+
+    /// The latency currently added to etcd traffic, each way.
+    pub fn etcd_latency(&self) -> Duration {
+        self.etcd_proxy
+            .as_ref()
+            .map_or(Duration::ZERO, LatencyProxy::latency)
     }
 
     /// A new client for the current tokio runtime, authenticated as
@@ -526,6 +645,17 @@ fn is_port_clash(error: &Error) -> bool {
         }
         _ => false,
     }
+}
+
+/// Waits until kube-apiserver answers `/readyz` and `/livez`.
+async fn wait_apiserver_ready(
+    apiserver: &mut Process,
+    kubeconfig: &Path,
+    timeout: Duration,
+) -> Result<(), Error> {
+    let probe = admin_client(kubeconfig, false).await?;
+    wait_ready(apiserver, timeout, || apiserver_ok(&probe, "/readyz")).await?;
+    wait_ready(apiserver, timeout, || apiserver_ok(&probe, "/livez")).await
 }
 
 async fn admin_config(kubeconfig: &Path) -> Result<kube::Config, Error> {

@@ -132,6 +132,14 @@ pub enum Error {
     /// The shared control plane of this test binary failed to start earlier.
     #[error("the shared control plane of this test binary failed to start: {0}")]
     SharedStartFailed(String),
+
+    /// A test asked for a slow etcd on a control plane started without the
+    /// latency proxy.
+    #[error(
+        "this control plane has no etcd latency proxy: start it with \
+         ControlPlaneOptions::with_etcd_latency_proxy(true) (see shared_with)"
+    )]
+    NoEtcdProxy,
 }
 
 impl Error {

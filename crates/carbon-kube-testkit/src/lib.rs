@@ -34,6 +34,7 @@ mod error;
 mod fixtures;
 pub mod hostile;
 mod kwok;
+mod latency;
 pub mod logs;
 mod pki;
 mod process;
@@ -85,9 +86,25 @@ pub async fn shared() -> &'static ControlPlane {
 
 /// Like [`shared`], returning the start-up error instead of panicking.
 pub async fn try_shared() -> Result<&'static ControlPlane, Error> {
+    try_shared_with(ControlPlaneOptions::default()).await
+}
+
+/// Like [`shared`], but the first caller starts it with `options` (e.g.
+/// [`ControlPlaneOptions::with_etcd_latency_proxy`] for the fault tests).
+/// Every test of a binary should ask with the same options: later callers
+/// get the control plane that was started, whatever they pass.
+pub async fn shared_with(options: ControlPlaneOptions) -> &'static ControlPlane {
+    match try_shared_with(options).await {
+        Ok(control_plane) => control_plane,
+        Err(error) => panic!("{error}"),
+    }
+}
+
+/// Like [`shared_with`], returning the start-up error instead of panicking.
+pub async fn try_shared_with(options: ControlPlaneOptions) -> Result<&'static ControlPlane, Error> {
     SHARED
         .get_or_init(|| async {
-            ControlPlane::start(ControlPlaneOptions::default())
+            ControlPlane::start(options)
                 .await
                 .map_err(|e| e.to_string())
         })

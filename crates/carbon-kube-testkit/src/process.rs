@@ -122,6 +122,18 @@ impl Process {
         }
     }
 
+    /// Stops the watchdog, SIGKILLs the process and reaps both: a crash,
+    /// not a shutdown. Idempotent.
+    pub(crate) fn kill(&mut self) {
+        if let Some(mut watchdog) = self.watchdog.take() {
+            let _ = watchdog.kill();
+            let _ = watchdog.wait();
+        }
+        self.stopping = true;
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
     /// Stops the watchdog, then the process (SIGTERM, then SIGKILL after a
     /// grace period), and reaps both. Idempotent.
     pub(crate) fn stop(&mut self) {

@@ -1,0 +1,561 @@
+//! Faults under the migrator on a real control plane (issue 18):
+//!
+//! - kube-apiserver killed (SIGKILL) and started again on the same port and
+//!   etcd while the migrator evicts: its watches resume, every original pod
+//!   is evicted exactly once, none is left behind, and the move records on
+//!   the owner match the evictions;
+//! - the snapshot ConfigMap truncated, replaced by 1 MiB of garbage, deleted
+//!   and given a zone of wrong types: nothing moves on bad data, the last
+//!   good snapshot stays in use, each fault is counted in
+//!   `carbon_kube_migrator_snapshot_errors_total{error}`.
+//!
+//! The apiserver restart disturbs every test of the binary: they take turns
+//! (`FAULTS`). `FAULT_ROUNDS` (default 1; `make soak` sets more) repeats the
+//! restart scenario.
+
+#![allow(clippy::unwrap_used, missing_docs)] // test code: a panic is the failure report
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use carbon_kube_k8s::Readiness;
+use carbon_kube_migrator::caps::CapsConfig;
+use carbon_kube_migrator::controller::{MigratorSettings, run_migrator};
+use carbon_kube_migrator::metrics::MigratorMetrics;
+use carbon_kube_migrator::state::OwnerState;
+use carbon_kube_migrator::system_clock;
+use carbon_kube_model::{CarbonIntensity, Forecast, Snapshot, Source, ZoneId, ZoneRecord, keys};
+use carbon_kube_testkit::{
+    ControlPlane, Extender, NODE_POOL_LABEL, Progress, SchedulerConfig, TestNamespace,
+    ensure_crypto_provider, nodes_in_zone, shared, wait_until,
+};
+use clap::Parser;
+use k8s_openapi::api::apps::v1::{Deployment, ReplicaSet};
+use k8s_openapi::api::core::v1::{ConfigMap, Node, Pod};
+use k8s_openapi::api::events::v1::Event;
+use kube::api::{Api, DeleteParams, ListParams, ObjectMeta, Patch, PatchParams, PostParams};
+use prometheus_client::registry::Registry;
+use serde_json::json;
+use tokio::sync::oneshot;
+
+static FAULTS: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
+const WAIT: Duration = Duration::from_secs(120);
+
+fn rounds() -> usize {
+    std::env::var("FAULT_ROUNDS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(1)
+        .max(1)
+}
+
+fn now() -> i64 {
+    jiff::Timestamp::now().as_second()
+}
+
+/// A record measured now, flat at `g` for three days.
+fn record(g: f64) -> ZoneRecord {
+    let t = now();
+    let mut r = ZoneRecord::new(
+        CarbonIntensity::new(g).unwrap(),
+        t,
+        Source::new(Source::ELECTRICITY_MAPS),
+    );
+    r.forecast = Some(Forecast {
+        start: t.div_euclid(3600) * 3600,
+        step_seconds: 3600,
+        values: vec![CarbonIntensity::new(g).unwrap(); 72],
+    });
+    r
+}
+
+fn snapshot_json(de: f64, fr: f64) -> String {
+    let mut s = Snapshot::default();
+    s.zones.insert(ZoneId::parse("DE").unwrap(), record(de));
+    s.zones.insert(ZoneId::parse("FR").unwrap(), record(fr));
+    s.to_json()
+}
+
+/// Creates or replaces the snapshot ConfigMap with `text`.
+async fn put(ns: &TestNamespace, text: String) {
+    let cm = ConfigMap {
+        metadata: ObjectMeta {
+            name: Some(keys::SNAPSHOT_CONFIGMAP.to_owned()),
+            ..ObjectMeta::default()
+        },
+        data: Some(BTreeMap::from([(keys::SNAPSHOT_KEY.to_owned(), text)])),
+        ..ConfigMap::default()
+    };
+    ns.api::<ConfigMap>()
+        .patch(
+            keys::SNAPSHOT_CONFIGMAP,
+            &PatchParams::apply("test").force(),
+            &Patch::Apply(&cm),
+        )
+        .await
+        .unwrap();
+}
+
+#[derive(Parser)]
+struct ExtenderCli {
+    #[command(flatten)]
+    args: carbon_kube_extender::Args,
+}
+
+/// The extender (in-process) and a kube-scheduler calling it, confined to
+/// the test's node pool, so replacements are placed by carbon.
+struct Placement {
+    _scheduler: carbon_kube_testkit::Scheduler,
+    stop: Option<oneshot::Sender<()>>,
+    task: tokio::task::JoinHandle<anyhow::Result<()>>,
+}
+
+impl Placement {
+    async fn start(cp: &ControlPlane, ns: &TestNamespace) -> Self {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr: SocketAddr = listener.local_addr().unwrap();
+        let args = ExtenderCli::parse_from(["extender", "--namespace", ns.name()]).args;
+        let (tx, rx) = oneshot::channel::<()>();
+        let task = tokio::spawn(carbon_kube_extender::serve(
+            args,
+            listener,
+            Some(cp.client().await.unwrap()),
+            async {
+                let _ = rx.await;
+            },
+        ));
+        let config = SchedulerConfig::new(ns.scheduler_name())
+            .restricted_to_node_pool(ns.node_pool())
+            .with_extender(
+                Extender::at(format!("http://{addr}"))
+                    .filter_verb("filter")
+                    .prioritize_verb("prioritize")
+                    .weight(5)
+                    .ignorable(true),
+            );
+        let scheduler = cp.start_scheduler(config).await.unwrap();
+        Self {
+            _scheduler: scheduler,
+            stop: Some(tx),
+            task,
+        }
+    }
+}
+
+impl Drop for Placement {
+    fn drop(&mut self) {
+        if let Some(tx) = self.stop.take() {
+            let _ = tx.send(());
+        }
+        self.task.abort();
+    }
+}
+
+struct RunningMigrator {
+    stop: Option<oneshot::Sender<()>>,
+    task: tokio::task::JoinHandle<anyhow::Result<()>>,
+    registry: Arc<Registry>,
+}
+
+impl RunningMigrator {
+    async fn start(cp: &ControlPlane, settings: MigratorSettings) -> Self {
+        let mut registry = Registry::default();
+        let metrics = MigratorMetrics::register(&mut registry);
+        let (stop, rx) = oneshot::channel::<()>();
+        let task = tokio::spawn(run_migrator(
+            cp.client().await.unwrap(),
+            cp.client_without_retries().await.unwrap(),
+            settings,
+            metrics,
+            Readiness::default(),
+            system_clock(),
+            async {
+                let _ = rx.await;
+            },
+        ));
+        Self {
+            stop: Some(stop),
+            task,
+            registry: Arc::new(registry),
+        }
+    }
+
+    /// The value of the series `name{label="value"}`, 0 if absent.
+    fn value(&self, name: &str, label: &str, value: &str) -> f64 {
+        let mut text = String::new();
+        prometheus_client::encoding::text::encode(&mut text, &self.registry).unwrap();
+        let prefix = format!("{name}{{{label}=\"{value}\"}} ");
+        text.lines()
+            .find_map(|l| l.strip_prefix(&prefix).map(|v| v.parse().unwrap()))
+            .unwrap_or(0.0)
+    }
+
+    fn result(&self, result: &str) -> f64 {
+        self.value("carbon_kube_migrations_total", "result", result)
+    }
+
+    fn snapshot_errors(&self, error: &str) -> f64 {
+        self.value("carbon_kube_migrator_snapshot_errors_total", "error", error)
+    }
+
+    fn cycles(&self) -> f64 {
+        let mut text = String::new();
+        prometheus_client::encoding::text::encode(&mut text, &self.registry).unwrap();
+        text.lines()
+            .find_map(|l| {
+                l.strip_prefix("carbon_kube_migrator_cycles_total ")
+                    .map(|v| v.parse().unwrap())
+            })
+            .unwrap_or(0.0)
+    }
+
+    async fn wait_cycles(&self, more: f64) {
+        let target = self.cycles() + more;
+        wait_until(format!("{more} more migrator cycles"), WAIT, || async {
+            let c = self.cycles();
+            if c >= target {
+                Progress::Done(())
+            } else {
+                Progress::Waiting(format!("{c} cycles"))
+            }
+        })
+        .await
+        .unwrap();
+    }
+
+    async fn wait_for(&self, what: &str, check: impl Fn(&Self) -> bool) {
+        wait_until(what.to_owned(), WAIT, || async {
+            if check(self) {
+                Progress::Done(())
+            } else {
+                Progress::Waiting(String::new())
+            }
+        })
+        .await
+        .unwrap();
+    }
+
+    async fn stop(mut self) {
+        if let Some(s) = self.stop.take() {
+            let _ = s.send(());
+        }
+        self.task.await.unwrap().unwrap();
+    }
+}
+
+fn settings(ns: &TestNamespace) -> MigratorSettings {
+    let mut s = MigratorSettings {
+        snapshot_namespace: ns.name().to_owned(),
+        pod_namespace: Some(ns.name().to_owned()),
+        interval: Duration::from_secs(1),
+        min_interval: Duration::from_millis(200),
+        caps: CapsConfig {
+            per_node: 1,
+            per_namespace: 10,
+            owner_fraction: 1.0,
+            per_cycle: 10,
+            per_hour: 100,
+        },
+        ..MigratorSettings::default()
+    };
+    s.migration.min_dwell_seconds = 3;
+    s
+}
+
+/// Three nodes per zone (8 CPUs each), labelled with their grid zone.
+async fn nodes(ns: &TestNamespace) {
+    for (region, zone, grid) in [("eu-central", "de-a", "DE"), ("eu-west", "fr-a", "FR")] {
+        ns.create_nodes(
+            &nodes_in_zone(region, zone)
+                .named(grid.to_ascii_lowercase())
+                .with_label(keys::LABEL_GRID_ZONE, grid)
+                .with_cpu("8")
+                .with_memory("32Gi")
+                .count(3),
+        )
+        .await
+        .unwrap();
+    }
+}
+
+async fn deployment(ns: &TestNamespace, name: &str, replicas: i32) {
+    let d: Deployment = serde_json::from_value(json!({
+        "apiVersion": "apps/v1", "kind": "Deployment",
+        "metadata": {"name": name},
+        "spec": {
+            "replicas": replicas,
+            "selector": {"matchLabels": {"app": name}},
+            "template": {
+                "metadata": {"labels": {"app": name},
+                             "annotations": {keys::MIGRATE: "true"}},
+                "spec": {
+                    "schedulerName": ns.scheduler_name(),
+                    "nodeSelector": {NODE_POOL_LABEL: ns.node_pool()},
+                    "terminationGracePeriodSeconds": 0,
+                    "containers": [{"name": "main", "image": "registry.k8s.io/pause:3.10",
+                                    "resources": {"requests": {"cpu": "2", "memory": "4Gi"}}}]
+                }
+            }
+        }
+    }))
+    .unwrap();
+    ns.api::<Deployment>()
+        .create(&PostParams::default(), &d)
+        .await
+        .unwrap();
+}
+
+/// Node name → grid zone of the test's pool.
+async fn node_zones(ns: &TestNamespace) -> BTreeMap<String, String> {
+    Api::<Node>::all(ns.client())
+        .list(&ListParams::default().labels(&format!("{NODE_POOL_LABEL}={}", ns.node_pool())))
+        .await
+        .unwrap()
+        .items
+        .into_iter()
+        .map(|n| {
+            let zone = n.metadata.labels.as_ref().unwrap()[keys::LABEL_GRID_ZONE].clone();
+            (n.metadata.name.unwrap(), zone)
+        })
+        .collect()
+}
+
+/// The app's `n` running, not terminating pods, once all are in `zone`.
+async fn wait_all_in(ns: &TestNamespace, app: &str, n: usize, zone: &str) -> Vec<Pod> {
+    let zones = node_zones(ns).await;
+    wait_until(format!("all {n} pods of {app} in {zone}"), WAIT, || async {
+        let Ok(list) = ns
+            .api::<Pod>()
+            .list(&ListParams::default().labels(&format!("app={app}")))
+            .await
+        else {
+            return Progress::Waiting("the API server does not answer".into());
+        };
+        let running: Vec<Pod> = list
+            .items
+            .into_iter()
+            .filter(|p| {
+                p.metadata.deletion_timestamp.is_none()
+                    && p.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Running")
+            })
+            .collect();
+        let in_zone = running
+            .iter()
+            .filter(|p| {
+                p.spec
+                    .as_ref()
+                    .and_then(|s| s.node_name.as_deref())
+                    .and_then(|node| zones.get(node))
+                    .is_some_and(|z| z == zone)
+            })
+            .count();
+        if running.len() == n && in_zone == n {
+            Progress::Done(running)
+        } else {
+            Progress::Waiting(format!("{} running, {in_zone} in {zone}", running.len()))
+        }
+    })
+    .await
+    .unwrap()
+}
+
+async fn owner_state(ns: &TestNamespace, app: &str) -> OwnerState {
+    let rs = ns
+        .api::<ReplicaSet>()
+        .list(&ListParams::default().labels(&format!("app={app}")))
+        .await
+        .unwrap()
+        .items
+        .into_iter()
+        .next()
+        .unwrap();
+    OwnerState::parse(
+        rs.metadata
+            .annotations
+            .as_ref()
+            .and_then(|a| a.get(keys::ANNOTATION_MIGRATIONS))
+            .map(String::as_str),
+    )
+    .unwrap()
+}
+
+/// `Migrated` Events per pod name (series counted).
+async fn migrated_events(ns: &TestNamespace) -> BTreeMap<String, usize> {
+    let mut per_pod = BTreeMap::new();
+    for e in ns
+        .api::<Event>()
+        .list(&ListParams::default())
+        .await
+        .unwrap()
+        .items
+    {
+        if e.reason.as_deref() != Some("Migrated") {
+            continue;
+        }
+        let pod = e
+            .regarding
+            .as_ref()
+            .and_then(|r| r.name.clone())
+            .unwrap_or_default();
+        let n = e
+            .series
+            .as_ref()
+            .map_or(1, |s| usize::try_from(s.count).unwrap_or(usize::MAX));
+        *per_pod.entry(pod).or_default() += n;
+    }
+    per_pod
+}
+
+/// Six pods in DE; the grid turns (DE dirty, FR clean); one eviction per
+/// node per cycle, so the moves take several cycles; kube-apiserver is
+/// killed after the first eviction and started again 3 s later. Every
+/// original pod is evicted once and recorded once; all six end in FR.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_apiserver_restart_mid_migration_evicts_each_pod_once() {
+    const N: usize = 6;
+    ensure_crypto_provider();
+    let cp = shared().await;
+    let _turn = FAULTS.lock().await;
+    for round in 0..rounds() {
+        let ns = cp
+            .test_namespace("migrate-apiserver-restart")
+            .await
+            .unwrap();
+        nodes(&ns).await;
+        put(&ns, snapshot_json(100.0, 300.0)).await;
+        let placement = Placement::start(cp, &ns).await;
+        deployment(&ns, "web", i32::try_from(N).unwrap()).await;
+        let originals: BTreeSet<String> = wait_all_in(&ns, "web", N, "DE")
+            .await
+            .into_iter()
+            .map(|p| p.metadata.uid.unwrap())
+            .collect();
+
+        let migrator = RunningMigrator::start(cp, settings(&ns)).await;
+        put(&ns, snapshot_json(450.0, 50.0)).await;
+        migrator
+            .wait_for("a first eviction", |m| m.result("migrated") >= 1.0)
+            .await;
+        cp.kill_apiserver().await;
+        tokio::time::sleep(Duration::from_secs(3)).await;
+        cp.start_apiserver().await.unwrap();
+
+        wait_all_in(&ns, "web", N, "FR").await;
+        let state = wait_until("every move recorded as evicted", WAIT, || async {
+            let s = owner_state(&ns, "web").await;
+            if s.moves.len() >= N && s.moves.iter().all(|m| m.evicted) {
+                Progress::Done(s)
+            } else {
+                Progress::Waiting(format!("{:?}", s.moves))
+            }
+        })
+        .await
+        .unwrap();
+        // One record per original pod: no pod evicted twice, none missed.
+        let recorded: Vec<String> = state.moves.iter().map(|m| m.uid.clone()).collect();
+        let unique: BTreeSet<String> = recorded.iter().cloned().collect();
+        assert_eq!(recorded.len(), unique.len(), "round {round}: {state:?}");
+        assert_eq!(unique, originals, "round {round}: {state:?}");
+        let migrated = migrator.result("migrated");
+        let failed = migrator.result("failed");
+        assert!(
+            migrated <= N as f64,
+            "round {round}: {migrated} evictions of {N} pods"
+        );
+        assert!(
+            migrated + failed >= N as f64,
+            "round {round}: {migrated} evictions, {failed} failures for {N} pods"
+        );
+        for (pod, n) in migrated_events(&ns).await {
+            assert!(n <= 1, "round {round}: {pod} has {n} Migrated Events");
+        }
+        eprintln!("round {round}: {migrated} evictions counted, {failed} failed attempts");
+        migrator.stop().await;
+        drop(placement);
+    }
+}
+
+/// After a good snapshot (DE clean, FR dirty: nothing to gain), the
+/// ConfigMap is truncated, replaced by 1 MiB of garbage and deleted: the
+/// migrator keeps deciding on the last good snapshot (skips for "no greener
+/// target", never for stale data) and moves nothing. Then the grid "turns"
+/// in a snapshot whose DE record has wrong types: DE is dropped, FR kept,
+/// and a pod in a zone without data never moves. Each fault is counted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn snapshot_faults_move_nothing_and_keep_the_last_good_snapshot() {
+    ensure_crypto_provider();
+    let cp = shared().await;
+    let _turn = FAULTS.lock().await;
+    let ns = cp.test_namespace("migrate-snapshot-faults").await.unwrap();
+    nodes(&ns).await;
+    let good = snapshot_json(100.0, 300.0);
+    put(&ns, good.clone()).await;
+    let _placement = Placement::start(cp, &ns).await;
+    deployment(&ns, "web", 2).await;
+    let before: BTreeSet<String> = wait_all_in(&ns, "web", 2, "DE")
+        .await
+        .into_iter()
+        .map(|p| p.metadata.uid.unwrap())
+        .collect();
+    let migrator = RunningMigrator::start(cp, settings(&ns)).await;
+    migrator.wait_cycles(3.0).await;
+    let stale_at_start = migrator.result("skipped_stale_data");
+    assert_eq!(stale_at_start, 0.0, "the good snapshot is read");
+
+    put(&ns, good[..good.len() / 2].to_owned()).await;
+    migrator
+        .wait_for("the truncated snapshot counted", |m| {
+            m.snapshot_errors("unreadable") >= 1.0
+        })
+        .await;
+    migrator.wait_cycles(3.0).await;
+    let garbage: String = (0..(1u32 << 20) - 4096)
+        .map(|i| char::from(b'!' + u8::try_from(i.wrapping_mul(2_654_435_761) >> 26).unwrap()))
+        .collect();
+    put(&ns, garbage).await;
+    migrator
+        .wait_for("the garbage counted", |m| {
+            m.snapshot_errors("unreadable") >= 2.0
+        })
+        .await;
+    migrator.wait_cycles(3.0).await;
+    ns.api::<ConfigMap>()
+        .delete(keys::SNAPSHOT_CONFIGMAP, &DeleteParams::default())
+        .await
+        .unwrap();
+    migrator.wait_cycles(3.0).await;
+    // The last good snapshot stayed in use: no skip for stale data, nothing
+    // moved.
+    assert_eq!(migrator.result("skipped_stale_data"), 0.0);
+    assert_eq!(migrator.result("migrated"), 0.0);
+    assert!(migrator.result("skipped_no_target") + migrator.result("skipped_not_worth_it") >= 1.0);
+
+    // DE (where the pods run) with wrong types, FR clean: DE is dropped, so
+    // the pods' zone has no data and they stay.
+    let mut doc: serde_json::Value = serde_json::from_str(&snapshot_json(450.0, 50.0)).unwrap();
+    doc["DE"]["carbon_intensity"] = serde_json::Value::String("high".into());
+    put(&ns, doc.to_string()).await;
+    migrator
+        .wait_for("the bad zone counted", |m| {
+            m.snapshot_errors("bad_zone") >= 1.0
+        })
+        .await;
+    migrator
+        .wait_for("a skip for missing data in DE", |m| {
+            m.result("skipped_stale_data") >= 1.0
+        })
+        .await;
+    migrator.wait_cycles(3.0).await;
+    assert_eq!(migrator.result("migrated"), 0.0);
+    let after: BTreeSet<String> = wait_all_in(&ns, "web", 2, "DE")
+        .await
+        .into_iter()
+        .map(|p| p.metadata.uid.unwrap())
+        .collect();
+    assert_eq!(after, before, "no pod moved on bad data");
+    assert!(owner_state(&ns, "web").await.moves.is_empty());
+    migrator.stop().await;
+}
