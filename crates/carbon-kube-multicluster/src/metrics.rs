@@ -132,9 +132,9 @@ pub struct KarmadaMetrics {
     /// `carbon_kube_karmada_policies_total{result}`: per opted-in policy per
     /// run: `updated`, `unchanged`, `skipped` (nothing to weigh), `failed`.
     pub policies: Family<ResultLabels, Counter>,
-    /// `carbon_kube_karmada_score_sources_total{result}`: per cluster per
-    /// run: `ok`, `missing`, `expired`, `invalid` (the last three weigh
-    /// the cluster as neutral).
+    /// `carbon_kube_karmada_score_sources_total{result}`: per target cluster
+    /// of each opted-in policy per run: `ok`, `missing`, `expired`,
+    /// `invalid` (the last three weigh the cluster as neutral).
     pub sources: Family<ResultLabels, Counter>,
     /// `carbon_kube_karmada_runs_failed_total`.
     pub runs_failed: Counter,
@@ -151,7 +151,7 @@ impl KarmadaMetrics {
         );
         registry.register(
             "carbon_kube_karmada_score_sources",
-            "Member cluster score sources per run by result (ok, missing, expired, invalid; all but ok weigh as neutral)",
+            "Target clusters of opted-in policies per run by the state of their score (ok, missing, expired, invalid; all but ok weigh as neutral)",
             m.sources.clone(),
         );
         registry.register(
@@ -170,5 +170,50 @@ impl KarmadaMetrics {
     /// Counts one score source result.
     pub fn source(&self, result: &'static str) {
         self.sources.get_or_create(&ResultLabels { result }).inc();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use carbon_kube_policy::cluster_score::{
+        ClusterScore, ClusterScoreConfig, Hysteresis, cluster_score, publish,
+    };
+    use prometheus_client::encoding::text::encode;
+
+    use super::*;
+
+    #[test]
+    fn both_registries_expose_their_series() {
+        let mut registry = Registry::default();
+        let publisher = PublisherMetrics::register(&mut registry);
+        let karmada = KarmadaMetrics::register(&mut registry);
+        let score: ClusterScore = cluster_score(
+            &[],
+            &carbon_kube_model::Snapshot::default(),
+            &ClusterScoreConfig::default(),
+            1_800_000_000,
+        );
+        let p = publish(
+            None,
+            &score,
+            &Hysteresis::for_interval(300, 5),
+            1_800_000_000,
+        );
+        publisher.record(&score, &p);
+        publisher.snapshot_errors.inc("missing");
+        karmada.policy("updated");
+        karmada.source("expired");
+        let mut text = String::new();
+        encode(&mut text, &registry).unwrap();
+        for line in [
+            "carbon_kube_cluster_score 0",
+            "carbon_kube_cluster_score_coverage_ratio 0.0",
+            "carbon_kube_cluster_score_decisions_total{reason=\"first\"} 1",
+            "carbon_kube_cluster_score_snapshot_errors_total{error=\"missing\"} 1",
+            "carbon_kube_karmada_policies_total{result=\"updated\"} 1",
+            "carbon_kube_karmada_score_sources_total{result=\"expired\"} 1",
+        ] {
+            assert!(text.contains(line), "{line} missing from:\n{text}");
+        }
     }
 }

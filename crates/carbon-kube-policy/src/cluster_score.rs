@@ -354,7 +354,12 @@ pub fn cluster_score(
 ) -> ClusterScore {
     // Quantities are far below 2^53 millicores: exact in f64.
     #[allow(clippy::cast_precision_loss)]
-    let total: f64 = capacity.iter().map(|c| c.cpu_millis.max(0) as f64).sum();
+    // Folds from +0.0: an empty `sum()` of floats is −0.0, which would show
+    // as a coverage of "-0" in metrics.
+    let total: f64 = capacity
+        .iter()
+        .map(|c| c.cpu_millis.max(0) as f64)
+        .fold(0.0, |a, b| a + b);
     let mut zones: Vec<ZoneContribution> = capacity
         .iter()
         .filter(|c| c.cpu_millis > 0)
@@ -377,7 +382,7 @@ pub fn cluster_score(
         .iter()
         .filter(|z| z.intensity.is_some())
         .map(|z| z.share)
-        .sum();
+        .fold(0.0, |a, b| a + b);
     let intensity = (coverage > 0.0).then(|| {
         zones
             .iter()

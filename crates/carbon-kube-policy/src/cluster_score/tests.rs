@@ -156,11 +156,10 @@ fn stale_data_scores_zero() {
         cluster_score(&[cap(Some("FR"), 4)], &s, &now_only(400.0), NOW).neutral,
         Some(Neutral::NoUsableData)
     );
-    // No nodes at all.
-    assert_eq!(
-        cluster_score(&[], &s, &now_only(400.0), NOW).neutral,
-        Some(Neutral::NoCapacity)
-    );
+    // No nodes at all (a coverage of +0, not −0, which metrics would show).
+    let empty = cluster_score(&[], &s, &now_only(400.0), NOW);
+    assert_eq!(empty.neutral, Some(Neutral::NoCapacity));
+    assert!(empty.coverage == 0.0 && empty.coverage.is_sign_positive());
 }
 
 #[test]
