@@ -10,6 +10,7 @@
 //! forecast error by the actual future (`--perfect-forecast`), and a large
 //! factor (`DEADLINES_FACTORS=50`) all but removes the capacity limit: what
 //! is left of the gap to the per-job optimum is then the planner's own.
+//! `DEADLINES_TUNING=FILE` runs with a tuning file (`simulate --tuning`).
 //! Writes `target/deadlines.json`.
 
 use std::time::Instant;
@@ -65,6 +66,7 @@ fn main() -> anyhow::Result<()> {
                 policies: vec!["carbon-kube".into(), "carbon-kube-temporal".into()],
                 oracle: OracleMode::PerJob,
                 perfect_forecast: std::env::var_os("DEADLINES_PERFECT").is_some(),
+                tuning: std::env::var_os("DEADLINES_TUNING").map(Into::into),
                 ..Args::default()
             };
             let (report, _) = simulate(&args)?;
@@ -110,6 +112,9 @@ fn main() -> anyhow::Result<()> {
         }
     }
     let out = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../target/deadlines.json");
+    if let Some(dir) = out.parent() {
+        std::fs::create_dir_all(dir)?;
+    }
     std::fs::write(&out, serde_json::to_string_pretty(&rows)?)?;
     println!("wrote {}", out.display());
     Ok(())
