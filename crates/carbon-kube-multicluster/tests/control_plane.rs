@@ -572,3 +572,55 @@ async fn karmada_weights_follow_the_scores_of_opted_in_policies_only() {
         2
     );
 }
+
+/// `carbon-kube cluster-score publish --once` as the binary runs it: flags
+/// parsed and validated, clients built from kubeconfig files (this cluster
+/// and the hub), one run.
+#[tokio::test]
+async fn the_command_publishes_once_through_kubeconfig_files() {
+    use clap::Parser;
+
+    #[derive(Parser)]
+    struct Cli {
+        #[command(subcommand)]
+        command: carbon_kube_multicluster::ClusterScoreCommand,
+    }
+
+    let cp = shared().await;
+    let ns = cp.test_namespace("mc-command").await.unwrap();
+    install_crds(&ns.client()).await;
+    de_fr_nodes(&ns).await;
+    put_snapshot(&ns, &[("DE", 300.0), ("FR", 50.0)], now()).await;
+    let kubeconfig = cp.kubeconfig_path().display().to_string();
+    let selector = format!("{NODE_POOL_LABEL}={}", ns.node_pool());
+    let cli = Cli::try_parse_from([
+        "carbon-kube",
+        "publish",
+        "--once",
+        "--cluster-name",
+        ns.name(),
+        "--namespace",
+        ns.name(),
+        "--kubeconfig",
+        &kubeconfig,
+        "--hub-kubeconfig",
+        &kubeconfig,
+        "--node-selector",
+        &selector,
+        "--horizon",
+        "0s",
+        "--reference",
+        "400",
+    ])
+    .unwrap();
+    carbon_kube_multicluster::run(cli.command).await.unwrap();
+    let status = ocm::status_of(&score_object(&ns).await).unwrap();
+    assert_eq!(
+        status.scores,
+        [ocm::ScoreItem {
+            name: ocm::DEFAULT_SCORE_NAME.into(),
+            value: 41
+        }]
+    );
+    assert!(status.valid_until.is_some());
+}
