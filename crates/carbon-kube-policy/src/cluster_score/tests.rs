@@ -402,6 +402,7 @@ fn hysteresis_damps_churn_on_real_data() {
             valid_until: p.valid_until,
         });
     }
+    println!("fresh score changes: {fresh_changes}; published value changes: {published_changes}");
     assert!(
         fresh_changes > 100,
         "the data moves: {fresh_changes} changes"
