@@ -42,6 +42,15 @@ enum Command {
     /// Migration: move opted-in running pods to a greener zone through the
     /// Eviction API, only when the move pays, within caps, never looping.
     Migrator(carbon_kube_migrator::Args),
+    /// Carbon accounting: per pod, namespace and workload, energy (Kepler or
+    /// the Cloud Carbon Footprint model) times the grid intensity of the
+    /// node's zone, idle and embodied shares; Prometheus counters and the
+    /// carbon-kube-accounting ConfigMap (the usage document budgets read).
+    Accounting(carbon_kube_accounting::Args),
+    /// Emissions per namespace over a period (table, JSON or CSV), with the
+    /// savings against carbon-agnostic scheduling, from the
+    /// carbon-kube-accounting ConfigMap (cluster or file).
+    Report(carbon_kube_accounting::ReportArgs),
     /// Multi-cluster placement: publish this cluster's carbon score as an
     /// Open Cluster Management AddOnPlacementScore (−100..100, 0 neutral),
     /// or set opted-in Karmada PropagationPolicies' weights from the scores.
@@ -94,6 +103,12 @@ fn main() -> ExitCode {
                 .await
                 .map(|()| ExitCode::SUCCESS),
             Command::Migrator(args) => carbon_kube_migrator::run(args)
+                .await
+                .map(|()| ExitCode::SUCCESS),
+            Command::Accounting(args) => carbon_kube_accounting::run(args)
+                .await
+                .map(|()| ExitCode::SUCCESS),
+            Command::Report(args) => carbon_kube_accounting::report::run(&args)
                 .await
                 .map(|()| ExitCode::SUCCESS),
             Command::ClusterScore(cmd) => carbon_kube_multicluster::run(cmd)

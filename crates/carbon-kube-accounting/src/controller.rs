@@ -1,0 +1,509 @@
+//! The accounting controller: caches, the tick, the published documents.
+//!
+//! Every replica keeps reflectors of pods and nodes and a watch of the
+//! `carbon-intensity-data` ConfigMap; only the replica holding the Lease
+//! accounts. Every `--tick`:
+//!
+//! 1. the interval is `[previous tick, now)` (at most 10 ticks long: a
+//!    replica that was paused does not attribute the whole pause to the pods
+//!    running now);
+//! 2. the zones of the nodes get their intensity over the interval from the
+//!    snapshot (`carbon_kube_policy::accounting::zone_intensities`), which is
+//!    also recorded in the hourly history the deferral counterfactual reads;
+//! 3. with Kepler configured, its per-pod joule counters are read and
+//!    differenced ([`crate::kepler`]);
+//! 4. every running pod is accounted by
+//!    `carbon_kube_policy::accounting::account_interval`, the counters are
+//!    bumped ([`crate::metrics`]) and the interval is folded into the usage
+//!    and details documents;
+//! 5. every `--publish-interval` both documents are written to the
+//!    `carbon-kube-accounting` ConfigMap (server-side apply).
+//!
+//! On start the documents (and the intensity history) are read back from the
+//! ConfigMap, so a restart or a new leader continues the days; the time no
+//! replica accounted is not accounted.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::future::Future;
+use std::sync::{Arc, RwLock};
+use std::time::{Duration, Instant};
+
+use carbon_kube_k8s::leader::LeaderSettings;
+use carbon_kube_k8s::{Readiness, snapshot_from_configmap};
+use carbon_kube_model::accounting::{ACCOUNTING_CONFIGMAP, USAGE_KEY, UsageDocument};
+use carbon_kube_model::accounting_details::{DETAILS_KEY, DetailsDocument};
+use carbon_kube_model::{Snapshot, UnixSeconds, keys};
+use carbon_kube_policy::accounting::{
+    AccountingConfig, IntensityHistory, IntervalAccount, account_interval, fold_into_documents,
+    zone_intensities,
+};
+use carbon_kube_policy::zone_map::RegionZoneMap;
+use futures::StreamExt as _;
+use k8s_openapi::api::core::v1::{ConfigMap, Node, Pod};
+use kube::api::{Api, ObjectMeta, Patch, PatchParams};
+use kube::runtime::reflector::{self, Store};
+use kube::runtime::{WatchStreamExt as _, watcher};
+
+use crate::Clock;
+use crate::kepler::{Counters, KeplerSource};
+use crate::metrics::AccountingMetrics;
+use crate::view::{PlacedBy, node_use, pod_use};
+
+/// Field manager of the controller's writes.
+pub const FIELD_MANAGER: &str = "carbon-kube-accounting";
+
+/// Kepler through a Prometheus query endpoint.
+#[derive(Clone, Debug)]
+pub struct KeplerSettings {
+    /// Prometheus base URL (`http://prometheus:9090/`).
+    pub url: url::Url,
+    /// The instant query (see [`crate::kepler::DEFAULT_QUERY`]).
+    pub query: String,
+    /// Request timeout.
+    pub timeout: Duration,
+}
+
+/// Everything the controller needs besides clients.
+#[derive(Clone, Debug)]
+pub struct AccountingSettings {
+    /// Energy model and embodied coefficient.
+    pub config: AccountingConfig,
+    /// Time between ticks.
+    pub tick: Duration,
+    /// Time between ConfigMap writes.
+    pub publish_interval: Duration,
+    /// An intensity older than this is still used, and counted as stale.
+    pub max_data_age_seconds: i64,
+    /// Namespace of the snapshot ConfigMap, the accounting ConfigMap and the Lease.
+    pub namespace: String,
+    /// Name of the snapshot ConfigMap.
+    pub snapshot_name: String,
+    /// Name of the accounting ConfigMap.
+    pub configmap_name: String,
+    /// The operator's region → zone map.
+    pub region_map: RegionZoneMap,
+    /// Which pods count as placed by Carbon-Kube.
+    pub placed_by: PlacedBy,
+    /// Kepler input; `None` models every pod.
+    pub kepler: Option<KeplerSettings>,
+    /// Hours of intensity history kept for the deferral counterfactual.
+    pub history_hours: i64,
+    /// Workloads per namespace with their own series.
+    pub max_workloads_per_namespace: usize,
+    /// Leader election; `None` accounts at once (single replica, tests).
+    pub leader: Option<LeaderSettings>,
+    /// Only pods in this namespace (default: every namespace).
+    pub pod_namespace: Option<String>,
+}
+
+impl Default for AccountingSettings {
+    fn default() -> Self {
+        Self {
+            config: AccountingConfig::default(),
+            tick: Duration::from_secs(60),
+            publish_interval: Duration::from_secs(300),
+            max_data_age_seconds: 1800,
+            namespace: keys::DEFAULT_NAMESPACE.to_owned(),
+            snapshot_name: keys::SNAPSHOT_CONFIGMAP.to_owned(),
+            configmap_name: ACCOUNTING_CONFIGMAP.to_owned(),
+            region_map: RegionZoneMap::default(),
+            placed_by: PlacedBy::SchedulerNames(vec![keys::SCHEDULER_NAME.to_owned()]),
+            kepler: None,
+            history_hours: 72,
+            max_workloads_per_namespace: 100,
+            leader: None,
+            pod_namespace: None,
+        }
+    }
+}
+
+/// The accounting state: documents, history, Kepler counters and metrics.
+/// [`Accountant::tick`] is synchronous and takes the cached objects, so the
+/// scale bench drives it without a cluster.
+pub struct Accountant {
+    settings: AccountingSettings,
+    /// The counters.
+    pub metrics: AccountingMetrics,
+    /// The usage document (budgets read it).
+    pub usage: UsageDocument,
+    /// The details document (`carbon-kube report` reads it).
+    pub details: DetailsDocument,
+    history: IntensityHistory,
+    kepler: Counters,
+    last: Option<UnixSeconds>,
+}
+
+impl Accountant {
+    /// A fresh accountant.
+    pub fn new(settings: AccountingSettings, metrics: AccountingMetrics) -> Self {
+        Self {
+            history: IntensityHistory::new(settings.history_hours),
+            settings,
+            metrics,
+            usage: UsageDocument::default(),
+            details: DetailsDocument::default(),
+            kepler: Counters::default(),
+            last: None,
+        }
+    }
+
+    /// Continues from documents read back from the ConfigMap.
+    pub fn restore(&mut self, usage: UsageDocument, details: DetailsDocument) {
+        let (history, bad) =
+            IntensityHistory::from_document(&details.zone_history, self.settings.history_hours);
+        for b in bad {
+            tracing::warn!(error = %b, "ignoring a bad zone in the stored intensity history");
+        }
+        self.history = history;
+        self.usage = usage;
+        self.details = details;
+    }
+
+    /// Forgets the previous tick (after losing the lease): the next tick
+    /// only starts an interval.
+    pub fn pause(&mut self) {
+        self.last = None;
+    }
+
+    /// Kepler's cumulative joules per pod now, to difference with the
+    /// previous call's.
+    pub fn kepler_deltas(
+        &mut self,
+        now: HashMap<(String, String), f64>,
+    ) -> HashMap<(String, String), f64> {
+        self.kepler.deltas(now)
+    }
+
+    /// Accounts `[previous tick, now)` for `pods` on `nodes`; the first call
+    /// only records `now`. `measured` holds Kepler's joules per pod over the
+    /// interval.
+    pub fn tick<'a>(
+        &mut self,
+        pods: impl Iterator<Item = &'a Pod>,
+        nodes: impl Iterator<Item = &'a Node>,
+        snapshot: &Snapshot,
+        measured: &HashMap<(String, String), f64>,
+        now: UnixSeconds,
+    ) -> Option<IntervalAccount> {
+        let last = self.last.replace(now)?;
+        let longest = i64::try_from(self.settings.tick.as_secs())
+            .unwrap_or(60)
+            .max(1)
+            * 10;
+        let from = last.max(now - longest);
+        if now <= from {
+            return None;
+        }
+        let nodes: Vec<_> = nodes
+            .map(|n| node_use(n, &self.settings.region_map))
+            .collect();
+        let mut pods: Vec<_> = pods
+            .filter_map(|p| pod_use(p, &self.settings.placed_by))
+            .collect();
+        for p in &mut pods {
+            p.measured_joules = measured
+                .get(&(p.namespace.clone(), p.name.clone()))
+                .copied();
+        }
+        let zones: BTreeSet<_> = nodes.iter().filter_map(|n| n.zone.clone()).collect();
+        let intensities = zone_intensities(
+            snapshot,
+            &zones,
+            from,
+            now,
+            self.settings.max_data_age_seconds,
+        );
+        let account = account_interval(
+            &self.settings.config,
+            &nodes,
+            &pods,
+            &intensities,
+            &self.history,
+            from,
+            now,
+        );
+        for (z, i) in &intensities {
+            self.history.observe(z, from, now, i.g_per_kwh);
+        }
+        self.metrics.observe(&account);
+        fold_into_documents(&account, &mut self.usage, &mut self.details);
+        self.usage.generated_at = now;
+        self.details.generated_at = now;
+        Some(account)
+    }
+
+    /// The ConfigMap holding both documents.
+    pub fn configmap(&mut self) -> ConfigMap {
+        self.details.zone_history = self.history.to_document();
+        ConfigMap {
+            metadata: ObjectMeta {
+                name: Some(self.settings.configmap_name.clone()),
+                namespace: Some(self.settings.namespace.clone()),
+                labels: Some(BTreeMap::from([(
+                    "app.kubernetes.io/managed-by".to_owned(),
+                    "carbon-kube-accounting".to_owned(),
+                )])),
+                ..ObjectMeta::default()
+            },
+            data: Some(BTreeMap::from([
+                (
+                    USAGE_KEY.to_owned(),
+                    serde_json::to_string(&self.usage).unwrap_or_default(),
+                ),
+                (
+                    DETAILS_KEY.to_owned(),
+                    serde_json::to_string(&self.details).unwrap_or_default(),
+                ),
+            ])),
+            ..ConfigMap::default()
+        }
+    }
+}
+
+/// Reads the documents from the accounting ConfigMap; a missing key or
+/// ConfigMap gives an empty document, an unreadable one an error naming it.
+pub fn documents_from_configmap(
+    cm: &ConfigMap,
+) -> Result<(UsageDocument, DetailsDocument), String> {
+    let data = cm.data.as_ref();
+    let usage = match data.and_then(|d| d.get(USAGE_KEY)) {
+        Some(s) => serde_json::from_str(s).map_err(|e| format!("{USAGE_KEY}: {e}"))?,
+        None => UsageDocument::default(),
+    };
+    let details = match data.and_then(|d| d.get(DETAILS_KEY)) {
+        Some(s) => serde_json::from_str(s).map_err(|e| format!("{DETAILS_KEY}: {e}"))?,
+        None => DetailsDocument::default(),
+    };
+    Ok((usage, details))
+}
+
+async fn reflect<K>(
+    api: Api<K>,
+    writer: reflector::store::Writer<K>,
+    readiness: Readiness,
+    name: &'static str,
+) where
+    K: kube::Resource<DynamicType = ()>
+        + Clone
+        + std::fmt::Debug
+        + serde::de::DeserializeOwned
+        + Send
+        + Sync
+        + 'static,
+{
+    let stream = reflector::reflector(
+        writer,
+        watcher(api, watcher::Config::default().any_semantic()),
+    )
+    .default_backoff();
+    futures::pin_mut!(stream);
+    while let Some(ev) = stream.next().await {
+        match ev {
+            Ok(watcher::Event::InitDone) => readiness.set(name, true),
+            Ok(_) => {}
+            Err(e) => tracing::warn!(cache = name, error = %e, "watch failed; retrying"),
+        }
+    }
+}
+
+/// Keeps the latest good snapshot (a malformed ConfigMap keeps the last
+/// good one, which then goes stale by age and is counted as such).
+async fn watch_snapshot(
+    client: kube::Client,
+    namespace: String,
+    name: String,
+    state: Arc<RwLock<Arc<Snapshot>>>,
+    readiness: Readiness,
+) {
+    let api: Api<ConfigMap> = Api::namespaced(client, &namespace);
+    let cfg = watcher::Config::default().fields(&format!("metadata.name={name}"));
+    let stream = watcher(api, cfg).default_backoff();
+    futures::pin_mut!(stream);
+    while let Some(ev) = stream.next().await {
+        match ev {
+            Ok(watcher::Event::Apply(cm) | watcher::Event::InitApply(cm)) => {
+                match snapshot_from_configmap(&cm) {
+                    Ok((s, errors)) => {
+                        for e in errors {
+                            tracing::warn!(error = %e, "ignoring a bad zone in the snapshot");
+                        }
+                        *state.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(s);
+                    }
+                    Err(e) => {
+                        tracing::warn!(error = %e, "snapshot unreadable; keeping the last good one");
+                    }
+                }
+            }
+            Ok(watcher::Event::InitDone) => readiness.set("snapshot", true),
+            Ok(_) => {}
+            Err(e) => tracing::warn!(error = %e, "snapshot watch failed; retrying"),
+        }
+    }
+}
+
+async fn publish(client: &kube::Client, cm: &ConfigMap) -> Result<(), kube::Error> {
+    let ns = cm.metadata.namespace.clone().unwrap_or_default();
+    let name = cm.metadata.name.clone().unwrap_or_default();
+    let mut body = serde_json::to_value(cm).unwrap_or_default();
+    if let Some(o) = body.as_object_mut() {
+        o.insert("apiVersion".into(), "v1".into());
+        o.insert("kind".into(), "ConfigMap".into());
+    }
+    Api::<ConfigMap>::namespaced(client.clone(), &ns)
+        .patch(
+            &name,
+            &PatchParams::apply(FIELD_MANAGER).force(),
+            &Patch::Apply(&body),
+        )
+        .await
+        .map(|_| ())
+}
+
+/// Runs the controller until `shutdown` resolves.
+pub async fn run_accounting(
+    client: kube::Client,
+    settings: AccountingSettings,
+    metrics: AccountingMetrics,
+    readiness: Readiness,
+    clock: Clock,
+    shutdown: impl Future<Output = ()>,
+) -> anyhow::Result<()> {
+    for name in ["pods", "nodes", "snapshot"] {
+        readiness.register(name);
+    }
+    let kepler = match &settings.kepler {
+        Some(k) => Some(KeplerSource::new(&k.url, &k.query, k.timeout)?),
+        None => None,
+    };
+    let (pods, pod_writer): (Store<Pod>, _) = reflector::store();
+    let (nodes, node_writer): (Store<Node>, _) = reflector::store();
+    let snapshot = Arc::new(RwLock::new(Arc::new(Snapshot::default())));
+    let pod_api = match &settings.pod_namespace {
+        Some(ns) => Api::<Pod>::namespaced(client.clone(), ns),
+        None => Api::<Pod>::all(client.clone()),
+    };
+    let tasks = vec![
+        tokio::spawn(reflect(pod_api, pod_writer, readiness.clone(), "pods")),
+        tokio::spawn(reflect(
+            Api::<Node>::all(client.clone()),
+            node_writer,
+            readiness.clone(),
+            "nodes",
+        )),
+        tokio::spawn(watch_snapshot(
+            client.clone(),
+            settings.namespace.clone(),
+            settings.snapshot_name.clone(),
+            snapshot.clone(),
+            readiness.clone(),
+        )),
+    ];
+    let (mut leader, lease) =
+        carbon_kube_k8s::leader::elect(client.clone(), settings.leader.as_ref()).await?;
+    let cm_api: Api<ConfigMap> = Api::namespaced(client.clone(), &settings.namespace);
+    let tick = settings.tick;
+    let publish_every = settings.publish_interval;
+    let cm_name = settings.configmap_name.clone();
+    let mut acc = Accountant::new(settings, metrics);
+    let mut restored = false;
+    let mut last_publish: Option<Instant> = None;
+    tokio::pin!(shutdown);
+    loop {
+        tokio::select! {
+            () = &mut shutdown => break,
+            () = tokio::time::sleep(tick) => {},
+            res = leader.changed() => {
+                if res.is_err() {
+                    tracing::error!("leader election stopped; exiting");
+                    break;
+                }
+            },
+        }
+        let is_leader = *leader.borrow();
+        acc.metrics.leader.set(i64::from(is_leader));
+        if !is_leader || !readiness.waiting().is_empty() {
+            acc.pause();
+            restored = false;
+            continue;
+        }
+        if !restored {
+            // A new leader continues the published days.
+            match cm_api.get_opt(&cm_name).await {
+                Ok(Some(cm)) => match documents_from_configmap(&cm) {
+                    Ok((u, d)) => acc.restore(u, d),
+                    Err(e) => {
+                        tracing::warn!(error = %e, "accounting ConfigMap unreadable; starting new documents (it is overwritten at the next publish)")
+                    }
+                },
+                Ok(None) => {}
+                Err(e) => {
+                    tracing::warn!(error = %e, "reading the accounting ConfigMap failed; retrying");
+                    continue;
+                }
+            }
+            restored = true;
+        }
+        let measured = match &kepler {
+            Some(k) => match k.fetch().await {
+                Ok((now, skipped)) => {
+                    acc.metrics.kepler_query(true);
+                    if skipped > 0 {
+                        tracing::debug!(
+                            skipped,
+                            "Kepler samples without pod labels or a valid value"
+                        );
+                    }
+                    acc.kepler_deltas(now)
+                }
+                Err(e) => {
+                    acc.metrics.kepler_query(false);
+                    tracing::warn!(error = %e, "Kepler query failed; this interval is modelled");
+                    HashMap::new()
+                }
+            },
+            None => HashMap::new(),
+        };
+        let snap = snapshot.read().unwrap_or_else(|e| e.into_inner()).clone();
+        let now = clock();
+        let pod_state = pods.state();
+        let node_state = nodes.state();
+        if let Some(a) = acc.tick(
+            pod_state.iter().map(|p| p.as_ref()),
+            node_state.iter().map(|n| n.as_ref()),
+            &snap,
+            &measured,
+            now,
+        ) {
+            tracing::debug!(
+                pods = a.pods.len(),
+                from = a.from,
+                to = a.to,
+                "accounted an interval"
+            );
+            if last_publish.is_none_or(|t| t.elapsed() >= publish_every) {
+                let cm = acc.configmap();
+                match publish(&client, &cm).await {
+                    Ok(()) => {
+                        acc.metrics.publish(true);
+                        last_publish = Some(Instant::now());
+                    }
+                    Err(e) => {
+                        acc.metrics.publish(false);
+                        tracing::warn!(error = %e, "writing the accounting ConfigMap failed; retrying next tick");
+                    }
+                }
+            }
+        }
+    }
+    if *leader.borrow() && acc.last.is_some() {
+        let cm = acc.configmap();
+        if let Err(e) = publish(&client, &cm).await {
+            tracing::warn!(error = %e, "final write of the accounting ConfigMap failed");
+        }
+    }
+    lease.release(leader).await;
+    for t in tasks {
+        t.abort();
+    }
+    Ok(())
+}
