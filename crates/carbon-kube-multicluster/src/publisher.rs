@@ -107,6 +107,33 @@ pub fn node_view(node: &Node) -> NodeView {
     }
 }
 
+/// Nodes per list page: a large cluster's nodes are read in pages and kept
+/// only as the policy's small views, never all as full objects at once.
+const NODE_PAGE: u32 = 500;
+
+/// This cluster's nodes (those matching `selector`) as policy views, read
+/// `page` at a time.
+pub async fn list_node_views(
+    client: &kube::Client,
+    selector: Option<&str>,
+    page: u32,
+) -> Result<Vec<NodeView>, PublishError> {
+    let api = Api::<Node>::all(client.clone());
+    let mut params = ListParams::default().limit(page.max(1));
+    if let Some(selector) = selector {
+        params = params.labels(selector);
+    }
+    let mut views = Vec::new();
+    loop {
+        let page = api.list(&params).await.map_err(PublishError::ListNodes)?;
+        views.extend(page.items.iter().map(node_view));
+        match page.metadata.continue_.filter(|c| !c.is_empty()) {
+            Some(token) => params = params.continue_token(&token),
+            None => return Ok(views),
+        }
+    }
+}
+
 /// Reads the snapshot; an absent, unreadable or malformed ConfigMap is an
 /// empty snapshot (the score is then neutral), logged and counted.
 async fn load_snapshot(
@@ -148,15 +175,7 @@ pub async fn publish_once(
     metrics: &PublisherMetrics,
     now: UnixSeconds,
 ) -> Result<RunOutcome, PublishError> {
-    let mut params = ListParams::default();
-    if let Some(selector) = &settings.node_selector {
-        params = params.labels(selector);
-    }
-    let nodes = Api::<Node>::all(local.clone())
-        .list(&params)
-        .await
-        .map_err(PublishError::ListNodes)?;
-    let views: Vec<NodeView> = nodes.items.iter().map(node_view).collect();
+    let views = list_node_views(local, settings.node_selector.as_deref(), NODE_PAGE).await?;
     let zones: Vec<ZoneResolution> = views
         .iter()
         .map(|n| node_zone(n, &settings.region_zones))

@@ -214,6 +214,19 @@ async fn the_score_object_is_created_and_moves_only_beyond_the_band() {
         (out.publication.value, out.publication.reason),
         (41, PublishReason::First)
     );
+    // The nodes are read in pages: two pages of two nodes here.
+    let views = carbon_kube_multicluster::publisher::list_node_views(
+        &client,
+        s.node_selector.as_deref(),
+        2,
+    )
+    .await
+    .unwrap();
+    assert_eq!(views.len(), 4);
+    assert_eq!(
+        views.iter().map(|v| v.allocatable.cpu_millis).sum::<i64>(),
+        32_000
+    );
     let obj = score_object(&ns).await;
     let status = ocm::status_of(&obj).unwrap();
     assert_eq!(
