@@ -50,8 +50,11 @@ bench: k8s-bin ## Run the benchmarks (see BENCHMARKS.md for what each measures)
 	$(CARGO) bench --workspace
 
 # `make soak`: the issue-18 campaign (docs/reliability.md): hostile-input
-# properties with many more cases, then the fault and secret tests.
+# properties with many more cases, then the fault and secret tests, and the
+# control-plane faults (apiserver restart, leader kill, slow etcd) repeated
+# SOAK_FAULT_ROUNDS times.
 SOAK_CASES ?= 20000
+SOAK_FAULT_ROUNDS ?= 5
 
 .PHONY: soak
 soak: k8s-bin ## Long hostile-input runs (PROPTEST_CASES=$(SOAK_CASES)) and the fault, secret and RBAC tests (docs/reliability.md)
@@ -61,6 +64,8 @@ soak: k8s-bin ## Long hostile-input runs (PROPTEST_CASES=$(SOAK_CASES)) and the 
 		-p carbon-kube-k8s --test hostile_snapshot \
 		-p carbon-kube-signals --test hostile_input --test failures --test secrets \
 		-p carbon-kube-poller --test provider_faults
+	FAULT_ROUNDS=$(SOAK_FAULT_ROUNDS) $(CARGO) test --no-fail-fast \
+		-p carbon-kube-gates -p carbon-kube-migrator --test faults
 	$(CARGO) test -p carbon-kube --test chart each_service_account_has_exactly_the_access_it_needs
 	$(CARGO) test -p carbon-kube --test cli
 

@@ -236,7 +236,7 @@ impl Replica {
         text.lines()
             .filter(|l| l.starts_with(line_prefix))
             .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-            .sum()
+            .fold(0.0, |a, b| a + b)
     }
 
     /// Releases this replica counted (all reasons).
