@@ -195,6 +195,7 @@ impl AccountingMetrics {
                 outcome: o.to_owned(),
             };
             let _ = m.publishes.get_or_create(&l);
+            let _ = m.kepler_queries.get_or_create(&l);
         }
         for s in ["idle", "embodied"] {
             let _ = m.unallocated.get_or_create(&ScopeLabels {

@@ -489,6 +489,7 @@ fn rendered_arguments_are_accepted_by_the_binary() {
         "extender",
         "gates controller",
         "gates webhook",
+        "accounting",
         "migrator",
         "poller --interval",
         "poller --once",
@@ -1079,6 +1080,7 @@ async fn each_service_account_has_exactly_the_access_it_needs() {
             "gates.controller.budgets.enabled=true",
             "migrator.enabled=true",
             "tuner.enabled=true",
+            "accounting.enabled=true",
         ],
     )
     .await;
@@ -1102,12 +1104,14 @@ async fn each_service_account_has_exactly_the_access_it_needs() {
             sa("gates-webhook"),
             sa("gates-controller"),
             sa("migrator"),
-            sa("tuner")
+            sa("tuner"),
+            sa("accounting")
         ]),
         "one ServiceAccount per component"
     );
     let gates_lease = format!("{n}-carbon-kube-gates-controller");
     let migrator_lease = format!("{n}-carbon-kube-migrator");
+    let accounting_lease = format!("{n}-carbon-kube-accounting");
     let scheduler_lease = format!("{n}-carbon-kube-scheduler");
 
     // Dangerous for everyone.
@@ -1430,6 +1434,67 @@ async fn each_service_account_has_exactly_the_access_it_needs() {
     )
     .await;
 
+    // The accounting controller: lists and watches pods and nodes, reads the
+    // snapshot, reads back and writes its own ConfigMap, holds its Lease;
+    // writes nothing else.
+    assert_access(
+        &client,
+        &sa("accounting"),
+        &[
+            access("list", "", "pods"),
+            access("watch", "", "pods"),
+            access("list", "", "nodes"),
+            access("watch", "", "nodes"),
+            access("get", "", "configmaps")
+                .ns(n)
+                .named("carbon-intensity-data"),
+            access("watch", "", "configmaps")
+                .ns(n)
+                .named("carbon-intensity-data"),
+            access("get", "", "configmaps")
+                .ns(n)
+                .named("carbon-kube-accounting"),
+            access("patch", "", "configmaps")
+                .ns(n)
+                .named("carbon-kube-accounting"),
+            access("create", "", "configmaps").ns(n),
+            access("create", "coordination.k8s.io", "leases").ns(n),
+            access("update", "coordination.k8s.io", "leases")
+                .ns(n)
+                .named(&accounting_lease),
+        ],
+        &[
+            &dangerous[..],
+            &[
+                access("get", "", "pods").ns("default").named("p"),
+                access("patch", "", "pods").ns("default").named("p"),
+                access("delete", "", "pods").ns("default").named("p"),
+                access("create", "", "pods")
+                    .ns("default")
+                    .named("p")
+                    .sub("eviction"),
+                access("patch", "", "configmaps")
+                    .ns(n)
+                    .named("carbon-intensity-data"),
+                access("patch", "", "configmaps")
+                    .ns(n)
+                    .named("carbon-kube-tuner"),
+                access("delete", "", "configmaps")
+                    .ns(n)
+                    .named("carbon-kube-accounting"),
+                access("list", "", "configmaps").ns(n),
+                access("create", "", "configmaps").ns("default"),
+                access("list", "", "namespaces"),
+                access("create", "events.k8s.io", "events").ns("default"),
+                access("update", "coordination.k8s.io", "leases")
+                    .ns(n)
+                    .named(&migrator_lease),
+            ],
+        ]
+        .concat(),
+    )
+    .await;
+
     // Nothing cluster-wide that a namespaced Role could do: every ClusterRole
     // rule names cluster-scoped resources or ones needed in every namespace.
     for role in of_kind(&objects, "ClusterRole") {
@@ -1592,6 +1657,7 @@ fn the_chart_ships_the_tested_rules_and_the_dashboards_for_the_grafana_sidecar()
         "Carbon-Kube Overview",
         "Carbon-Kube Scheduler Performance",
         "Carbon-Kube RL Tuner",
+        "Carbon-Kube Accounting",
     ] {
         assert!(
             titles.contains(wanted),
@@ -1929,6 +1995,88 @@ async fn exported_metrics() -> BTreeSet<String> {
     names.extend(series_names(
         &get_ok(&http, &format!("{base}/metrics"), &migrator_log).await,
     ));
+
+    // The accounting controller, confined to the test namespace, with the
+    // poller's snapshot, a node in DE and a pod placed by Carbon-Kube there:
+    // every counter family gets a series.
+    let snapshot_json = std::fs::read_to_string(&snapshot).unwrap();
+    ns.api::<k8s_openapi::api::core::v1::ConfigMap>()
+        .create(
+            &PostParams::default(),
+            &k8s_openapi::api::core::v1::ConfigMap {
+                metadata: ObjectMeta {
+                    name: Some("carbon-intensity-data".to_owned()),
+                    ..ObjectMeta::default()
+                },
+                data: Some(BTreeMap::from([(
+                    "carbon-intensity.json".to_owned(),
+                    snapshot_json,
+                )])),
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
+    let node = ns
+        .create_nodes(
+            &carbon_kube_testkit::nodes_in_zone("eu-central", "de-a")
+                .named("acct")
+                .with_label("carbon-kube.io/grid-zone", "DE")
+                .with_cpu("4")
+                .with_memory("8Gi"),
+        )
+        .await
+        .unwrap();
+    ns.create_pod(
+        &carbon_kube_testkit::pod_named("accounted")
+            .requesting("1", "1Gi")
+            .scheduled_by("carbon-kube")
+            .bound_to(node[0].metadata.name.clone().unwrap())
+            .build(),
+    )
+    .await
+    .unwrap();
+    let accounting_port = free_port().to_string();
+    let accounting_log = dir.path().join("accounting.log");
+    let _accounting = spawn(
+        &[
+            "accounting",
+            "--namespace",
+            ns.name(),
+            "--watch-namespace",
+            ns.name(),
+            "--no-leader-elect",
+            "--tick",
+            "1s",
+            "--health-listen",
+            &format!("127.0.0.1:{accounting_port}"),
+        ],
+        Some(cp.kubeconfig_path()),
+        &accounting_log,
+    );
+    let base = format!("http://127.0.0.1:{accounting_port}");
+    get_ok(&http, &format!("{base}/readyz"), &accounting_log).await;
+    let metrics = wait_until(
+        "the accounting controller to account the pod",
+        Duration::from_secs(60),
+        || async {
+            match http.get(format!("{base}/metrics")).send().await {
+                Ok(r) => match r.text().await {
+                    Ok(body)
+                        if body.contains("carbon_kube_accounting_counterfactual_grams_total{") =>
+                    {
+                        Progress::Done(body)
+                    }
+                    Ok(_) => Progress::Waiting("no accounted pod yet".to_owned()),
+                    Err(e) => Progress::Waiting(e.to_string()),
+                },
+                Err(e) => Progress::Waiting(e.to_string()),
+            }
+        },
+    )
+    .await
+    .unwrap();
+    names.extend(series_names(&metrics));
     names
 }
 
