@@ -9,7 +9,11 @@
 //!   good snapshot stays in use, each fault is counted in
 //!   `carbon_kube_migrator_snapshot_errors_total{error}`.
 //!
-//! The apiserver restart disturbs every test of the binary: they take turns
+//! - etcd slow (every chunk between kube-apiserver and etcd 100 ms later
+//!   each way, the testkit's latency proxy) while the migrator evicts: the
+//!   same, with every eviction counted exactly once.
+//!
+//! The apiserver restart and the slow etcd disturb every test of the binary: they take turns
 //! (`FAULTS`). `FAULT_ROUNDS` (default 1; `make soak` sets more) repeats the
 //! restart scenario.
 
@@ -28,8 +32,8 @@ use carbon_kube_migrator::state::OwnerState;
 use carbon_kube_migrator::system_clock;
 use carbon_kube_model::{CarbonIntensity, Forecast, Snapshot, Source, ZoneId, ZoneRecord, keys};
 use carbon_kube_testkit::{
-    ControlPlane, Extender, NODE_POOL_LABEL, Progress, SchedulerConfig, TestNamespace,
-    ensure_crypto_provider, nodes_in_zone, shared, wait_until,
+    ControlPlane, ControlPlaneOptions, Extender, NODE_POOL_LABEL, Progress, SchedulerConfig,
+    TestNamespace, ensure_crypto_provider, nodes_in_zone, shared_with, wait_until,
 };
 use clap::Parser;
 use k8s_openapi::api::apps::v1::{Deployment, ReplicaSet};
@@ -43,6 +47,11 @@ use tokio::sync::oneshot;
 static FAULTS: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
 const WAIT: Duration = Duration::from_secs(120);
+
+async fn control_plane() -> &'static ControlPlane {
+    ensure_crypto_provider();
+    shared_with(ControlPlaneOptions::default().with_etcd_latency_proxy(true)).await
+}
 
 fn rounds() -> usize {
     std::env::var("FAULT_ROUNDS")
@@ -416,8 +425,7 @@ async fn migrated_events(ns: &TestNamespace) -> BTreeMap<String, usize> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_apiserver_restart_mid_migration_evicts_each_pod_once() {
     const N: usize = 6;
-    ensure_crypto_provider();
-    let cp = shared().await;
+    let cp = control_plane().await;
     let _turn = FAULTS.lock().await;
     for round in 0..rounds() {
         let ns = cp
@@ -478,6 +486,63 @@ async fn an_apiserver_restart_mid_migration_evicts_each_pod_once() {
     }
 }
 
+/// Four pods in DE; etcd made slow (100 ms each way on every chunk) before
+/// the grid turns; the migrator moves them all to FR through a slow API:
+/// one move record per original pod and exactly four evictions counted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn slow_etcd_mid_migration_evicts_each_pod_once() {
+    const N: usize = 4;
+    let cp = control_plane().await;
+    let _turn = FAULTS.lock().await;
+    for round in 0..rounds() {
+        let ns = cp.test_namespace("migrate-slow-etcd").await.unwrap();
+        nodes(&ns).await;
+        put(&ns, snapshot_json(100.0, 300.0)).await;
+        let placement = Placement::start(cp, &ns).await;
+        deployment(&ns, "web", i32::try_from(N).unwrap()).await;
+        let originals: BTreeSet<String> = wait_all_in(&ns, "web", N, "DE")
+            .await
+            .into_iter()
+            .map(|p| p.metadata.uid.unwrap())
+            .collect();
+        let migrator = RunningMigrator::start(cp, settings(&ns)).await;
+        cp.set_etcd_latency(Duration::from_millis(100)).unwrap();
+        put(&ns, snapshot_json(450.0, 50.0)).await;
+        let moved =
+            tokio::time::timeout(Duration::from_secs(240), wait_all_in(&ns, "web", N, "FR")).await;
+        cp.set_etcd_latency(Duration::ZERO).unwrap();
+        moved.unwrap();
+        let state = wait_until("every move recorded as evicted", WAIT, || async {
+            let s = owner_state(&ns, "web").await;
+            if s.moves.len() >= N && s.moves.iter().all(|m| m.evicted) {
+                Progress::Done(s)
+            } else {
+                Progress::Waiting(format!("{:?}", s.moves))
+            }
+        })
+        .await
+        .unwrap();
+        let recorded: Vec<String> = state.moves.iter().map(|m| m.uid.clone()).collect();
+        let unique: BTreeSet<String> = recorded.iter().cloned().collect();
+        assert_eq!(recorded.len(), unique.len(), "round {round}: {state:?}");
+        assert_eq!(unique, originals, "round {round}: {state:?}");
+        let migrated = migrator.result("migrated");
+        assert_eq!(
+            migrated, N as f64,
+            "round {round}: {migrated} evictions of {N} pods"
+        );
+        for (pod, n) in migrated_events(&ns).await {
+            assert!(n <= 1, "round {round}: {pod} has {n} Migrated Events");
+        }
+        eprintln!(
+            "round {round}: {migrated} evictions, {} failed attempts under a slow etcd",
+            migrator.result("failed")
+        );
+        migrator.stop().await;
+        drop(placement);
+    }
+}
+
 /// After a good snapshot (DE clean, FR dirty: nothing to gain), the
 /// ConfigMap is truncated, replaced by 1 MiB of garbage and deleted: the
 /// migrator keeps deciding on the last good snapshot (skips for "no greener
@@ -486,8 +551,7 @@ async fn an_apiserver_restart_mid_migration_evicts_each_pod_once() {
 /// and a pod in a zone without data never moves. Each fault is counted.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn snapshot_faults_move_nothing_and_keep_the_last_good_snapshot() {
-    ensure_crypto_provider();
-    let cp = shared().await;
+    let cp = control_plane().await;
     let _turn = FAULTS.lock().await;
     let ns = cp.test_namespace("migrate-snapshot-faults").await.unwrap();
     nodes(&ns).await;
