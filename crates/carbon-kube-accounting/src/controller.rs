@@ -232,9 +232,37 @@ impl Accountant {
         Some(account)
     }
 
-    /// The ConfigMap holding both documents.
+    /// The ConfigMap holding both documents, at most
+    /// [`MAX_CONFIGMAP_BYTES`] of data: when the documents are larger, the
+    /// oldest days are dropped, from the details document first (the
+    /// report's savings), then from the usage document (budgets read the
+    /// current period, the newest days), and counted in
+    /// `carbon_kube_accounting_trimmed_days_total{document}`.
     pub fn configmap(&mut self) -> ConfigMap {
         self.details.zone_history = self.history.to_document();
+        let encode = |a: &Self| {
+            (
+                serde_json::to_string(&a.usage).unwrap_or_default(),
+                serde_json::to_string(&a.details).unwrap_or_default(),
+            )
+        };
+        let (mut usage, mut details) = encode(self);
+        while usage.len() + details.len() > MAX_CONFIGMAP_BYTES {
+            let document = if drop_oldest_day(&mut self.details.namespaces, |d| d.day_start) {
+                "details"
+            } else if drop_oldest_day(&mut self.usage.namespaces, |d| d.day_start) {
+                "usage"
+            } else {
+                break;
+            };
+            self.metrics.trimmed(document);
+            tracing::warn!(
+                document,
+                bytes = usage.len() + details.len(),
+                "the accounting documents exceed the ConfigMap budget; dropped their oldest day"
+            );
+            (usage, details) = encode(self);
+        }
         ConfigMap {
             metadata: ObjectMeta {
                 name: Some(self.settings.configmap_name.clone()),
@@ -246,18 +274,36 @@ impl Accountant {
                 ..ObjectMeta::default()
             },
             data: Some(BTreeMap::from([
-                (
-                    USAGE_KEY.to_owned(),
-                    serde_json::to_string(&self.usage).unwrap_or_default(),
-                ),
-                (
-                    DETAILS_KEY.to_owned(),
-                    serde_json::to_string(&self.details).unwrap_or_default(),
-                ),
+                (USAGE_KEY.to_owned(), usage),
+                (DETAILS_KEY.to_owned(), details),
             ])),
             ..ConfigMap::default()
         }
     }
+}
+
+/// Largest data the accounting ConfigMap is given (the API server refuses
+/// objects over 1 MiB; the rest is metadata headroom).
+pub const MAX_CONFIGMAP_BYTES: usize = 900 * 1024;
+
+/// Drops the oldest day of every namespace that has it (namespaces left
+/// without days are removed); false when there was nothing to drop.
+fn drop_oldest_day<T>(
+    namespaces: &mut BTreeMap<String, Vec<T>>,
+    day: impl Fn(&T) -> UnixSeconds,
+) -> bool {
+    let Some(oldest) = namespaces
+        .values()
+        .filter_map(|d| d.first().map(&day))
+        .min()
+    else {
+        return false;
+    };
+    for days in namespaces.values_mut() {
+        days.retain(|d| day(d) != oldest);
+    }
+    namespaces.retain(|_, d| !d.is_empty());
+    true
 }
 
 /// Reads the documents from the accounting ConfigMap; a missing key or
@@ -506,4 +552,62 @@ pub async fn run_accounting(
         t.abort();
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+    use carbon_kube_model::accounting::DayUsage;
+    use carbon_kube_model::accounting_details::DayDetails;
+
+    #[test]
+    fn oversized_documents_lose_their_oldest_days_details_first() {
+        let mut registry = prometheus_client::registry::Registry::default();
+        let metrics = AccountingMetrics::register(&mut registry, 10);
+        let mut acc = Accountant::new(AccountingSettings::default(), metrics);
+        // 300 namespaces x 35 days: about 3 MiB.
+        for n in 0..300 {
+            let ns = format!("namespace-{n:04}");
+            let days = (0..35).map(|d| d * 86_400);
+            acc.usage.namespaces.insert(
+                ns.clone(),
+                days.clone()
+                    .map(|day_start| DayUsage {
+                        day_start,
+                        operational_grams: 1.5,
+                        ..DayUsage::default()
+                    })
+                    .collect(),
+            );
+            acc.details.namespaces.insert(
+                ns,
+                days.map(|day_start| DayDetails {
+                    day_start,
+                    ..DayDetails::default()
+                })
+                .collect(),
+            );
+        }
+        let cm = acc.configmap();
+        let data = cm.data.unwrap();
+        let size: usize = data.values().map(String::len).sum();
+        assert!(size <= MAX_CONFIGMAP_BYTES, "{size}");
+        let (usage, details) = documents_from_configmap(&ConfigMap {
+            data: Some(data),
+            ..ConfigMap::default()
+        })
+        .unwrap();
+        // The details went first; the usage keeps the newest days.
+        assert!(details.namespaces.is_empty());
+        let days = &usage.namespaces["namespace-0000"];
+        assert_eq!(days.last().unwrap().day_start, 34 * 86_400);
+        assert!(days.len() < 35 && !days.is_empty(), "{}", days.len());
+        let mut text = String::new();
+        prometheus_client::encoding::text::encode(&mut text, &registry).unwrap();
+        assert!(
+            text.contains("carbon_kube_accounting_trimmed_days_total{document=\"details\"} 35"),
+            "{text}"
+        );
+    }
 }

@@ -69,6 +69,13 @@ pub struct ScopeLabels {
     pub scope: String,
 }
 
+/// One `document` label.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct DocumentLabels {
+    /// `usage` or `details`.
+    pub document: String,
+}
+
 /// One `outcome` label.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct OutcomeLabels {
@@ -101,6 +108,8 @@ pub struct AccountingMetrics {
     pub publishes: Family<OutcomeLabels, Counter>,
     /// `carbon_kube_accounting_ticks_total`.
     pub ticks: Counter,
+    /// `carbon_kube_accounting_trimmed_days_total{document}`.
+    pub trimmed_days: Family<DocumentLabels, Counter>,
     /// `carbon_kube_accounting_pods`.
     pub pods: Gauge,
     /// `carbon_kube_accounting_leader`.
@@ -124,6 +133,7 @@ impl AccountingMetrics {
             kepler_queries: Family::default(),
             publishes: Family::default(),
             ticks: Counter::default(),
+            trimmed_days: Family::default(),
             pods: Gauge::default(),
             leader: Gauge::default(),
             cap: max_workloads_per_namespace.max(1),
@@ -179,6 +189,11 @@ impl AccountingMetrics {
             "carbon_kube_accounting_ticks",
             "Accounting intervals completed",
             m.ticks.clone(),
+        );
+        r.register(
+            "carbon_kube_accounting_trimmed_days",
+            "Days dropped from the accounting documents to keep the ConfigMap under its size limit, by document",
+            m.trimmed_days.clone(),
         );
         r.register(
             "carbon_kube_accounting_pods",
@@ -305,6 +320,15 @@ impl AccountingMetrics {
         self.kepler_queries
             .get_or_create(&OutcomeLabels {
                 outcome: if ok { "ok" } else { "error" }.to_owned(),
+            })
+            .inc();
+    }
+
+    /// Counts one day dropped from `document`.
+    pub fn trimmed(&self, document: &str) {
+        self.trimmed_days
+            .get_or_create(&DocumentLabels {
+                document: document.to_owned(),
             })
             .inc();
     }
