@@ -12,7 +12,8 @@
 #                  certificate objects against their real schemas;
 #                  Open Cluster Management's AddOnPlacementScore and Placement
 #                  (Go module open-cluster-management.io/api) and Karmada's
-#                  PropagationPolicy (Go module github.com/karmada-io/karmada),
+#                  PropagationPolicy and ClusterPropagationPolicy (Go module
+#                  github.com/karmada-io/karmada),
 #                  for the multi-cluster tests (crates/carbon-kube-multicluster).
 #
 # helm is built by test/k8s/build.sh. Skips what is already present.
@@ -89,5 +90,6 @@ crd open-cluster-management.io/api "$OCM_API_VERSION" \
   cluster/v1alpha1/0000_05_clusters.open-cluster-management.io_addonplacementscores.crd.yaml \
   cluster/v1beta1/0000_02_clusters.open-cluster-management.io_placements.crd.yaml
 crd github.com/karmada-io/karmada "$KARMADA_VERSION" \
-  charts/karmada/_crds/bases/policy/policy.karmada.io_propagationpolicies.yaml
+  charts/karmada/_crds/bases/policy/policy.karmada.io_propagationpolicies.yaml \
+  charts/karmada/_crds/bases/policy/policy.karmada.io_clusterpropagationpolicies.yaml
 echo "test-tools: promtool in $BIN, CRDs in $CRDS"

@@ -54,7 +54,7 @@ pub const ANNOTATION_MIGRATIONS: &str = "carbon-kube.io/migrations";
 /// Pod annotation a Job pod may set: RFC 3339 time of its last checkpoint
 /// (work before it is not lost by a move).
 pub const ANNOTATION_LAST_CHECKPOINT: &str = "carbon-kube.io/last-checkpoint";
-/// Karmada `PropagationPolicy` annotation:
+/// Karmada `PropagationPolicy` or `ClusterPropagationPolicy` annotation:
 /// `"true"` lets `carbon-kube cluster-score karmada` set the policy's
 /// `spec.placement.replicaScheduling` static cluster weights from the member
 /// clusters' carbon scores. Policies without it are never touched.

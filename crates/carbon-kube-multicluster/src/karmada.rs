@@ -12,7 +12,8 @@
 //! cannot read is weighed as neutral ([`static_weight`]`(None)`), logged and
 //! counted; it never stops the other members or policies.
 //!
-//! **What it changes.** Only policies annotated
+//! **What it changes.** Only policies (`PropagationPolicy`, and
+//! `ClusterPropagationPolicy` unless `--watch-namespace` is set) annotated
 //! `carbon-kube.io/carbon-weights: "true"`. Their target clusters are the
 //! policy's `spec.placement.clusterAffinity.clusterNames`, else the clusters
 //! named in its current `staticWeightList`, else every member with a score
@@ -42,6 +43,14 @@ pub fn api_resource() -> ApiResource {
     ApiResource::from_gvk_with_plural(
         &GroupVersionKind::gvk("policy.karmada.io", "v1alpha1", "PropagationPolicy"),
         "propagationpolicies",
+    )
+}
+
+/// The `ClusterPropagationPolicy` kind (cluster-scoped) as a dynamic resource.
+pub fn cluster_api_resource() -> ApiResource {
+    ApiResource::from_gvk_with_plural(
+        &GroupVersionKind::gvk("policy.karmada.io", "v1alpha1", "ClusterPropagationPolicy"),
+        "clusterpropagationpolicies",
     )
 }
 
@@ -264,15 +273,32 @@ pub async fn reconcile_once(
         Some(ns) => Api::namespaced_with(client.clone(), ns, &api_resource()),
         None => Api::all_with(client.clone(), &api_resource()),
     };
-    let list = policies
+    let mut items = policies
         .list(&ListParams::default())
         .await
-        .map_err(KarmadaError::ListPolicies)?;
+        .map_err(KarmadaError::ListPolicies)?
+        .items;
+    // ClusterPropagationPolicies too, unless limited to one namespace; a
+    // control plane without their CRD simply has none.
+    if settings.watch_namespace.is_none() {
+        let cluster: Api<DynamicObject> = Api::all_with(client.clone(), &cluster_api_resource());
+        match cluster.list(&ListParams::default()).await {
+            Ok(list) => items.extend(list.items),
+            Err(kube::Error::Api(e)) if e.code == 404 => {
+                tracing::debug!("no ClusterPropagationPolicy kind on this control plane");
+            }
+            Err(e) => return Err(KarmadaError::ListPolicies(e)),
+        }
+    }
     let mut outcomes = Vec::new();
-    for policy in &list.items {
-        let ns = policy.metadata.namespace.clone().unwrap_or_default();
+    for policy in &items {
+        let namespace = policy.metadata.namespace.clone();
+        let ns = namespace.clone().unwrap_or_default();
         let name = policy.metadata.name.clone().unwrap_or_default();
-        let id = format!("{ns}/{name}");
+        let id = match &namespace {
+            Some(ns) => format!("{ns}/{name}"),
+            None => format!("ClusterPropagationPolicy/{name}"),
+        };
         match opted_in(policy) {
             Ok(false) => continue,
             Ok(true) => {}
@@ -340,7 +366,11 @@ pub async fn reconcile_once(
                 "weightPreference": {"staticWeightList": list, "dynamicWeight": null},
             }}},
         });
-        let api: Api<DynamicObject> = Api::namespaced_with(client.clone(), &ns, &api_resource());
+        let api: Api<DynamicObject> = if namespace.is_some() {
+            Api::namespaced_with(client.clone(), &ns, &api_resource())
+        } else {
+            Api::all_with(client.clone(), &cluster_api_resource())
+        };
         match api
             .patch(&name, &PatchParams::default(), &Patch::Merge(patch))
             .await

@@ -27,10 +27,11 @@ use kube::api::{Api, DynamicObject, ListParams, Patch, PatchParams, PostParams};
 use serde_json::{Value, json};
 
 /// The CRD files this test needs, as hack/install-test-tools.sh names them.
-const CRD_FILES: [&str; 3] = [
+const CRD_FILES: [&str; 4] = [
     "0000_05_clusters.open-cluster-management.io_addonplacementscores.crd.yaml",
     "0000_02_clusters.open-cluster-management.io_placements.crd.yaml",
     "policy.karmada.io_propagationpolicies.yaml",
+    "policy.karmada.io_clusterpropagationpolicies.yaml",
 ];
 
 fn crd_dir() -> PathBuf {
@@ -91,7 +92,11 @@ async fn install_crds(client: &kube::Client) {
             }
         }
         // Established is not yet served by every handler: wait for a list.
-        for ar in [ocm::api_resource(), karmada::api_resource()] {
+        for ar in [
+            ocm::api_resource(),
+            karmada::api_resource(),
+            karmada::cluster_api_resource(),
+        ] {
             wait_until(
                 format!("{} served", ar.kind),
                 Duration::from_secs(30),
@@ -584,6 +589,49 @@ async fn karmada_weights_follow_the_scores_of_opted_in_policies_only() {
             .get(),
         2
     );
+
+    // Without --watch-namespace, an opted-in ClusterPropagationPolicy is
+    // weighed the same way.
+    let cluster_policies: Api<DynamicObject> =
+        Api::all_with(client.clone(), &karmada::cluster_api_resource());
+    let cpp_name = format!("{}-cluster", policies.name());
+    let mut cpp: Value = serde_json::to_value(&updated).unwrap();
+    cpp["kind"] = json!("ClusterPropagationPolicy");
+    cpp["metadata"] = json!({
+        "name": cpp_name,
+        "annotations": { keys::KARMADA_CARBON_WEIGHTS: "true" },
+    });
+    cpp["spec"]["placement"]["replicaScheduling"]["weightPreference"]["staticWeightList"] = json!([
+        {"targetCluster": {"clusterNames": [green.name()]}, "weight": 1}
+    ]);
+    cluster_policies
+        .create(
+            &PostParams::default(),
+            &serde_json::from_value(cpp).unwrap(),
+        )
+        .await
+        .unwrap();
+    let everywhere = KarmadaSettings {
+        watch_namespace: None,
+        ..settings
+    };
+    let outcomes = karmada::reconcile_once(&client, &everywhere, &metrics, t0 + 20)
+        .await
+        .unwrap();
+    let cpp_id = format!("ClusterPropagationPolicy/{cpp_name}");
+    assert!(
+        outcomes
+            .iter()
+            .any(|o| o.policy == cpp_id && o.result == "updated"),
+        "{outcomes:?}"
+    );
+    let mut weights = karmada::current_weights(&cluster_policies.get(&cpp_name).await.unwrap());
+    weights.sort();
+    assert_eq!(weights, expected);
+    cluster_policies
+        .delete(&cpp_name, &Default::default())
+        .await
+        .unwrap();
 }
 
 /// `carbon-kube cluster-score publish --once` as the binary runs it: flags
