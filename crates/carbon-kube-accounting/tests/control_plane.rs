@@ -12,8 +12,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use carbon_kube_accounting::controller::{
-    AccountingSettings, documents_from_configmap, run_accounting,
+    AccountingSettings, KeplerSettings, documents_from_configmap, run_accounting,
 };
+use carbon_kube_accounting::kepler::DEFAULT_QUERY;
 use carbon_kube_accounting::metrics::AccountingMetrics;
 use carbon_kube_accounting::report::{Format, Period, build_report};
 use carbon_kube_accounting::system_clock;
@@ -32,6 +33,8 @@ use kube::api::{ObjectMeta, Patch, PatchParams, PostParams};
 use prometheus_client::registry::Registry;
 use serde_json::json;
 use tokio::sync::oneshot;
+use wiremock::matchers::{method, path};
+use wiremock::{Mock, MockServer, Request, Respond, ResponseTemplate};
 
 const WAIT: Duration = Duration::from_secs(90);
 const DE: f64 = 400.0;
@@ -75,6 +78,29 @@ async fn apply(ns: &TestNamespace, name: &str, data: BTreeMap<String, String>) {
         )
         .await
         .unwrap();
+}
+
+/// A Prometheus stand-in answering Kepler's counter for one pod, 100 J more
+/// at every query.
+struct KeplerCounter {
+    namespace: String,
+    pod: &'static str,
+    calls: std::sync::atomic::AtomicU64,
+}
+
+impl Respond for KeplerCounter {
+    fn respond(&self, _: &Request) -> ResponseTemplate {
+        let n = self
+            .calls
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        ResponseTemplate::new(200).set_body_json(json!({
+            "status": "success",
+            "data": {"resultType": "vector", "result": [{
+                "metric": {"pod_namespace": self.namespace, "pod_name": self.pod},
+                "value": [0, (100 * (n + 1)).to_string()]
+            }]}
+        }))
+    }
 }
 
 fn encode(registry: &Registry) -> String {
@@ -205,7 +231,23 @@ async fn the_controller_accounts_real_pods_into_counters_and_the_configmap() {
         ns.wait_for_pod_running(p, WAIT).await.unwrap();
     }
 
+    // Kepler (through a Prometheus stand-in) measures the deferred pod only.
+    let prometheus = MockServer::start().await;
+    Mock::given(method("GET"))
+        .and(path("/api/v1/query"))
+        .respond_with(KeplerCounter {
+            namespace: ns.name().to_owned(),
+            pod: "batch",
+            calls: std::sync::atomic::AtomicU64::new(0),
+        })
+        .mount(&prometheus)
+        .await;
     let settings = AccountingSettings {
+        kepler: Some(KeplerSettings {
+            url: url::Url::parse(&format!("{}/", prometheus.uri())).unwrap(),
+            query: DEFAULT_QUERY.to_owned(),
+            timeout: Duration::from_secs(10),
+        }),
         namespace: ns.name().to_owned(),
         pod_namespace: Some(ns.name().to_owned()),
         tick: Duration::from_secs(1),
@@ -238,7 +280,15 @@ async fn the_controller_accounts_real_pods_into_counters_and_the_configmap() {
             "carbon_kube_accounting_energy_joules_total",
             &[("workload", "web"), ("scope", "operational")],
         );
-        if pods >= 4.0 && sum(&text, "carbon_kube_accounting_ticks_total", &[]) >= 3.0 && web > 0.0
+        let measured = sum(
+            &text,
+            "carbon_kube_accounting_energy_joules_total",
+            &[("workload", "batch"), ("quality", "measured")],
+        );
+        if pods >= 4.0
+            && sum(&text, "carbon_kube_accounting_ticks_total", &[]) >= 3.0
+            && web > 0.0
+            && measured > 0.0
         {
             Progress::Done(text)
         } else {
@@ -247,6 +297,39 @@ async fn the_controller_accounts_real_pods_into_counters_and_the_configmap() {
     })
     .await
     .unwrap();
+
+    // Kepler's 100 J per tick for the measured pod, times the PUE; the
+    // others modelled.
+    let measured = sum(
+        &text,
+        "carbon_kube_accounting_energy_joules_total",
+        &[
+            ("workload", "batch"),
+            ("scope", "operational"),
+            ("quality", "measured"),
+        ],
+    );
+    let ticks = sum(&text, "carbon_kube_accounting_ticks_total", &[]);
+    let k = measured / (100.0 * 1.135);
+    assert!(
+        k >= 1.0 && k <= ticks && (k - k.round()).abs() < 1e-6,
+        "{measured} J is not whole ticks of 100 J x PUE over {ticks} ticks: {text}"
+    );
+    assert_eq!(
+        sum(
+            &text,
+            "carbon_kube_accounting_energy_joules_total",
+            &[("workload", "green"), ("quality", "measured")],
+        ),
+        0.0
+    );
+    assert!(
+        sum(
+            &text,
+            "carbon_kube_accounting_kepler_queries_total",
+            &[("outcome", "ok")]
+        ) >= 3.0
+    );
 
     // Operational grams per joule are each zone's intensity.
     let per_kwh = |workload: &str| {
@@ -264,6 +347,12 @@ async fn the_controller_accounts_real_pods_into_counters_and_the_configmap() {
     // The Deployment is one workload; bare pods are their own.
     for (kind, name) in [("Deployment", "web"), ("Pod", "batch"), ("Pod", "green")] {
         for scope in ["operational", "idle", "embodied"] {
+            // Only the pod's own energy can be measured, and only Kepler's pod is.
+            let quality = if name == "batch" && scope == "operational" {
+                "measured"
+            } else {
+                "modelled"
+            };
             let g = sum(
                 &text,
                 "carbon_kube_accounting_emissions_grams_total",
@@ -272,7 +361,7 @@ async fn the_controller_accounts_real_pods_into_counters_and_the_configmap() {
                     ("workload_kind", kind),
                     ("workload", name),
                     ("scope", scope),
-                    ("quality", "modelled"),
+                    ("quality", quality),
                     ("signal", "average"),
                 ],
             );
