@@ -70,6 +70,12 @@ pub struct Args {
     #[arg(long, default_value = DEFAULT_QUERY)]
     pub kepler_query: String,
 
+    /// Read pods' CPU usage from the resource metrics API (metrics.k8s.io,
+    /// metrics-server) for modelled energy; without it, modelled pods use
+    /// their CPU requests at CCF's 50 % utilisation.
+    #[arg(long)]
+    pub cpu_usage_from_metrics_api: bool,
+
     /// Timeout of one Kepler query.
     #[arg(long, default_value = "10s", value_parser = seconds)]
     pub kepler_timeout: i64,
@@ -198,6 +204,7 @@ impl Args {
                     query: self.kepler_query.clone(),
                     timeout: secs(self.kepler_timeout),
                 }),
+            cpu_usage_from_metrics_api: self.cpu_usage_from_metrics_api,
             history_hours: self.history_hours,
             max_workloads_per_namespace: self.max_workloads_per_namespace,
             leader: (!self.no_leader_elect).then(|| LeaderSettings {

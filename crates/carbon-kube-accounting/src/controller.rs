@@ -86,6 +86,9 @@ pub struct AccountingSettings {
     pub placed_by: PlacedBy,
     /// Kepler input; `None` models every pod.
     pub kepler: Option<KeplerSettings>,
+    /// Read pods' CPU usage from the resource metrics API (metrics-server)
+    /// for the modelled energy; otherwise requests at CCF's utilisation.
+    pub cpu_usage_from_metrics_api: bool,
     /// Hours of intensity history kept for the deferral counterfactual.
     pub history_hours: i64,
     /// Workloads per namespace with their own series.
@@ -109,6 +112,7 @@ impl Default for AccountingSettings {
             region_map: RegionZoneMap::default(),
             placed_by: PlacedBy::SchedulerNames(vec![keys::SCHEDULER_NAME.to_owned()]),
             kepler: None,
+            cpu_usage_from_metrics_api: false,
             history_hours: 72,
             max_workloads_per_namespace: 100,
             leader: None,
@@ -130,6 +134,7 @@ pub struct Accountant {
     pub details: DetailsDocument,
     history: IntensityHistory,
     kepler: Counters,
+    cpu_usage: HashMap<(String, String), f64>,
     last: Option<UnixSeconds>,
 }
 
@@ -143,6 +148,7 @@ impl Accountant {
             usage: UsageDocument::default(),
             details: DetailsDocument::default(),
             kepler: Counters::default(),
+            cpu_usage: HashMap::new(),
             last: None,
         }
     }
@@ -174,6 +180,11 @@ impl Accountant {
         self.kepler.deltas(now)
     }
 
+    /// CPU usage in cores per pod (namespace, name) for the next tick.
+    pub fn set_cpu_usage(&mut self, usage: HashMap<(String, String), f64>) {
+        self.cpu_usage = usage;
+    }
+
     /// Accounts `[previous tick, now)` for `pods` on `nodes`; the first call
     /// only records `now`. `measured` holds Kepler's joules per pod over the
     /// interval.
@@ -200,10 +211,11 @@ impl Accountant {
         let mut pods: Vec<_> = pods
             .filter_map(|p| pod_use(p, &self.settings.placed_by))
             .collect();
+        let usage = std::mem::take(&mut self.cpu_usage);
         for p in &mut pods {
-            p.measured_joules = measured
-                .get(&(p.namespace.clone(), p.name.clone()))
-                .copied();
+            let key = (p.namespace.clone(), p.name.clone());
+            p.measured_joules = measured.get(&key).copied();
+            p.cpu_usage_cores = usage.get(&key).copied();
         }
         let zones: BTreeSet<_> = nodes.iter().filter_map(|n| n.zone.clone()).collect();
         let intensities = zone_intensities(
@@ -509,6 +521,14 @@ pub async fn run_accounting(
             },
             None => HashMap::new(),
         };
+        if acc.settings.cpu_usage_from_metrics_api {
+            match crate::usage::fetch(&client, acc.settings.pod_namespace.as_deref()).await {
+                Ok(u) => acc.set_cpu_usage(u),
+                Err(e) => {
+                    tracing::warn!(error = %e, "reading pod CPU usage from metrics.k8s.io failed; this interval uses requests")
+                }
+            }
+        }
         let snap = snapshot.read().unwrap_or_else(|e| e.into_inner()).clone();
         let now = clock();
         let pod_state = pods.state();

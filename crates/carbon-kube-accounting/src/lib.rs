@@ -13,6 +13,7 @@
 //! - [`controller`]: caches, leader election, the tick, the ConfigMap;
 //! - [`view`]: pods and nodes to the policy's plain views, workloads;
 //! - [`kepler`]: Kepler's per-pod joules from a Prometheus query endpoint;
+//! - [`usage`]: pods' CPU usage from the resource metrics API (metrics-server);
 //! - [`metrics`]: the counters, with bounded label cardinality;
 //! - [`report`]: `carbon-kube report` (table, JSON, CSV).
 //!
@@ -23,6 +24,7 @@ pub mod controller;
 pub mod kepler;
 pub mod metrics;
 pub mod report;
+pub mod usage;
 pub mod view;
 
 use std::sync::Arc;
