@@ -813,7 +813,12 @@ pub fn decide_migration(
     order.truncate(MAX_TARGET_NODES);
     MigrationDecision::Migrate(MigrationPlan {
         target_zone: target.clone(),
-        target_nodes: order.into_iter().map(|(_, n)| n.to_owned()).collect(),
+        // Collected from a borrowing iterator into a new Vec: collecting
+        // `order.into_iter()` would reuse `order`'s buffer in place (same
+        // element size), so every plan would keep room for every node of
+        // the zone (60 KB per plan at 2,500 nodes: 2.9 GiB at 50,000
+        // pods, measured by the scale bench).
+        target_nodes: order.iter().map(|(_, n)| (*n).to_owned()).collect(),
         numbers,
     })
 }

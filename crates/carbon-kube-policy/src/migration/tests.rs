@@ -166,6 +166,27 @@ fn a_replica_in_a_dirty_zone_moves_to_the_cleanest_feasible_zone() {
     );
 }
 
+/// Regression (scale bench, 50,000 pods, 2,500 target nodes): a plan named
+/// five nodes but kept the buffer of the whole zone's ranking, so the plans
+/// of one cycle held 2.9 GiB.
+#[test]
+fn a_plan_holds_room_for_its_few_target_nodes_only() {
+    let mut case = Case::new();
+    for i in 0..2000 {
+        case.nodes.push(node(&format!("fr-big-{i}"), "FR", 8000));
+    }
+    let d = case.decide(&dirty_de(), &MigrationConfig::default());
+    let MigrationDecision::Migrate(plan) = &d else {
+        panic!("{}", d.explain())
+    };
+    assert_eq!(plan.target_nodes.len(), MAX_TARGET_NODES);
+    assert!(
+        plan.target_nodes.capacity() <= MAX_TARGET_NODES,
+        "capacity {}",
+        plan.target_nodes.capacity()
+    );
+}
+
 #[test]
 fn a_small_pod_whose_move_does_not_pay_stays() {
     let mut c = Case::new();
