@@ -1890,6 +1890,9 @@ async fn exported_metrics() -> BTreeSet<String> {
     // A tuner run's status, which the gate controller exports (the tuner is a
     // CronJob, never scraped); tests/tuner.rs writes one with the real tuner.
     create_tuner_status(&ns).await;
+    // A namespace budget and the accounting usage, so the budget families
+    // (--budgets) have series.
+    create_budget_usage(&ns).await;
     let controller_port = free_port().to_string();
     let controller_log = dir.path().join("gates-controller.log");
     let _controller = spawn(
@@ -1901,6 +1904,7 @@ async fn exported_metrics() -> BTreeSet<String> {
             "--watch-namespace",
             ns.name(),
             "--no-leader-elect",
+            "--budgets",
             "--health-listen",
             &format!("127.0.0.1:{controller_port}"),
         ],
@@ -1925,11 +1929,14 @@ async fn exported_metrics() -> BTreeSet<String> {
                 Ok(r) => match r.text().await {
                     Ok(body)
                         if body.contains("carbon_kube_gate_releases_total{")
-                            && body.contains("carbon_rl_tuner_reward_average{") =>
+                            && body.contains("carbon_rl_tuner_reward_average{")
+                            && body.contains("carbon_kube_budget_state{") =>
                     {
                         Progress::Done(body)
                     }
-                    Ok(_) => Progress::Waiting("no release counted or no tuner run".into()),
+                    Ok(_) => Progress::Waiting(
+                        "no release counted, no tuner run or no budget assessed".into(),
+                    ),
                     Err(e) => Progress::Waiting(e.to_string()),
                 },
                 Err(e) => Progress::Waiting(e.to_string()),
@@ -2082,6 +2089,56 @@ async fn exported_metrics() -> BTreeSet<String> {
 
 /// Writes a `carbon-kube-tuner` ConfigMap with a run status (every optimiser,
 /// unseen zones) into `ns`, with the codec the tuner writes it with.
+/// Gives the test namespace a daily budget and writes the accounting
+/// controller's usage document with today's use, as `--budgets` reads them.
+async fn create_budget_usage(ns: &TestNamespace) {
+    use carbon_kube_model::accounting::{
+        ACCOUNTING_CONFIGMAP, ANNOTATION_BUDGET_GRAMS, ANNOTATION_BUDGET_PERIOD, DayUsage,
+        USAGE_KEY, UsageDocument,
+    };
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(0));
+    let namespaces: Api<Namespace> = Api::all(ns.client());
+    namespaces
+        .patch(
+            ns.name(),
+            &PatchParams::default(),
+            &Patch::Merge(json!({"metadata": {"annotations": {
+                ANNOTATION_BUDGET_GRAMS: "1000",
+                ANNOTATION_BUDGET_PERIOD: "day",
+            }}})),
+        )
+        .await
+        .unwrap();
+    let doc = UsageDocument {
+        generated_at: now,
+        namespaces: BTreeMap::from([(
+            ns.name().to_owned(),
+            vec![DayUsage {
+                day_start: now - now.rem_euclid(86_400),
+                operational_grams: 400.0,
+                ..DayUsage::default()
+            }],
+        )]),
+    };
+    let cm = k8s_openapi::api::core::v1::ConfigMap {
+        metadata: ObjectMeta {
+            name: Some(ACCOUNTING_CONFIGMAP.to_owned()),
+            ..ObjectMeta::default()
+        },
+        data: Some(BTreeMap::from([(
+            USAGE_KEY.to_owned(),
+            serde_json::to_string(&doc).unwrap(),
+        )])),
+        ..Default::default()
+    };
+    ns.api::<k8s_openapi::api::core::v1::ConfigMap>()
+        .create(&PostParams::default(), &cm)
+        .await
+        .unwrap();
+}
+
 async fn create_tuner_status(ns: &TestNamespace) {
     use carbon_kube_model::tuner::{
         OptimiserResult, TUNER_CONFIGMAP, TUNER_STATUS_KEY, TunerStatus,
