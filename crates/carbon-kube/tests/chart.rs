@@ -1360,6 +1360,10 @@ async fn each_service_account_has_exactly_the_access_it_needs() {
             access("get", "", "configmaps")
                 .ns(n)
                 .named("carbon-intensity-data"),
+            // The runtime overrides (migration.* keys).
+            access("watch", "", "configmaps")
+                .ns(n)
+                .named("carbon-kube-config"),
             access("create", "events.k8s.io", "events").ns("default"),
             access("create", "coordination.k8s.io", "leases").ns(n),
             access("update", "coordination.k8s.io", "leases")
@@ -1384,6 +1388,9 @@ async fn each_service_account_has_exactly_the_access_it_needs() {
                 access("update", "", "configmaps")
                     .ns(n)
                     .named("carbon-intensity-data"),
+                access("update", "", "configmaps")
+                    .ns(n)
+                    .named("carbon-kube-config"),
                 access("update", "coordination.k8s.io", "leases")
                     .ns(n)
                     .named(&gates_lease),
