@@ -18,8 +18,8 @@
 //! - [`energy`]: the power model of a pod or job (shared with the simulator).
 //! - [`overrides`]: the `carbon-kube-config` codec (placement and deferral keys, expiry).
 
-pub mod budget;
 pub mod accounting;
+pub mod budget;
 pub mod cluster_score;
 pub mod deferral;
 pub mod energy;
