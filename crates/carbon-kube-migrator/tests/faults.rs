@@ -20,29 +20,24 @@
 #![allow(clippy::unwrap_used, missing_docs)] // test code: a panic is the failure report
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::net::SocketAddr;
-use std::sync::Arc;
 use std::time::Duration;
 
-use carbon_kube_k8s::Readiness;
 use carbon_kube_migrator::caps::CapsConfig;
-use carbon_kube_migrator::controller::{MigratorSettings, run_migrator};
-use carbon_kube_migrator::metrics::MigratorMetrics;
+use carbon_kube_migrator::controller::MigratorSettings;
 use carbon_kube_migrator::state::OwnerState;
-use carbon_kube_migrator::system_clock;
 use carbon_kube_model::{CarbonIntensity, Forecast, Snapshot, Source, ZoneId, ZoneRecord, keys};
 use carbon_kube_testkit::{
-    ControlPlane, ControlPlaneOptions, Extender, NODE_POOL_LABEL, Progress, SchedulerConfig,
-    TestNamespace, ensure_crypto_provider, nodes_in_zone, shared_with, wait_until,
+    ControlPlane, ControlPlaneOptions, NODE_POOL_LABEL, Progress, TestNamespace,
+    ensure_crypto_provider, nodes_in_zone, shared_with, wait_until,
 };
-use clap::Parser;
 use k8s_openapi::api::apps::v1::{Deployment, ReplicaSet};
 use k8s_openapi::api::core::v1::{ConfigMap, Node, Pod};
 use k8s_openapi::api::events::v1::Event;
 use kube::api::{Api, DeleteParams, ListParams, ObjectMeta, Patch, PatchParams, PostParams};
-use prometheus_client::registry::Registry;
 use serde_json::json;
-use tokio::sync::oneshot;
+
+mod common;
+use common::{Placement, RunningMigrator};
 
 static FAULTS: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
@@ -108,131 +103,13 @@ async fn put(ns: &TestNamespace, text: String) {
         .unwrap();
 }
 
-#[derive(Parser)]
-struct ExtenderCli {
-    #[command(flatten)]
-    args: carbon_kube_extender::Args,
-}
-
-/// The extender (in-process) and a kube-scheduler calling it, confined to
-/// the test's node pool, so replacements are placed by carbon.
-struct Placement {
-    _scheduler: carbon_kube_testkit::Scheduler,
-    stop: Option<oneshot::Sender<()>>,
-    task: tokio::task::JoinHandle<anyhow::Result<()>>,
-}
-
-impl Placement {
-    async fn start(cp: &ControlPlane, ns: &TestNamespace) -> Self {
-        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        let addr: SocketAddr = listener.local_addr().unwrap();
-        let args = ExtenderCli::parse_from(["extender", "--namespace", ns.name()]).args;
-        let (tx, rx) = oneshot::channel::<()>();
-        let task = tokio::spawn(carbon_kube_extender::serve(
-            args,
-            listener,
-            Some(cp.client().await.unwrap()),
-            async {
-                let _ = rx.await;
-            },
-        ));
-        let config = SchedulerConfig::new(ns.scheduler_name())
-            .restricted_to_node_pool(ns.node_pool())
-            .with_extender(
-                Extender::at(format!("http://{addr}"))
-                    .filter_verb("filter")
-                    .prioritize_verb("prioritize")
-                    .weight(5)
-                    .ignorable(true),
-            );
-        let scheduler = cp.start_scheduler(config).await.unwrap();
-        Self {
-            _scheduler: scheduler,
-            stop: Some(tx),
-            task,
-        }
-    }
-}
-
-impl Drop for Placement {
-    fn drop(&mut self) {
-        if let Some(tx) = self.stop.take() {
-            let _ = tx.send(());
-        }
-        self.task.abort();
-    }
-}
-
-struct RunningMigrator {
-    stop: Option<oneshot::Sender<()>>,
-    task: tokio::task::JoinHandle<anyhow::Result<()>>,
-    registry: Arc<Registry>,
-}
-
 impl RunningMigrator {
-    async fn start(cp: &ControlPlane, settings: MigratorSettings) -> Self {
-        let mut registry = Registry::default();
-        let metrics = MigratorMetrics::register(&mut registry);
-        let (stop, rx) = oneshot::channel::<()>();
-        let task = tokio::spawn(run_migrator(
-            cp.client().await.unwrap(),
-            cp.client_without_retries().await.unwrap(),
-            settings,
-            metrics,
-            Readiness::default(),
-            system_clock(),
-            async {
-                let _ = rx.await;
-            },
-        ));
-        Self {
-            stop: Some(stop),
-            task,
-            registry: Arc::new(registry),
-        }
-    }
-
-    /// The value of the series `name{label="value"}`, 0 if absent.
-    fn value(&self, name: &str, label: &str, value: &str) -> f64 {
-        let mut text = String::new();
-        prometheus_client::encoding::text::encode(&mut text, &self.registry).unwrap();
-        let prefix = format!("{name}{{{label}=\"{value}\"}} ");
-        text.lines()
-            .find_map(|l| l.strip_prefix(&prefix).map(|v| v.parse().unwrap()))
-            .unwrap_or(0.0)
-    }
-
     fn result(&self, result: &str) -> f64 {
         self.value("carbon_kube_migrations_total", "result", result)
     }
 
     fn snapshot_errors(&self, error: &str) -> f64 {
         self.value("carbon_kube_migrator_snapshot_errors_total", "error", error)
-    }
-
-    fn cycles(&self) -> f64 {
-        let mut text = String::new();
-        prometheus_client::encoding::text::encode(&mut text, &self.registry).unwrap();
-        text.lines()
-            .find_map(|l| {
-                l.strip_prefix("carbon_kube_migrator_cycles_total ")
-                    .map(|v| v.parse().unwrap())
-            })
-            .unwrap_or(0.0)
-    }
-
-    async fn wait_cycles(&self, more: f64) {
-        let target = self.cycles() + more;
-        wait_until(format!("{more} more migrator cycles"), WAIT, || async {
-            let c = self.cycles();
-            if c >= target {
-                Progress::Done(())
-            } else {
-                Progress::Waiting(format!("{c} cycles"))
-            }
-        })
-        .await
-        .unwrap();
     }
 
     async fn wait_for(&self, what: &str, check: impl Fn(&Self) -> bool) {
@@ -245,13 +122,6 @@ impl RunningMigrator {
         })
         .await
         .unwrap();
-    }
-
-    async fn stop(mut self) {
-        if let Some(s) = self.stop.take() {
-            let _ = s.send(());
-        }
-        self.task.await.unwrap().unwrap();
     }
 }
 
