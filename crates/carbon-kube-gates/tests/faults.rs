@@ -32,8 +32,8 @@ use carbon_kube_gates::{Clock, system_clock};
 use carbon_kube_k8s::Readiness;
 use carbon_kube_model::{CarbonIntensity, Forecast, Snapshot, Source, ZoneId, ZoneRecord, keys};
 use carbon_kube_testkit::{
-    ControlPlane, ControlPlaneOptions, NODE_POOL_LABEL, Progress, TestNamespace,
-    ensure_crypto_provider, nodes_in_zone, pod_named, shared_with, wait_for, wait_until,
+    ControlPlane, NODE_POOL_LABEL, Progress, TestNamespace, fault_rounds, nodes_in_zone, pod_named,
+    shared_for_faults, wait_for, wait_until,
 };
 use k8s_openapi::api::core::v1::{ConfigMap, Pod, PodSchedulingGate};
 use k8s_openapi::api::events::v1::Event;
@@ -47,19 +47,6 @@ static FAULTS: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 const WAIT: Duration = Duration::from_secs(120);
 /// Each pod may wait this long; its latest start is creation + this - 1m.
 const MAX_DELAY: &str = "30m";
-
-async fn control_plane() -> &'static ControlPlane {
-    ensure_crypto_provider();
-    shared_with(ControlPlaneOptions::default().with_etcd_latency_proxy(true)).await
-}
-
-fn rounds() -> usize {
-    std::env::var("FAULT_ROUNDS")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(1)
-        .max(1)
-}
 
 fn now() -> i64 {
     jiff::Timestamp::now().as_second()
@@ -364,9 +351,9 @@ async fn check_every_pod_released_once(ns: &TestNamespace, names: &[String]) -> 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_apiserver_restart_mid_release_loses_and_repeats_nothing() {
     const N: usize = 24;
-    let cp = control_plane().await;
+    let cp = shared_for_faults().await;
     let _turn = FAULTS.lock().await;
-    for round in 0..rounds() {
+    for round in 0..fault_rounds() {
         let ns = cp.test_namespace("gates-apiserver-restart").await.unwrap();
         de_nodes(&ns).await;
         publish_green_now(&ns).await;
@@ -404,9 +391,9 @@ async fn an_apiserver_restart_mid_release_loses_and_repeats_nothing() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_leader_killed_during_releases_is_replaced_without_double_releases() {
     const N: usize = 30;
-    let cp = control_plane().await;
+    let cp = shared_for_faults().await;
     let _turn = FAULTS.lock().await;
-    for round in 0..rounds() {
+    for round in 0..fault_rounds() {
         let ns = cp.test_namespace("gates-leader-kill").await.unwrap();
         de_nodes(&ns).await;
         publish_green_now(&ns).await;
@@ -457,9 +444,9 @@ async fn a_leader_killed_during_releases_is_replaced_without_double_releases() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn slow_etcd_under_two_replicas_releases_each_pod_once() {
     const N: usize = 20;
-    let cp = control_plane().await;
+    let cp = shared_for_faults().await;
     let _turn = FAULTS.lock().await;
-    for round in 0..rounds() {
+    for round in 0..fault_rounds() {
         let ns = cp.test_namespace("gates-slow-etcd").await.unwrap();
         de_nodes(&ns).await;
         publish_green_now(&ns).await;
@@ -515,7 +502,7 @@ fn skewed_clock(skew: i64) -> Clock {
 /// it cannot date).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn clock_skew_between_poller_and_controller_neither_trusts_forever_nor_rejects_wrongly() {
-    let cp = control_plane().await;
+    let cp = shared_for_faults().await;
     let _turn = FAULTS.lock().await;
     let cases: [(&str, i64, Option<&str>); 4] = [
         ("behind-20m", -20 * 60, None),

@@ -27,8 +27,8 @@ use carbon_kube_migrator::controller::MigratorSettings;
 use carbon_kube_migrator::state::OwnerState;
 use carbon_kube_model::{CarbonIntensity, Forecast, Snapshot, Source, ZoneId, ZoneRecord, keys};
 use carbon_kube_testkit::{
-    ControlPlane, ControlPlaneOptions, NODE_POOL_LABEL, Progress, TestNamespace,
-    ensure_crypto_provider, nodes_in_zone, shared_with, wait_until,
+    NODE_POOL_LABEL, Progress, TestNamespace, fault_rounds, nodes_in_zone, shared_for_faults,
+    wait_until,
 };
 use k8s_openapi::api::apps::v1::{Deployment, ReplicaSet};
 use k8s_openapi::api::core::v1::{ConfigMap, Node, Pod};
@@ -42,19 +42,6 @@ use common::{Placement, RunningMigrator};
 static FAULTS: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
 const WAIT: Duration = Duration::from_secs(120);
-
-async fn control_plane() -> &'static ControlPlane {
-    ensure_crypto_provider();
-    shared_with(ControlPlaneOptions::default().with_etcd_latency_proxy(true)).await
-}
-
-fn rounds() -> usize {
-    std::env::var("FAULT_ROUNDS")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(1)
-        .max(1)
-}
 
 fn now() -> i64 {
     jiff::Timestamp::now().as_second()
@@ -295,9 +282,9 @@ async fn migrated_events(ns: &TestNamespace) -> BTreeMap<String, usize> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_apiserver_restart_mid_migration_evicts_each_pod_once() {
     const N: usize = 6;
-    let cp = control_plane().await;
+    let cp = shared_for_faults().await;
     let _turn = FAULTS.lock().await;
-    for round in 0..rounds() {
+    for round in 0..fault_rounds() {
         let ns = cp
             .test_namespace("migrate-apiserver-restart")
             .await
@@ -362,9 +349,9 @@ async fn an_apiserver_restart_mid_migration_evicts_each_pod_once() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn slow_etcd_mid_migration_evicts_each_pod_once() {
     const N: usize = 4;
-    let cp = control_plane().await;
+    let cp = shared_for_faults().await;
     let _turn = FAULTS.lock().await;
-    for round in 0..rounds() {
+    for round in 0..fault_rounds() {
         let ns = cp.test_namespace("migrate-slow-etcd").await.unwrap();
         nodes(&ns).await;
         put(&ns, snapshot_json(100.0, 300.0)).await;
@@ -421,7 +408,7 @@ async fn slow_etcd_mid_migration_evicts_each_pod_once() {
 /// and a pod in a zone without data never moves. Each fault is counted.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn snapshot_faults_move_nothing_and_keep_the_last_good_snapshot() {
-    let cp = control_plane().await;
+    let cp = shared_for_faults().await;
     let _turn = FAULTS.lock().await;
     let ns = cp.test_namespace("migrate-snapshot-faults").await.unwrap();
     nodes(&ns).await;

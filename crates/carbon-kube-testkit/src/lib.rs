@@ -59,6 +59,28 @@ pub use wait::{
     wait_for_pod_running, wait_until,
 };
 
+/// Environment variable: how many rounds a fault test repeats its scenario
+/// (default 1; `make soak` sets more).
+pub const FAULT_ROUNDS_ENV: &str = "FAULT_ROUNDS";
+
+/// The rounds a fault test repeats its scenario: [`FAULT_ROUNDS_ENV`], at
+/// least 1.
+pub fn fault_rounds() -> usize {
+    std::env::var(FAULT_ROUNDS_ENV)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(1)
+        .max(1)
+}
+
+/// The shared control plane of a fault-test binary: with the latency proxy
+/// in front of etcd (see [`ControlPlaneOptions::with_etcd_latency_proxy`]),
+/// and the rustls crypto provider installed.
+pub async fn shared_for_faults() -> &'static ControlPlane {
+    ensure_crypto_provider();
+    shared_with(ControlPlaneOptions::default().with_etcd_latency_proxy(true)).await
+}
+
 /// Set to `1` to keep the control plane's directory (logs, certificates,
 /// kubeconfig) after the test binary ends; its path is printed.
 pub const KEEP_LOGS_ENV: &str = "CARBON_KUBE_KEEP_LOGS";
