@@ -779,11 +779,21 @@ impl Migrator {
             Evicted::DryRun => true,
             Evicted::Failed(e) => {
                 self.metrics.migration("failed");
-                tracing::warn!(pod = %key, error = %e, "eviction failed; retrying next cycle");
+                tracing::warn!(pod = %key, error = %e, "eviction failed without a clear answer (it may have gone through); the move stays recorded as pending and the next cycle settles it");
                 false
             }
         };
-        if !evicted && let Some(i) = idx {
+        // A refused eviction (PDB) or a pod that was gone before it is no
+        // move: its record goes. A failure without an answer (the connection
+        // dropped, the API server restarted) may have evicted the pod: the
+        // record stays pending, and the next cycle evicts the same pod again
+        // if it still exists or marks the move evicted if it is gone, so no
+        // eviction goes unrecorded and no pod is evicted twice.
+        let unknown = matches!(outcome, Evicted::Failed(_));
+        if !evicted
+            && !unknown
+            && let Some(i) = idx
+        {
             o.state.moves.remove(i);
         }
         if let Err(e) = self.write_owner(o).await {

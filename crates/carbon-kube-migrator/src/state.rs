@@ -6,9 +6,11 @@
 //!
 //! A move is written *before* the eviction (`evicted: false`), marked
 //! `evicted: true` once the Eviction API accepted it, and removed if the
-//! eviction was refused (PDB) or failed. A move found with `evicted: false`
-//! after a restart is finished (the same pod evicted, never another one) if
-//! its pod still exists, and marked evicted if the pod is gone. Once the
+//! eviction was refused (PDB) or the pod was already gone. A failure without
+//! an answer (connection lost, API server restarted) may have evicted the
+//! pod: the move stays pending. A move found with `evicted: false` on a later
+//! cycle or after a restart is finished (the same pod evicted, never another
+//! one) if its pod still exists, and marked evicted if the pod is gone. Once the
 //! replacement pod is bound, `landed` says whether it landed in the planned
 //! zone.
 
