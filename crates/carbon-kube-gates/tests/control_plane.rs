@@ -169,6 +169,20 @@ async fn start_controller(cp: &ControlPlane, settings: ControllerSettings) -> Ru
     }
 }
 
+/// When the pod's `PodScheduled` condition turned true (unix seconds).
+fn scheduled_at(p: &Pod) -> i64 {
+    p.status
+        .as_ref()
+        .and_then(|s| s.conditions.as_ref())
+        .and_then(|c| {
+            c.iter()
+                .find(|c| c.type_ == "PodScheduled" && c.status == "True")
+        })
+        .and_then(|c| c.last_transition_time.as_ref())
+        .map(|t| t.0.as_second())
+        .expect("a bound pod has a PodScheduled condition")
+}
+
 fn annotation(p: &Pod, k: &str) -> Option<String> {
     p.metadata.annotations.as_ref()?.get(k).cloned()
 }
@@ -1084,17 +1098,7 @@ async fn the_urgent_pod_gets_the_room_in_a_nearly_full_zone() {
         .await
         .unwrap();
     let bound = pods.get("urgent").await.unwrap();
-    let scheduled_at = bound
-        .status
-        .as_ref()
-        .and_then(|s| s.conditions.as_ref())
-        .and_then(|c| {
-            c.iter()
-                .find(|c| c.type_ == "PodScheduled" && c.status == "True")
-        })
-        .and_then(|c| c.last_transition_time.as_ref())
-        .map(|t| t.0.as_second())
-        .unwrap();
+    let scheduled_at = scheduled_at(&bound);
     assert!(
         scheduled_at <= latest_start,
         "bound at {scheduled_at}, after its latest start {latest_start}"
@@ -1241,17 +1245,7 @@ async fn a_released_pod_prefers_a_node_with_room_and_keeps_promised_room_free() 
         wide.spec.as_ref().and_then(|s| s.node_name.clone()),
         Some(big.clone())
     );
-    let scheduled_at = wide
-        .status
-        .as_ref()
-        .and_then(|s| s.conditions.as_ref())
-        .and_then(|c| {
-            c.iter()
-                .find(|c| c.type_ == "PodScheduled" && c.status == "True")
-        })
-        .and_then(|c| c.last_transition_time.as_ref())
-        .map(|t| t.0.as_second())
-        .unwrap();
+    let scheduled_at = scheduled_at(&wide);
     assert!(
         scheduled_at <= wide_latest,
         "bound at {scheduled_at}, after its latest start {wide_latest}"
