@@ -249,9 +249,9 @@ impl Run<'_, '_> {
         let decision = decide_migration(
             &req,
             &self.snap,
-            &w.tuning.placement,
+            &self.tuning.placement,
             &w.cluster.zones[z].energy,
-            &w.tuning.migration,
+            &self.tuning.migration,
         );
         let label = decision.metric_label();
         let plan = match decision {
