@@ -22,9 +22,7 @@ use crate::forecast::ForecastView;
 use crate::trace::{HOUR, TraceSet};
 use crate::workload::{ClusterSpec, Job};
 
-mod epochs;
 mod migrate;
-pub use epochs::{EpochView, Retuner};
 pub use migrate::MigrationOutcome;
 
 /// A strategy to compare.
@@ -184,8 +182,6 @@ enum Ev {
     Tick = 1,
     Release = 2,
     Arrival = 3,
-    /// A decision epoch of a retuned run (`epochs`).
-    Retune = 4,
 }
 
 #[derive(Clone, Debug, Default)]
@@ -200,6 +196,9 @@ struct JobState {
     booking: Option<Booking>,
     revisions: u8,
     held: bool,
+    /// The job's plan reserved a node (`ReleaseReason::Reserved`): it may
+    /// start where only promises stand in its way.
+    reserved: bool,
     /// Moves of the running job (policies with `migrate`).
     moves: migrate::JobMoves,
 }
@@ -350,10 +349,6 @@ struct Run<'w, 'a> {
     ledger_hour: i64,
     /// Running jobs the `migrate` capability looks at.
     movable: Vec<u32>,
-    /// The settings in force (the world's, until a retuner changes them).
-    tuning: Tuning,
-    /// Changes the settings at decision epochs (`World::run_retuned`).
-    retuner: Option<&'w mut dyn Retuner>,
 }
 
 impl<'w, 'a> Run<'w, 'a> {
@@ -432,8 +427,6 @@ impl<'w, 'a> Run<'w, 'a> {
             plans: 0,
             ledger_hour: -1,
             movable: Vec::new(),
-            tuning: w.tuning.clone(),
-            retuner: None,
         }
     }
 
@@ -466,7 +459,6 @@ impl<'w, 'a> Run<'w, 'a> {
         for j in self.w.jobs {
             self.push(j.arrival, Ev::Arrival, j.id);
         }
-        self.schedule_retunes();
         if self.policy.migrate
             || matches!(
                 self.policy.strategy,
@@ -490,7 +482,6 @@ impl<'w, 'a> Run<'w, 'a> {
                     }
                 }
                 Ev::Tick => self.on_tick(t),
-                Ev::Retune => self.on_retune(t, j),
             }
         }
         progress(done % 4096);
@@ -535,6 +526,14 @@ impl<'w, 'a> Run<'w, 'a> {
                         j.duration,
                         job_requests(j),
                         j.latest_start(),
+                    ),
+                    Honour::Reservation => self.ledger.fits_on_node_before(
+                        zone,
+                        &node.name,
+                        now,
+                        j.duration,
+                        job_requests(j),
+                        CapacityLedger::RESERVATION,
                     ),
                 }
             })
@@ -597,7 +596,7 @@ impl<'w, 'a> Run<'w, 'a> {
             return None;
         }
         self.snapshot(now);
-        let cfg = &self.tuning.placement;
+        let cfg = &self.w.tuning.placement;
         let pod = PodView {
             name: format!("job-{}", j.id),
             namespace: "sim".into(),
@@ -674,7 +673,7 @@ impl<'w, 'a> Run<'w, 'a> {
             } => {
                 let home = (!spatial).then(|| self.spread_zone(j));
                 self.state[id as usize].home = home;
-                let plan = self.plan(now, id, home, &self.tuning.deferral.clone(), true);
+                let plan = self.plan(now, id, home, &self.w.tuning.deferral.clone(), true);
                 self.apply_plan(now, id, plan, true);
             }
             Strategy::BestWindow => {
@@ -745,37 +744,45 @@ impl<'w, 'a> Run<'w, 'a> {
         let zone = self.zone_index(&plan.zone);
         let st = &mut self.state[id as usize];
         st.preferred = st.home.or(zone);
+        // A job whose plan reserved a node may start where only promises
+        // stand in its way (they are made again); released for its deadline,
+        // it keeps the reservation it holds.
+        st.reserved = plan.reason == ReleaseReason::Reserved
+            || (plan.reason == ReleaseReason::Deadline
+                && st.booking.as_ref().is_some_and(Booking::is_reservation));
         if plan.holds(now) {
             if st.plan.is_none() {
                 self.out.deferred_jobs += 1;
             }
-            if use_ledger
-                && plan.promises_room(now)
-                && let Some(z) = &plan.zone
-            {
-                let booking = self.ledger.promise(
-                    z,
-                    plan.release_at,
-                    j.duration,
-                    job_requests(j),
-                    plan.latest_start,
-                    &[],
-                );
-                if let Some(n) = self
+            let booking = if use_ledger {
+                self.ledger
+                    .book_plan(&plan, now, j.duration, job_requests(j), &[])
+            } else {
+                None
+            };
+            let mut booked_node = None;
+            if let Some(booking) = booking {
+                booked_node = self
                     .ledger
                     .booked_node(&booking)
-                    .and_then(|name| self.node_index.get(name).copied())
-                {
+                    .and_then(|name| self.node_index.get(name).copied());
+                if let Some(n) = booked_node {
                     self.booked_on[n].push(id);
                 }
                 self.state[id as usize].booking = Some(booking);
             }
             let t = plan.release_at;
-            let no_room = plan.reason == ReleaseReason::NoRoom;
+            let held = matches!(plan.reason, ReleaseReason::NoRoom | ReleaseReason::Reserved);
             self.state[id as usize].plan = Some(plan);
             self.push(t, Ev::Release, id);
-            if no_room && use_ledger {
-                self.no_room.push(id);
+            if held && use_ledger {
+                if let Some(n) = booked_node.filter(|_| self.state[id as usize].reserved) {
+                    // The promises the reservation displaced are made again.
+                    self.replan_broken_promises(now, n);
+                }
+                if !self.no_room.contains(&id) {
+                    self.no_room.push(id);
+                }
                 self.start_no_room(now, id);
             }
         } else {
@@ -803,9 +810,10 @@ impl<'w, 'a> Run<'w, 'a> {
                 // controller does; move only for a clearly better window.
                 let standing = self.state[id as usize].plan.clone();
                 let home = self.state[id as usize].home;
-                let cfg = self.tuning.deferral.clone();
-                if let Some(b) = self.state[id as usize].booking.take() {
-                    self.ledger.withdraw(&b);
+                let cfg = self.w.tuning.deferral.clone();
+                let old = self.state[id as usize].booking.take();
+                if let Some(b) = &old {
+                    self.ledger.withdraw(b);
                 }
                 let fresh = self.plan(now, id, home, &cfg, true);
                 let revisions = self.state[id as usize].revisions;
@@ -813,7 +821,7 @@ impl<'w, 'a> Run<'w, 'a> {
                 // (never release into a queue before the latest start).
                 let no_room_now = matches!(
                     fresh.reason,
-                    ReleaseReason::WaitForRoom | ReleaseReason::NoRoom
+                    ReleaseReason::WaitForRoom | ReleaseReason::NoRoom | ReleaseReason::Reserved
                 );
                 let move_it = fresh.holds(now)
                     && (no_room_now
@@ -825,11 +833,11 @@ impl<'w, 'a> Run<'w, 'a> {
                     self.state[id as usize].revisions += 1;
                     self.apply_plan(now, id, fresh, true);
                 } else {
-                    let reason = if fresh.reason == ReleaseReason::Deadline {
-                        ReleaseReason::Deadline
-                    } else {
-                        ReleaseReason::GreenWindow
+                    let reason = match fresh.reason {
+                        ReleaseReason::Deadline | ReleaseReason::Reserved => fresh.reason,
+                        _ => ReleaseReason::GreenWindow,
                     };
+                    self.keep_reservation(id, old, &fresh);
                     if let Some(z) = standing.as_ref().and_then(|s| self.zone_index(&s.zone)) {
                         self.state[id as usize].preferred =
                             self.state[id as usize].home.or(Some(z));
@@ -843,6 +851,22 @@ impl<'w, 'a> Run<'w, 'a> {
                 }
             }
             _ => self.release(now, id),
+        }
+    }
+
+    /// A job released for its deadline keeps the node it had reserved
+    /// (the booking `old`, withdrawn to plan again) until it starts: smaller
+    /// work still does not refill that node. Otherwise the job's reservation
+    /// follows its fresh plan.
+    fn keep_reservation(&mut self, id: u32, old: Option<Booking>, fresh: &ReleasePlan) {
+        let st = &mut self.state[id as usize];
+        match old.filter(|b| b.is_reservation() && fresh.reason == ReleaseReason::Deadline) {
+            Some(b) => {
+                self.ledger.restore(&b);
+                st.booking = Some(b);
+                st.reserved = true;
+            }
+            None => st.reserved = fresh.reason == ReleaseReason::Reserved,
         }
     }
 
@@ -880,10 +904,15 @@ impl<'w, 'a> Run<'w, 'a> {
         let mut held = std::mem::take(&mut self.no_room);
         held.retain(|&h| self.state[h as usize].released.is_none());
         held.sort_by_key(|&h| self.w.jobs[h as usize].latest_start());
-        let cfg = self.tuning.deferral.clone();
+        let cfg = self.w.tuning.deferral.clone();
         for id in held {
             let home = self.state[id as usize].home;
+            let old = self.state[id as usize].booking.take();
+            if let Some(b) = &old {
+                self.ledger.withdraw(b);
+            }
             let fresh = self.plan(now, id, home, &cfg, true);
+            self.keep_reservation(id, old, &fresh);
             if fresh.reason == ReleaseReason::NoRoom {
                 self.no_room.push(id);
             } else {
@@ -933,8 +962,10 @@ impl<'w, 'a> Run<'w, 'a> {
     /// Where a temporal Carbon-Kube job may start now without breaking a
     /// promise of a more urgent plan: the room its own plan reserved; else a
     /// node where it breaks no promise at all; else one where only less
-    /// urgent plans give their room up (those are made again). Its own
-    /// promise is withdrawn.
+    /// urgent plans give their room up (those are made again); else, for a
+    /// job whose plan reserved a node, one where only promises stand in its
+    /// way, its reserved node first. Its own promise is withdrawn; a
+    /// reservation is kept when the job cannot start.
     fn honouring_node(&mut self, now: UnixSeconds, id: u32) -> Option<usize> {
         let j = &self.w.jobs[id as usize];
         let booking = self.state[id as usize].booking.take();
@@ -953,7 +984,19 @@ impl<'w, 'a> Run<'w, 'a> {
             self.honour_promises = Some((now, Honour::MoreUrgent));
             n = self.choose_node(now, id);
         }
+        if n.is_none() && self.state[id as usize].reserved {
+            self.honour_promises = Some((now, Honour::Reservation));
+            n = reserved
+                .filter(|&n| self.fits(n, j))
+                .or_else(|| self.choose_node(now, id));
+        }
         self.honour_promises = None;
+        if n.is_none()
+            && let Some(b) = booking.filter(Booking::is_reservation)
+        {
+            self.ledger.restore(&b);
+            self.state[id as usize].booking = Some(b);
+        }
         n
     }
 
@@ -995,34 +1038,56 @@ impl<'w, 'a> Run<'w, 'a> {
         greenness.sort_by(|a, b| a.0.total_cmp(&b.0));
         zones = greenness.into_iter().map(|(_, z)| z).collect();
         let need = job_requests(j);
-        let found = zones.iter().find_map(|&z| {
-            self.zone_nodes[z]
-                .iter()
-                .copied()
-                .filter(|&n| {
-                    self.fits(n, j)
-                        && self.ledger.fits_on_node_before(
-                            &self.zone_ids[z],
-                            &self.nodes[n].name,
-                            now,
-                            j.duration,
-                            need,
-                            j.latest_start(),
-                        )
-                })
-                .min_by_key(|&n| {
-                    self.nodes[n].allocatable.cpu_millis - self.nodes[n].requested.cpu_millis
-                })
+        // A job that reserved a node counts its own reservation as free, and
+        // failing room elsewhere may take room only promised to plans.
+        let booking = self.state[id as usize].booking.take();
+        if let Some(b) = &booking {
+            self.ledger.withdraw(b);
+        }
+        let reserved = self.state[id as usize].reserved;
+        let mut urgencies = vec![j.latest_start()];
+        if reserved {
+            urgencies.push(CapacityLedger::RESERVATION);
+        }
+        let found = urgencies.iter().find_map(|&urgency| {
+            zones.iter().find_map(|&z| {
+                self.zone_nodes[z]
+                    .iter()
+                    .copied()
+                    .filter(|&n| {
+                        self.fits(n, j)
+                            && self.ledger.fits_on_node_before(
+                                &self.zone_ids[z],
+                                &self.nodes[n].name,
+                                now,
+                                j.duration,
+                                need,
+                                urgency,
+                            )
+                    })
+                    .min_by_key(|&n| {
+                        self.nodes[n].allocatable.cpu_millis - self.nodes[n].requested.cpu_millis
+                    })
+            })
         });
         let Some(n) = found else {
+            if let Some(b) = booking {
+                self.ledger.restore(&b);
+                self.state[id as usize].booking = Some(b);
+            }
             return false;
         };
         self.state[id as usize].released = Some(now);
         *self.releases_per_hour.entry(self.hour_of(now)).or_default() += 1;
+        let reason = if reserved {
+            ReleaseReason::Reserved
+        } else {
+            ReleaseReason::NoRoom
+        };
         *self
             .out
             .release_reasons
-            .entry(ReleaseReason::NoRoom.as_str().to_owned())
+            .entry(reason.as_str().to_owned())
             .or_default() += 1;
         self.start_on(now, id, n);
         true
@@ -1090,7 +1155,7 @@ impl<'w, 'a> Run<'w, 'a> {
         }
         self.booked_on[n].extend(keep);
         broken.sort_by_key(|&id| self.w.jobs[id as usize].latest_start());
-        let cfg = self.tuning.deferral.clone();
+        let cfg = self.w.tuning.deferral.clone();
         for id in broken {
             let st = &mut self.state[id as usize];
             if st.released.is_some() || st.started.is_some() {
@@ -1229,6 +1294,9 @@ enum Honour {
     /// Those of plans at least as urgent as the job (earlier or equal latest
     /// start); less urgent plans give their room up.
     MoreUrgent,
+    /// Only reservations (the job's own plan reserved a node): every plan
+    /// gives its room up.
+    Reservation,
 }
 
 /// What a job asks of one node.

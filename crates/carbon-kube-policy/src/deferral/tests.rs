@@ -279,3 +279,169 @@ fn formats_times() {
     assert_eq!(fmt_utc(0), "1970-01-01 00:00 UTC");
     assert_eq!(fmt_utc(1_709_210_400), "2024-02-29 12:40 UTC");
 }
+
+/// Two 32-vCPU nodes in DE; on each, 4 vCPUs run until `ends[i]` hours
+/// after T0, and more urgent pods (latest start T0 + 2 h) were promised
+/// 4 vCPUs in every hour of the next two days, so no window ever has room for
+/// a 30-vCPU run as the plans stand.
+fn busy_pair(ends: [i64; 2]) -> CapacityLedger {
+    let de = zone("DE");
+    let mut l = CapacityLedger::new(H);
+    for (name, end) in ["a", "b"].into_iter().zip(ends) {
+        l.add_node(de.clone(), name, Resources::new(32_000, 128 << 30));
+        l.occupy(
+            &de,
+            name,
+            T0,
+            Some(T0 + end * H),
+            Resources::new(4_000, 1 << 30),
+        );
+    }
+    for h in 0..48 {
+        for node in ["a", "b"] {
+            let b = l.promise(
+                &de,
+                T0 + h * H,
+                H,
+                Resources::new(4_000, 1 << 30),
+                T0 + 2 * H,
+                &[node.to_owned()],
+            );
+            assert!(b.fits());
+        }
+    }
+    l
+}
+
+fn big(deadline_h: i64) -> DeferralRequest<'static> {
+    DeferralRequest {
+        requests: Resources::new(30_000, 1 << 30),
+        ..request(deadline_h, 1)
+    }
+}
+
+#[test]
+fn a_pod_that_needs_most_of_a_node_reserves_the_node_that_empties_first() {
+    // Issue 14: every window before the latest start is promised to more
+    // urgent plans, so without a reservation the 30-vCPU pod waited while
+    // smaller work kept taking what freed. Node b empties at T0 + 3 h, a at
+    // T0 + 5 h: b is reserved from T0 + 3 h, released then.
+    let s = snapshot(&[("DE", &[300.0; 48])]);
+    let mut l = busy_pair([5, 3]);
+    let cfg = DeferralConfig::default();
+    let plan = plan_release(&big(12), &s, &l, &cfg);
+    assert_eq!(plan.reason, ReleaseReason::Reserved, "{plan:?}");
+    assert_eq!(plan.reserved_from, Some(T0 + 3 * H));
+    assert_eq!(plan.release_at, T0 + 3 * H);
+    assert_eq!(plan.zone, Some(zone("DE")));
+    assert!(plan.holds(T0) && plan.promises_room(T0));
+    assert!(plan.explain().contains("reserved"), "{}", plan.explain());
+    // Booked as a reservation on b: it holds, the promise it displaced
+    // there does not (that plan is made again), the one on a does.
+    let on_a = l.promise(
+        &zone("DE"),
+        T0 + 3 * H,
+        H,
+        Resources::new(4_000, 1 << 30),
+        T0 + 2 * H,
+        &["a".to_owned()],
+    );
+    let on_b = l.promise(
+        &zone("DE"),
+        T0 + 3 * H,
+        H,
+        Resources::new(4_000, 1 << 30),
+        T0 + 2 * H,
+        &["b".to_owned()],
+    );
+    let need = Resources::new(30_000, 1 << 30);
+    let r = l
+        .book_plan(&plan, T0, H, need, &[])
+        .expect("a reservation is booked");
+    assert!(r.is_reservation() && r.fits() && l.still_fits(&r));
+    assert_eq!(l.booked_node(&r), Some("b"));
+    assert!(!l.still_fits(&on_b));
+    assert!(l.still_fits(&on_a));
+    // Backfill: a 3-vCPU run that ends before the reservation may use b; one
+    // that overlaps it may not, however urgent its own plan.
+    let small = Resources::new(3_000, 1 << 30);
+    assert!(l.fits_on_node(&zone("DE"), "b", T0 + 2 * H, H, small));
+    assert!(!l.fits_on_node(&zone("DE"), "b", T0 + 2 * H, 2 * H, small));
+    assert!(!l.fits_on_node_before(&zone("DE"), "b", T0 + 2 * H, 2 * H, small, T0));
+    // The pod itself may start there once its own booking is withdrawn,
+    // whatever was promised.
+    l.withdraw(&r);
+    assert!(l.fits_on_node_before(
+        &zone("DE"),
+        "b",
+        T0 + 3 * H,
+        H,
+        need,
+        CapacityLedger::RESERVATION
+    ));
+    // A second big pod cannot reserve the same room: it waits for b's next
+    // free hour (a empties only at T0 + 5 h).
+    let r2 = l.book_plan(&plan, T0, H, need, &[]).expect("booked");
+    let plan2 = plan_release(&big(12), &s, &l, &cfg);
+    assert_eq!(
+        (plan2.reason, plan2.reserved_from),
+        (ReleaseReason::Reserved, Some(T0 + 4 * H))
+    );
+    assert_eq!(l.booked_node(&r2), Some("b"));
+}
+
+#[test]
+fn a_reservation_after_the_latest_release_still_releases_by_it() {
+    // Both nodes run work until T0 + 14 h; the latest release is T0 + 10.5 h
+    // (12 h deadline, 1 h run, 30 min safety). The node is reserved from
+    // T0 + 14 h, the pod is released by its latest release all the same.
+    let s = snapshot(&[("DE", &[300.0; 48])]);
+    let l = busy_pair([14, 16]);
+    let plan = plan_release(&big(12), &s, &l, &DeferralConfig::default());
+    assert_eq!(plan.reason, ReleaseReason::Reserved, "{plan:?}");
+    assert_eq!(plan.reserved_from, Some(T0 + 14 * H));
+    assert_eq!(plan.release_at, T0 + 12 * H - H - 1800);
+    // Room stays reserved after the release time, until the run starts.
+    assert!(plan.promises_room(plan.release_at + 1));
+    assert!(!plan.holds(plan.release_at + 1));
+    // Stored plans without a reservation read as before; one with it keeps it.
+    let json = serde_json::to_value(&plan).unwrap();
+    assert_eq!(json["reservedFrom"], T0 + 14 * H);
+    assert_eq!(json["reason"], "reserved");
+    let back: ReleasePlan = serde_json::from_value(json).unwrap();
+    assert_eq!(back, plan);
+    let plain = plan_release(
+        &request(12, 1),
+        &s,
+        &CapacityLedger::new(H),
+        &DeferralConfig::default(),
+    );
+    assert!(
+        serde_json::to_value(&plain)
+            .unwrap()
+            .get("reservedFrom")
+            .is_none()
+    );
+}
+
+#[test]
+fn without_a_node_that_empties_within_a_day_the_pod_is_held_promising_nothing() {
+    // Work with no known end on both nodes: nothing to reserve.
+    let s = snapshot(&[("DE", &[300.0; 48])]);
+    let de = zone("DE");
+    let mut l = CapacityLedger::new(H);
+    for name in ["a", "b"] {
+        l.add_node(de.clone(), name, Resources::new(32_000, 128 << 30));
+        l.occupy(&de, name, T0, None, Resources::new(4_000, 1 << 30));
+    }
+    let plan = plan_release(&big(12), &s, &l, &DeferralConfig::default());
+    assert_eq!(
+        (plan.reason, plan.reserved_from, plan.release_at),
+        (ReleaseReason::NoRoom, None, T0 + 12 * H - H - 1800)
+    );
+    assert!(!plan.promises_room(T0));
+    assert!(
+        l.book_plan(&plan, T0, H, Resources::new(30_000, 1 << 30), &[])
+            .is_none()
+    );
+}
