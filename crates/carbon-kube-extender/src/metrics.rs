@@ -9,14 +9,16 @@
 //! - `carbon_kube_scheduler_config_errors_total`: rejected runtime overrides.
 //! - `carbon_kube_scheduler_snapshot_errors_total{error}`: problems in the
 //!   snapshot ConfigMap: `unreadable` (not a snapshot at all: the previous
-//!   one is kept), `bad_zone` (one zone ignored, the others used).
+//!   one is kept), `bad_zone` (one zone ignored, the others used); counted
+//!   by `carbon_kube_k8s::SnapshotErrors`, the reader the gate controller
+//!   and the migrator share.
 //! - `carbon_kube_scheduler_events_total{result}`: Events written on pods.
 //! - `carbon_kube_carbon_intensity_current{zone,source}` and
 //!   `carbon_kube_carbon_data_age_seconds{zone}` (shared with every component).
 
 use std::sync::atomic::AtomicI64;
 
-use carbon_kube_k8s::SnapshotGauges;
+use carbon_kube_k8s::{SnapshotErrors, SnapshotGauges};
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
@@ -47,13 +49,6 @@ pub struct SettingLabels {
     pub setting: &'static str,
 }
 
-/// Labels `{error}`.
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct SnapshotErrorLabels {
-    /// `unreadable` or `bad_zone`.
-    pub error: &'static str,
-}
-
 /// Labels `{result}`.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ResultLabels {
@@ -79,8 +74,9 @@ pub struct Metrics {
     pub pods_tracked: Gauge<i64, AtomicI64>,
     /// Rejected runtime overrides.
     pub config_errors: Counter,
-    /// Problems in the snapshot ConfigMap.
-    pub snapshot_errors: Family<SnapshotErrorLabels, Counter>,
+    /// Problems in the snapshot ConfigMap, counted by the reader every
+    /// component shares (`carbon_kube_k8s::SnapshotErrors`).
+    pub snapshot_errors: SnapshotErrors,
     /// Events written.
     pub events: Family<ResultLabels, Counter>,
     /// Effective settings.
@@ -98,7 +94,10 @@ impl Metrics {
             nodes_cached: Gauge::default(),
             pods_tracked: Gauge::default(),
             config_errors: Counter::default(),
-            snapshot_errors: Family::default(),
+            snapshot_errors: SnapshotErrors::register(
+                registry,
+                "carbon_kube_scheduler_snapshot_errors",
+            ),
             events: Family::default(),
             settings: Family::default(),
             snapshot: SnapshotGauges::register(registry),
@@ -127,16 +126,6 @@ impl Metrics {
             "carbon_kube_scheduler_config_errors",
             "Runtime overrides from the carbon-kube-config ConfigMap that were rejected",
             m.config_errors.clone(),
-        );
-        for error in ["unreadable", "bad_zone"] {
-            let _ = m
-                .snapshot_errors
-                .get_or_create(&SnapshotErrorLabels { error });
-        }
-        registry.register(
-            "carbon_kube_scheduler_snapshot_errors",
-            "Problems in the snapshot ConfigMap: unreadable (previous snapshot kept) or bad_zone (that zone ignored)",
-            m.snapshot_errors.clone(),
         );
         registry.register(
             "carbon_kube_scheduler_events",

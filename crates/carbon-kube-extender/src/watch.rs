@@ -13,7 +13,6 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
-use carbon_kube_k8s::snapshot_from_configmap;
 use carbon_kube_model::{Snapshot, keys};
 use carbon_kube_policy::overrides::RuntimeOverrides;
 use carbon_kube_policy::placement::PlacementConfigRaw;
@@ -25,7 +24,6 @@ use kube::runtime::events::{Event, EventType, Recorder, Reporter};
 use kube::runtime::watcher::{self, Event as WatchEvent};
 use kube::{Api, Client};
 
-use crate::metrics::SnapshotErrorLabels;
 use crate::state::Shared;
 use crate::wire::{WireContainer, WirePodSpec, WireResources, pod_requests};
 
@@ -307,32 +305,12 @@ pub fn apply_snapshot_configmap(shared: &Shared, cm: Option<&ConfigMap>) {
         shared.set_snapshot(Snapshot::default());
         return;
     };
-    match snapshot_from_configmap(cm) {
-        Ok((snapshot, errors)) => {
-            for e in errors {
-                shared
-                    .metrics
-                    .snapshot_errors
-                    .get_or_create(&SnapshotErrorLabels { error: "bad_zone" })
-                    .inc();
-                tracing::warn!(error = %e, "ignoring a bad zone in the snapshot");
-            }
-            tracing::info!(zones = snapshot.zones.len(), "carbon snapshot updated");
-            shared.set_snapshot(snapshot);
-        }
-        Err(e) => {
-            shared
-                .metrics
-                .snapshot_errors
-                .get_or_create(&SnapshotErrorLabels {
-                    error: "unreadable",
-                })
-                .inc();
-            tracing::error!(
-                error = %e,
-                "snapshot ConfigMap unreadable; keeping the previous snapshot (it turns neutral when stale)"
-            );
-        }
+    // Bad zones are dropped (each a warning and a `bad_zone` count); an
+    // unreadable ConfigMap is a warning and an `unreadable` count, and the
+    // previous snapshot stays (it turns neutral when stale).
+    if let Some(snapshot) = shared.metrics.snapshot_errors.read(cm) {
+        tracing::info!(zones = snapshot.zones.len(), "carbon snapshot updated");
+        shared.set_snapshot(snapshot);
     }
 }
 

@@ -14,7 +14,6 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use carbon_kube_extender::metrics::SnapshotErrorLabels;
 use carbon_kube_extender::service::filter;
 use carbon_kube_extender::state::Shared;
 use carbon_kube_extender::watch::watch_snapshot;
@@ -51,11 +50,7 @@ async fn put(ns: &TestNamespace, text: String) {
 }
 
 fn errors(shared: &Shared, error: &'static str) -> u64 {
-    shared
-        .metrics
-        .snapshot_errors
-        .get_or_create(&SnapshotErrorLabels { error })
-        .get()
+    shared.metrics.snapshot_errors.get(error)
 }
 
 /// The node names a filter request passes.
@@ -168,7 +163,7 @@ async fn snapshot_faults_keep_the_extender_serving() {
     assert!(passed(&shared).contains(&"de-1".to_owned()));
     let text = log.text();
     assert!(
-        text.contains("snapshot ConfigMap unreadable; keeping the previous snapshot")
+        text.contains("snapshot unreadable; keeping the last good one")
             && text.contains("snapshot is not valid JSON (line 1, column"),
         "{text}"
     );

@@ -115,10 +115,11 @@ pub struct SnapshotErrorLabels {
 }
 
 /// A controller's reading of the snapshot ConfigMap with its error counter,
-/// `carbon_kube_<component>_snapshot_errors_total{error}`: the gate
-/// controller and the migrator keep the last good snapshot when the
-/// ConfigMap is unreadable and drop only the bad zones of a readable one;
-/// each problem is a warning in the log and a count here.
+/// `carbon_kube_<component>_snapshot_errors_total{error}`: the extender
+/// (`carbon_kube_scheduler_snapshot_errors_total`), the gate controller and
+/// the migrator keep the last good snapshot when the ConfigMap is
+/// unreadable and drop only the bad zones of a readable one; each problem
+/// is a warning in the log and a count here.
 #[derive(Clone, Debug, Default)]
 pub struct SnapshotErrors {
     family: Family<SnapshotErrorLabels, Counter>,

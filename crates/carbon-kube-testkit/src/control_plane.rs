@@ -493,6 +493,41 @@ impl ControlPlane {
         }
     }
 
+    /// Freezes etcd (SIGSTOP): it answers nothing and its connections stay
+    /// open, as with a stalled disk or a paused machine; kube-apiserver's
+    /// requests wait or time out and its watches get no events until
+    /// [`ControlPlane::resume_etcd`] thaws it (SIGCONT), its data intact.
+    /// A frozen etcd is still stopped by [`ControlPlane::stop`] (SIGKILL
+    /// after the grace period).
+    pub fn pause_etcd(&self) -> Result<(), Error> {
+        self.signal("etcd", nix::sys::signal::Signal::SIGSTOP)
+    }
+
+    /// Thaws etcd after [`ControlPlane::pause_etcd`] (SIGCONT). Idempotent.
+    pub fn resume_etcd(&self) -> Result<(), Error> {
+        self.signal("etcd", nix::sys::signal::Signal::SIGCONT)
+    }
+
+    fn signal(
+        &self,
+        component: &'static str,
+        signal: nix::sys::signal::Signal,
+    ) -> Result<(), Error> {
+        let error = |detail: String| Error::Signal {
+            component,
+            signal: signal.as_str(),
+            detail,
+        };
+        let pid = lock(&self.processes)
+            .iter()
+            .find(|p| p.name() == component)
+            .map(Process::pid)
+            .ok_or_else(|| error("not running".to_owned()))?;
+        let pid = i32::try_from(pid).map_err(|e| error(e.to_string()))?;
+        nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), signal)
+            .map_err(|e| error(e.to_string()))
+    }
+
     /// The latency currently added to etcd traffic, each way.
     pub fn etcd_latency(&self) -> Duration {
         self.etcd_proxy

@@ -140,6 +140,18 @@ pub enum Error {
          ControlPlaneOptions::with_etcd_latency_proxy(true) (see shared_with)"
     )]
     NoEtcdProxy,
+
+    /// Signalling a control-plane process (e.g. freezing etcd) failed, or
+    /// the process is not running.
+    #[error("cannot send {signal} to {component}: {detail}")]
+    Signal {
+        /// The component, e.g. `etcd`.
+        component: &'static str,
+        /// The signal, e.g. `SIGSTOP`.
+        signal: &'static str,
+        /// What went wrong.
+        detail: String,
+    },
 }
 
 impl Error {
