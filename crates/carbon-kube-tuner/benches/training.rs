@@ -3,7 +3,8 @@
 //! `carbon-kube tune` run (four weeks of 2022 in DE, US-CAL-CISO, IN-WE;
 //! validation on the same weeks of 2023 in those zones and in GB,
 //! US-TEX-ERCO, AU-NSW, which tuning never sees; three validation seeds),
-//! every optimiser on the same episodes and budget. Prints the table that
+//! every optimiser on the same episodes and budget (PPO choosing a setting
+//! every 6 hours of each replay). Prints the table that
 //! BENCHMARKS.md records. `TUNER_BENCH_BUDGET` changes the budget (default
 //! 40); `TUNER_BENCH_ARGS` adds `carbon-kube tune` flags (e.g. swapped zone
 //! sets).

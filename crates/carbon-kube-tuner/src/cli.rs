@@ -7,7 +7,7 @@ use carbon_kube_model::{ZoneId, keys};
 use cpu_time::ProcessTime;
 use serde::Serialize;
 
-use crate::episode::{Data, EpisodeSet, Evaluation, Knobs, Training};
+use crate::episode::{DECISION_HOURS, Data, EpisodeSet, Evaluation, Knobs, Space, Training};
 use crate::optimise::{CmaEs, GridSearch, Optimiser, Tuned, UpdateStats};
 use crate::output::{Promotion, overrides, promotion};
 use crate::ppo::{Ppo, PpoConfig};
@@ -49,6 +49,21 @@ pub struct TuneArgs {
     /// Days per episode.
     #[arg(long, default_value_t = 7)]
     pub days: u32,
+    /// Hours of simulated time between decision epochs: a state-dependent
+    /// policy (PPO) chooses a new setting from the state the controllers
+    /// see every this many hours of a replay, as the CronJob re-tunes every
+    /// 6 hours (grid search and CMA-ES keep one setting for the whole
+    /// replay). A value at least the episode's length: one decision, at the
+    /// start.
+    #[arg(long, default_value_t = DECISION_HOURS, value_parser = clap::value_parser!(i64).range(1..))]
+    pub decision_hours: i64,
+    /// Tune for clusters in one grid zone: every episode is one zone of
+    /// --train-zones (and of --unseen-zones) on its own, the cluster all in
+    /// that zone, and only the deferral knobs are searched (minimum saving,
+    /// error margin; placement has one zone to choose from and keeps the
+    /// current setting).
+    #[arg(long)]
+    pub single_zone: bool,
     /// Jobs per episode at most (the first ones to arrive).
     #[arg(long, default_value_t = 1500)]
     pub max_jobs: usize,
@@ -79,10 +94,10 @@ pub struct TuneArgs {
     /// PPO: minibatch size of an update (at most the replays collected).
     #[arg(long, default_value_t = 64, help_heading = "PPO")]
     pub ppo_batch_size: usize,
-    /// PPO: discount factor (no effect while an episode is one decision).
+    /// PPO: discount factor over an episode's decision epochs.
     #[arg(long, default_value_t = 0.99, help_heading = "PPO")]
     pub ppo_gamma: f64,
-    /// PPO: GAE lambda (no effect while an episode is one decision).
+    /// PPO: GAE lambda.
     #[arg(long, default_value_t = 0.95, help_heading = "PPO")]
     pub ppo_gae_lambda: f64,
     /// PPO: episodes (simulator replays) collected between updates.
@@ -145,16 +160,17 @@ pub struct Row {
     /// Settings evaluated (PPO: its simulator runs / training replays).
     pub evaluations: usize,
     /// Whether the setting depends on the state (PPO): `knobs` is then the
-    /// setting for the latest state, and each replay was run with the
-    /// setting for its own state.
+    /// setting of the last decision of the latest validation episode, and
+    /// each replay was run with a setting chosen at every decision epoch
+    /// (the evaluations' `epochs` say what was chosen).
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub state_dependent: bool,
     /// What each training update saw: mean sampled reward, loss, policy sd
     /// (PPO).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub updates: Vec<UpdateStats>,
-    /// A state-dependent setting for each validation episode's state (first
-    /// seed), in the order of the report's validation episodes.
+    /// A state-dependent policy's last setting in each validation episode
+    /// (first seed), in the order of the report's validation episodes.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub knobs_by_episode: Vec<Knobs>,
 }
@@ -220,6 +236,13 @@ fn optimiser(name: &str, args: &TuneArgs) -> anyhow::Result<Box<dyn Optimiser>> 
     }
 }
 
+/// A setting to replay: one for the whole replay, or a policy acting at
+/// every decision epoch.
+enum Setting<'a> {
+    Static(Knobs),
+    Policy(&'a dyn Fn(&[f64]) -> Vec<f64>),
+}
+
 /// Runs the tuning and writes the ConfigMap; returns the report.
 pub fn run(args: &TuneArgs) -> anyhow::Result<Report> {
     let shared = carbon_kube_sim::shared_data_dir();
@@ -246,11 +269,20 @@ pub fn run(args: &TuneArgs) -> anyhow::Result<Report> {
         .collect::<anyhow::Result<_>>()?;
     let all: Vec<ZoneId> = train_zones.iter().chain(&unseen_zones).cloned().collect();
     let data = Data::read(&traces, &jobs, &all)?;
+    // Single-zone: one episode per zone and start, the cluster in that zone.
     let cut = |zs: &[ZoneId], starts: &[String]| -> anyhow::Result<Vec<_>> {
-        starts
-            .iter()
-            .map(|s| data.episode(zs, s.trim(), args.days, args.max_jobs))
-            .collect()
+        let groups: Vec<Vec<ZoneId>> = if args.single_zone {
+            zs.iter().map(|z| vec![z.clone()]).collect()
+        } else {
+            vec![zs.to_vec()]
+        };
+        let mut episodes = Vec::new();
+        for s in starts {
+            for g in &groups {
+                episodes.push(data.episode(g, s.trim(), args.days, args.max_jobs)?);
+            }
+        }
+        Ok(episodes)
     };
     let train_seeds: Vec<u64> = (1..=args.train_seeds.max(1)).collect();
     // Validation seeds never overlap training seeds.
@@ -268,51 +300,64 @@ pub fn run(args: &TuneArgs) -> anyhow::Result<Report> {
             validate_seeds,
         )?)
     };
-    train.migrate = args.migrate;
-    validate.migrate = args.migrate;
-    if let Some(u) = unseen.as_mut() {
-        u.migrate = args.migrate;
+    let space = Space {
+        single_zone: args.single_zone,
+        migration: args.migrate,
+    };
+    let every = args.decision_hours.saturating_mul(3600);
+    for set in [&mut train, &mut validate]
+        .into_iter()
+        .chain(unseen.as_mut())
+    {
+        set.migrate = args.migrate;
+        set.space = space;
+        set.decision_seconds = every;
     }
-    // The state a setting is published for: the latest period replayed
-    // (the last validation episode in the trained zones, first seed).
-    let latest_state: Vec<f64> = validate
-        .states
-        .last()
-        .and_then(|s| s.first())
-        .map(|s| s.to_vec())
-        .unwrap_or_default();
     let mut rows = Vec::new();
     let mut replay = |name: String,
-                      knobs_for: &dyn Fn(&[f64]) -> Knobs,
+                      setting: Setting<'_>,
                       train_eval: Evaluation,
                       cpu: f64,
                       evaluations: usize,
                       updates: Vec<UpdateStats>|
      -> anyhow::Result<Row> {
-        let knobs = knobs_for(&latest_state);
-        let state_dependent = !updates.is_empty();
-        // A state-dependent policy's setting for each validation episode
-        // (first seed): trained zones, then unseen zones.
-        let by_episode = if state_dependent {
-            validate
-                .states
-                .iter()
-                .chain(unseen.iter().flat_map(|u| &u.states))
-                .filter_map(|s| s.first())
-                .map(|s| knobs_for(s))
-                .collect()
-        } else {
-            Vec::new()
+        let (validate_eval, unseen_eval) = match &setting {
+            Setting::Static(k) => (
+                validate.evaluate(k)?,
+                unseen.as_mut().map(|u| u.evaluate(k)).transpose()?,
+            ),
+            Setting::Policy(act) => (
+                validate.evaluate_by(*act)?,
+                unseen.as_mut().map(|u| u.evaluate_by(*act)).transpose()?,
+            ),
+        };
+        let last = |e: &Evaluation| {
+            e.epochs
+                .as_ref()
+                .map(|x| x.last.clone())
+                .unwrap_or_default()
+        };
+        let (knobs, by_episode) = match setting {
+            Setting::Static(k) => (k, Vec::new()),
+            Setting::Policy(_) => {
+                // What it publishes: its last decision in the latest period
+                // replayed (the last validation episode in the trained zones).
+                let trained = last(&validate_eval);
+                let knobs = trained
+                    .last()
+                    .cloned()
+                    .ok_or_else(|| anyhow::anyhow!("{name}: no decision on validation"))?;
+                let mut by = trained;
+                by.extend(unseen_eval.as_ref().map(last).unwrap_or_default());
+                (knobs, by)
+            }
         };
         Ok(Row {
             optimiser: name,
+            state_dependent: !by_episode.is_empty(),
             knobs_by_episode: by_episode,
-            validate: validate.evaluate_by(knobs_for)?,
-            validate_unseen: unseen
-                .as_mut()
-                .map(|u| u.evaluate_by(knobs_for))
-                .transpose()?,
-            state_dependent,
+            validate: validate_eval,
+            validate_unseen: unseen_eval,
             knobs,
             train: train_eval,
             cpu_seconds: cpu,
@@ -328,7 +373,7 @@ pub fn run(args: &TuneArgs) -> anyhow::Result<Report> {
     let current_train = train.evaluate(&current)?;
     rows.push(replay(
         "current".into(),
-        &|_| current.clone(),
+        Setting::Static(current.clone()),
         current_train,
         0.0,
         0,
@@ -350,11 +395,11 @@ pub fn run(args: &TuneArgs) -> anyhow::Result<Report> {
         let evaluations = (train.replays - before).div_ceil(train.contexts().max(1));
         match tuned {
             Tuned::Static(x) => {
-                let knobs = Knobs::from_unit(&x);
+                let knobs = train.knobs(&x);
                 let train_eval = train.evaluate(&knobs)?;
                 rows.push(replay(
                     opt.name().to_owned(),
-                    &|_| knobs.clone(),
+                    Setting::Static(knobs),
                     train_eval,
                     cpu,
                     evaluations,
@@ -362,11 +407,11 @@ pub fn run(args: &TuneArgs) -> anyhow::Result<Report> {
                 )?);
             }
             Tuned::StateDependent { policy, updates } => {
-                let knobs_for = |s: &[f64]| Knobs::from_unit(&policy.act(s));
-                let train_eval = train.evaluate_by(&knobs_for)?;
+                let act = |s: &[f64]| policy.act(s);
+                let train_eval = train.evaluate_by(&act)?;
                 rows.push(replay(
                     opt.name().to_owned(),
-                    &knobs_for,
+                    Setting::Policy(&act),
                     train_eval,
                     cpu,
                     evaluations,
@@ -460,7 +505,18 @@ pub fn table(r: &Report) -> String {
             row.cpu_seconds,
             row.evaluations,
             if row.state_dependent {
-                format!("per state; for the latest: {}", row.knobs.describe())
+                let e = row.validate.epochs.clone().unwrap_or_default();
+                format!(
+                    "per epoch ({} decisions, {} changes on validation; {}); latest: {}",
+                    e.decisions,
+                    e.changes,
+                    e.ranges
+                        .iter()
+                        .map(|r| format!("{} {}–{}", r.knob, r.min, r.max))
+                        .collect::<Vec<_>>()
+                        .join(", "),
+                    row.knobs.describe()
+                )
             } else {
                 row.knobs.describe()
             }

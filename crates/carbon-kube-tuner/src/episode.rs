@@ -5,7 +5,8 @@ use std::path::Path;
 
 use carbon_kube_model::{CarbonIntensity, ZoneId};
 use carbon_kube_policy::deferral::DeferralConfig;
-use carbon_kube_policy::placement::ThresholdMode;
+use carbon_kube_policy::overrides::{MigrationOverrides, RuntimeOverrides};
+use carbon_kube_policy::placement::{PlacementConfig, ThresholdMode};
 use carbon_kube_sim::engine::{Outcome, Tuning, World};
 use carbon_kube_sim::forecast::{ErrorModel, ForecastView};
 use carbon_kube_sim::run::policy;
@@ -13,8 +14,8 @@ use carbon_kube_sim::trace::{self, Column, HOUR, TraceSet, parse_utc};
 use carbon_kube_sim::workload::{self, ClusterSpec, Job, JobDefaults};
 use serde::Serialize;
 
+use crate::epochs::{Decision, EpochPolicy, step_rewards};
 use crate::optimise::Problem;
-use crate::state::{STATE_DIM, STATE_HOURS, observe};
 
 /// The knobs the tuner sets, in their units.
 #[derive(Clone, Debug, PartialEq, Serialize)]
@@ -44,6 +45,30 @@ pub const DIMENSIONS: usize = 4;
 
 /// How many more with migration (margin, minimum dwell).
 pub const MIGRATION_DIMENSIONS: usize = 2;
+
+/// Which knobs a point of the unit cube sets.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Space {
+    /// Clusters in one grid zone (`--single-zone`): the placement knobs do
+    /// nothing there (one zone to choose from), so only the deferral knobs
+    /// are searched (2 dimensions) and placement keeps the current setting.
+    pub single_zone: bool,
+    /// Also the migration margin and minimum dwell (`--migrate`).
+    pub migration: bool,
+}
+
+impl Space {
+    /// Dimensions of a point.
+    pub fn dims(self) -> usize {
+        (if self.single_zone { 2 } else { DIMENSIONS })
+            + if self.migration {
+                MIGRATION_DIMENSIONS
+            } else {
+                0
+            }
+    }
+}
 
 impl Knobs {
     /// The current static setting: the seed's defaults (absolute 250 g/kWh,
@@ -92,6 +117,60 @@ impl Knobs {
             min_dwell_seconds: (x.len() >= DIMENSIONS + MIGRATION_DIMENSIONS)
                 .then(|| (72.0 * at(5)).round() as i64 * 300),
         }
+    }
+
+    /// Knobs from a point of `space` (values outside the cube are clamped).
+    /// Single-zone: the point is (minimum saving, margin[, migration margin,
+    /// dwell]) and placement keeps the current static setting.
+    pub fn from_point(x: &[f64], space: Space) -> Self {
+        if !space.single_zone {
+            let mut full: Vec<f64> = x.iter().take(space.dims()).copied().collect();
+            full.resize(space.dims(), 0.5);
+            return Self::from_unit(&full);
+        }
+        let mut full = vec![0.5; 2];
+        full.extend(x.iter().take(space.dims()).copied());
+        full.resize(DIMENSIONS + if space.migration { 2 } else { 0 }, 0.5);
+        let k = Self::from_unit(&full);
+        let current = Self::current();
+        Self {
+            threshold_percentile: current.threshold_percentile,
+            carbon_weight: current.carbon_weight,
+            ..k
+        }
+    }
+
+    /// The settings the components run with once the tuner has published
+    /// these knobs: the ConfigMap keys ([`crate::output::overrides`]) read
+    /// back with the components' codec and laid over `base` as the extender
+    /// (placement keys over its flags), the gate controller (`deferral.*`)
+    /// and the migrator (`migration.*`) lay them. Equal to
+    /// [`Knobs::tuning`] over the defaults (tested).
+    pub fn apply(&self, base: &Tuning) -> anyhow::Result<Tuning> {
+        let data = crate::output::overrides(self, i64::from(i32::MAX)).to_string_map();
+        let o = RuntimeOverrides::from_string_map(&data, "")
+            .map_err(|e| anyhow::anyhow!("published keys unreadable: {e:?}"))?;
+        let placement = base
+            .placement
+            .to_raw()
+            .overlay(&o.placement)
+            .validate_over(&PlacementConfig::default(), "")
+            .map_err(|e| anyhow::anyhow!("placement keys refused: {e:?}"))?;
+        let deferral = o
+            .deferral
+            .apply(&base.deferral, "")
+            .map_err(|e| anyhow::anyhow!("deferral keys refused: {e:?}"))?;
+        let (m, _) = MigrationOverrides::from_string_map(&data, "")
+            .map_err(|e| anyhow::anyhow!("migration keys unreadable: {e:?}"))?;
+        let migration = m
+            .apply(&base.migration, "")
+            .map_err(|e| anyhow::anyhow!("migration keys refused: {e:?}"))?;
+        Ok(Tuning {
+            placement,
+            deferral,
+            migration,
+            ..base.clone()
+        })
     }
 
     /// The simulator's (and the policy crate's) settings.
@@ -185,6 +264,78 @@ pub struct Evaluation {
     pub baseline_misses: u64,
     /// Reward per forecast-error seed (mean over episodes).
     pub reward_per_seed: Vec<f64>,
+    /// For a policy acting at every decision epoch: what it chose.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub epochs: Option<EpochSettings>,
+}
+
+/// What a policy chose over the epochs of an evaluation.
+#[derive(Clone, Debug, Default, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct EpochSettings {
+    /// Decisions taken (epochs × episodes × seeds).
+    pub decisions: usize,
+    /// Decisions whose setting differed from the one before in the same
+    /// replay.
+    pub changes: usize,
+    /// Lowest and highest value of each knob over all decisions.
+    pub ranges: Vec<KnobRange>,
+    /// The setting of each episode's last decision (first seed).
+    pub last: Vec<Knobs>,
+    /// Settings the components' codec refused (none expected).
+    pub refused: usize,
+}
+
+/// The range of one knob over a policy's decisions.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct KnobRange {
+    /// Knob (its ConfigMap key).
+    pub knob: &'static str,
+    /// Lowest value chosen.
+    pub min: f64,
+    /// Highest value chosen.
+    pub max: f64,
+}
+
+impl EpochSettings {
+    fn add(&mut self, decisions: &[Decision], first_seed: bool) {
+        self.decisions += decisions.len();
+        self.changes += decisions
+            .windows(2)
+            .filter(|w| w[0].knobs != w[1].knobs)
+            .count();
+        for d in decisions {
+            let k = &d.knobs;
+            // Seconds of a few hours: exact in f64.
+            let dwell = k.min_dwell_seconds.map(|d| d as f64);
+            let values = [
+                ("thresholdPercentile", k.threshold_percentile),
+                ("carbonWeight", Some(f64::from(k.carbon_weight))),
+                ("deferral.minSavingFraction", Some(k.min_saving_fraction)),
+                ("deferral.errorMarginPerHour", Some(k.error_margin_per_hour)),
+                ("migration.margin", k.migration_margin),
+                ("migration.minDwellSeconds", dwell),
+            ];
+            for (knob, v) in values {
+                let Some(v) = v else { continue };
+                match self.ranges.iter_mut().find(|r| r.knob == knob) {
+                    Some(r) => {
+                        r.min = r.min.min(v);
+                        r.max = r.max.max(v);
+                    }
+                    None => self.ranges.push(KnobRange {
+                        knob,
+                        min: v,
+                        max: v,
+                    }),
+                }
+            }
+        }
+        if first_seed && let Some(d) = decisions.last() {
+            self.last.push(d.knobs.clone());
+        }
+    }
 }
 
 /// Episodes with their baselines, evaluated under several forecast-error
@@ -195,10 +346,10 @@ pub struct EpisodeSet {
     /// Forecast-error seeds.
     pub seeds: Vec<u64>,
     baselines: Vec<Vec<Outcome>>,
-    /// The state a controller sees after each episode's first
-    /// [`STATE_HOURS`] hours, per episode and seed (the forecast in it
-    /// carries that seed's errors).
-    pub states: Vec<Vec<[f64; STATE_DIM]>>,
+    /// Seconds between decision epochs of a state-dependent policy.
+    pub decision_seconds: i64,
+    /// Which knobs are tuned.
+    pub space: Space,
     /// Evaluations so far (each one runs every episode once per seed).
     pub evaluations: usize,
     /// Simulator runs of the tuned policy so far (evaluations and single
@@ -210,35 +361,29 @@ pub struct EpisodeSet {
     pub migrate: bool,
 }
 
+/// Default hours between decision epochs: the tuner's CronJob schedule.
+pub const DECISION_HOURS: i64 = 6;
+
 impl EpisodeSet {
     /// Runs the baselines once.
     pub fn new(episodes: Vec<Episode>, seeds: Vec<u64>) -> anyhow::Result<Self> {
         let base = policy("baseline", &Default::default())
             .ok_or_else(|| anyhow::anyhow!("the simulator has no baseline policy"))?;
         let mut baselines = Vec::new();
-        let mut states = Vec::new();
         for e in &episodes {
             let mut per_seed = Vec::new();
-            let mut state_per_seed = Vec::new();
             for &seed in &seeds {
                 let world = world(e, seed, Tuning::default())?;
                 per_seed.push(world.run(&base, &|_| {}));
-                state_per_seed.push(observe(
-                    &e.traces,
-                    &e.jobs,
-                    &e.cluster,
-                    &world.forecast,
-                    STATE_HOURS,
-                ));
             }
             baselines.push(per_seed);
-            states.push(state_per_seed);
         }
         Ok(Self {
             episodes,
             seeds,
             baselines,
-            states,
+            decision_seconds: DECISION_HOURS * HOUR,
+            space: Space::default(),
             evaluations: 0,
             replays: 0,
             migrate: false,
@@ -256,14 +401,14 @@ impl EpisodeSet {
             .ok_or_else(|| anyhow::anyhow!("the simulator has no {name} policy"))
     }
 
-    /// Dimensions of a setting: [`DIMENSIONS`], plus
-    /// [`MIGRATION_DIMENSIONS`] with migration.
+    /// Dimensions of a setting ([`Space::dims`]).
     pub fn dims(&self) -> usize {
-        if self.migrate {
-            DIMENSIONS + MIGRATION_DIMENSIONS
-        } else {
-            DIMENSIONS
-        }
+        self.space.dims()
+    }
+
+    /// The knobs of a point of the unit cube.
+    pub fn knobs(&self, x: &[f64]) -> Knobs {
+        Knobs::from_point(x, self.space)
     }
 
     /// Number of replays (episodes × seeds).
@@ -285,42 +430,106 @@ impl EpisodeSet {
         Ok(reward(&out, &self.baselines[e][s], ep.jobs.len()))
     }
 
-    /// Evaluates a setting on every episode and seed.
+    /// Evaluates a setting on every episode and seed (one setting for the
+    /// whole of every replay).
     pub fn evaluate(&mut self, knobs: &Knobs) -> anyhow::Result<Evaluation> {
-        self.evaluate_by(&|_| knobs.clone())
+        self.evaluate_with(None, Some(knobs))
     }
 
-    /// Evaluates a state-dependent setting: `knobs_for` gets the state of
-    /// each replay (see [`EpisodeSet::states`]).
-    pub fn evaluate_by(
+    /// Replays context `c` with `act` choosing the setting (a point of the
+    /// unit cube) at every decision epoch from the state seen then; returns
+    /// the outcome, the decisions and the states.
+    fn replay_by(
         &mut self,
-        knobs_for: &dyn Fn(&[f64]) -> Knobs,
+        c: usize,
+        act: &mut dyn FnMut(&[f64]) -> Vec<f64>,
+    ) -> anyhow::Result<(Outcome, Vec<Decision>, Vec<Vec<f64>>)> {
+        let ck = self.policy()?;
+        let per = self.seeds.len().max(1);
+        let (e, s) = (c / per, c % per);
+        let (Some(ep), Some(&seed)) = (self.episodes.get(e), self.seeds.get(s)) else {
+            anyhow::bail!("replay {c} out of range ({} replays)", self.contexts());
+        };
+        self.replays += 1;
+        let base = Tuning::default();
+        let mut retuner = EpochPolicy::new(self.decision_seconds, self.space, base.clone(), act);
+        let out = world(ep, seed, base)?.run_retuned(&ck, &mut retuner, &|_| {});
+        if retuner.refused > 0 {
+            anyhow::bail!(
+                "{} settings of replay {c} were refused by the components' codec",
+                retuner.refused
+            );
+        }
+        Ok((out, retuner.decisions, retuner.states))
+    }
+
+    /// One reward per decision epoch of context `c` replayed with `act`
+    /// ([`step_rewards`]; they sum to the saving minus the penalty for the
+    /// misses the policy caused).
+    pub fn rollout(
+        &mut self,
+        c: usize,
+        act: &mut dyn FnMut(&[f64]) -> Vec<f64>,
+    ) -> anyhow::Result<Vec<f64>> {
+        let (out, decisions, _) = self.replay_by(c, act)?;
+        let per = self.seeds.len().max(1);
+        let ep = &self.episodes[c / per];
+        Ok(step_rewards(
+            &out,
+            &self.baselines[c / per][c % per],
+            &decisions,
+            ep.traces.start,
+            &ep.jobs,
+        ))
+    }
+
+    /// Evaluates a state-dependent policy: `act` chooses a point of the unit
+    /// cube at every decision epoch of every replay from the state seen then
+    /// ([`crate::state::observe_epoch`]).
+    pub fn evaluate_by(&mut self, act: &dyn Fn(&[f64]) -> Vec<f64>) -> anyhow::Result<Evaluation> {
+        self.evaluate_with(Some(act), None)
+    }
+
+    fn evaluate_with(
+        &mut self,
+        act: Option<&dyn Fn(&[f64]) -> Vec<f64>>,
+        knobs: Option<&Knobs>,
     ) -> anyhow::Result<Evaluation> {
         let ck = self.policy()?;
         self.evaluations += 1;
         let mut ev = Evaluation {
             reward_per_seed: vec![0.0; self.seeds.len()],
+            epochs: act.is_some().then(EpochSettings::default),
             ..Evaluation::default()
         };
         let n = self.episodes.len().max(1) as f64;
-        for ((e, baselines), states) in self.episodes.iter().zip(&self.baselines).zip(&self.states)
-        {
-            for (s, ((&seed, base), state)) in
-                self.seeds.iter().zip(baselines).zip(states).enumerate()
-            {
-                self.replays += 1;
-                let world = world(e, seed, knobs_for(state).tuning())?;
-                let out = world.run(&ck, &|_| {});
-                let r = reward(&out, base, e.jobs.len());
-                ev.reward_per_seed[s] += r / n;
-                ev.saving += if base.kg_co2 > 0.0 {
-                    (base.kg_co2 - out.kg_co2) / base.kg_co2
-                } else {
-                    0.0
-                };
-                ev.deadline_misses += out.deadline_misses;
-                ev.baseline_misses += base.deadline_misses;
-            }
+        let per = self.seeds.len().max(1);
+        for c in 0..self.contexts() {
+            let (e, s) = (c / per, c % per);
+            let out = match (act, knobs) {
+                (Some(act), _) => {
+                    let (out, decisions, _) = self.replay_by(c, &mut |x| act(x))?;
+                    if let Some(es) = ev.epochs.as_mut() {
+                        es.add(&decisions, s == 0);
+                    }
+                    out
+                }
+                (None, Some(k)) => {
+                    self.replays += 1;
+                    world(&self.episodes[e], self.seeds[s], k.tuning())?.run(&ck, &|_| {})
+                }
+                (None, None) => anyhow::bail!("nothing to evaluate"),
+            };
+            let base = &self.baselines[e][s];
+            let r = reward(&out, base, self.episodes[e].jobs.len());
+            ev.reward_per_seed[s] += r / n;
+            ev.saving += if base.kg_co2 > 0.0 {
+                (base.kg_co2 - out.kg_co2) / base.kg_co2
+            } else {
+                0.0
+            };
+            ev.deadline_misses += out.deadline_misses;
+            ev.baseline_misses += base.deadline_misses;
         }
         let runs = (self.episodes.len() * self.seeds.len()).max(1) as f64;
         ev.saving /= runs;
@@ -348,22 +557,23 @@ impl Problem for Training<'_> {
         self.set.contexts()
     }
 
-    fn state(&self, c: usize) -> Vec<f64> {
-        let per = self.set.seeds.len().max(1);
-        self.set
-            .states
-            .get(c / per)
-            .and_then(|s| s.get(c % per))
-            .map(|s| s.to_vec())
-            .unwrap_or_default()
-    }
-
     fn reward(&mut self, c: usize, setting: &[f64]) -> f64 {
-        match self.set.replay_reward(c, &Knobs::from_unit(setting)) {
+        let knobs = self.set.knobs(setting);
+        match self.set.replay_reward(c, &knobs) {
             Ok(r) => r,
             Err(e) => {
                 self.failure.get_or_insert(e);
                 f64::NEG_INFINITY
+            }
+        }
+    }
+
+    fn rollout(&mut self, c: usize, act: &mut dyn FnMut(&[f64]) -> Vec<f64>) -> Vec<f64> {
+        match self.set.rollout(c, act) {
+            Ok(r) => r,
+            Err(e) => {
+                self.failure.get_or_insert(e);
+                vec![f64::NEG_INFINITY]
             }
         }
     }
@@ -471,4 +681,61 @@ impl Data {
 /// The absolute threshold of the static setting, for reports.
 pub fn static_threshold() -> CarbonIntensity {
     Tuning::default().placement.threshold
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The settings a replay runs with after a decision are the ones the
+    /// extender, the gate controller and the migrator derive from the
+    /// ConfigMap keys the tuner publishes (the codec and the overlay they
+    /// call), for points all over the cube, in every space.
+    #[test]
+    fn published_knobs_read_back_as_the_settings_the_replay_runs_with() {
+        let spaces = [
+            Space::default(),
+            Space {
+                single_zone: true,
+                migration: false,
+            },
+            Space {
+                single_zone: false,
+                migration: true,
+            },
+            Space {
+                single_zone: true,
+                migration: true,
+            },
+        ];
+        for space in spaces {
+            for i in 0..50u32 {
+                let x: Vec<f64> = (0..space.dims())
+                    .map(|d| f64::from((i * 7 + d as u32 * 13) % 11) / 10.0)
+                    .collect();
+                let knobs = Knobs::from_point(&x, space);
+                let direct = knobs.tuning();
+                let read = knobs.apply(&Tuning::default()).unwrap();
+                assert_eq!(read.placement, direct.placement, "{space:?} {x:?}");
+                assert_eq!(read.deferral, direct.deferral, "{space:?} {x:?}");
+                assert_eq!(read.migration, direct.migration, "{space:?} {x:?}");
+                if space.single_zone {
+                    // Placement keeps the current setting.
+                    assert_eq!(knobs.threshold_percentile, None);
+                    assert_eq!(knobs.carbon_weight, Knobs::current().carbon_weight);
+                }
+                assert_eq!(knobs.migration_margin.is_some(), space.migration);
+            }
+        }
+        // Single-zone points move the deferral knobs only.
+        let s = Space {
+            single_zone: true,
+            migration: false,
+        };
+        let k = Knobs::from_point(&[0.1, 0.0], s);
+        assert_eq!(
+            (k.min_saving_fraction, k.error_margin_per_hour),
+            (0.03, 0.0)
+        );
+    }
 }

@@ -22,14 +22,19 @@
 //! The optimisers sit behind one trait, [`Optimiser`], and see the same
 //! episodes and the same budget of simulator runs: the best static grid
 //! search ([`GridSearch`]) and CMA-ES ([`CmaEs`], the `cmaes` crate) tune
-//! one setting; PPO ([`Ppo`], burn on the `flex` CPU backend) learns a
-//! policy from the state a controller sees at the start of an episode
-//! ([`state::observe`]: intensity level, percentiles and swing, zone spread,
-//! forecast trend and spread, arriving work, capacity headroom) to a
-//! setting, so that it can give different settings on different grids.
+//! one setting kept for the whole replay; PPO ([`Ppo`], burn on the `flex`
+//! CPU backend) learns a policy from the state the controllers see
+//! ([`state::observe_epoch`]: intensity level, percentiles and swing, zone
+//! spread, forecast trend and spread, arriving and held work, capacity
+//! headroom, time of day) to a setting, and acts at every decision epoch of
+//! a replay (every 6 hours of simulated time, as the CronJob re-tunes a
+//! cluster; [`epochs`]), so that it can give different settings on
+//! different grids and at different times. `--single-zone` tunes for
+//! clusters in one grid zone ([`Space`]).
 
 pub mod cli;
 pub mod episode;
+pub mod epochs;
 pub mod optimise;
 pub mod output;
 pub mod ppo;
@@ -37,7 +42,7 @@ pub mod publish;
 pub mod state;
 
 pub use cli::{TuneArgs, run};
-pub use episode::{Episode, EpisodeSet, Evaluation, Knobs, reward};
+pub use episode::{Episode, EpisodeSet, Evaluation, Knobs, Space, reward};
 pub use optimise::{CmaEs, GridSearch, Optimiser, Problem, StatePolicy, Tuned, UpdateStats};
 pub use output::{Promotion, promotion};
 pub use ppo::{Ppo, PpoConfig};

@@ -1,9 +1,10 @@
 //! The optimisers, behind one trait. A tuning [`Problem`] is a set of
-//! replays (episode × forecast-error seed), each with the state a controller
-//! sees at its start; a point of the unit cube is a knob setting. Static
-//! optimisers (grid search, CMA-ES) maximise the mean reward over all
-//! replays and return one setting; PPO ([`crate::ppo::Ppo`]) learns a policy
-//! from state to setting. Both spend the same budget of replays.
+//! replays (episode × forecast-error seed); a point of the unit cube is a
+//! knob setting. Static optimisers (grid search, CMA-ES) maximise the mean
+//! reward over all replays of one setting kept for the whole replay and
+//! return it; PPO ([`crate::ppo::Ppo`]) learns a policy from state to
+//! setting and acts at every decision epoch of a replay
+//! ([`Problem::rollout`]). Both spend the same budget of replays.
 
 use cmaes::{CMAESOptions, DVector, Mode};
 
@@ -13,10 +14,22 @@ pub trait Problem {
     fn dims(&self) -> usize;
     /// Number of replays (contexts).
     fn contexts(&self) -> usize;
-    /// The state a controller sees at the start of replay `context`.
-    fn state(&self, context: usize) -> Vec<f64>;
-    /// The reward of `setting` on replay `context` (one simulator run).
+    /// The state of a one-decision replay (the default [`Problem::rollout`]).
+    fn state(&self, _context: usize) -> Vec<f64> {
+        Vec::new()
+    }
+    /// The reward of `setting` kept for the whole of replay `context` (one
+    /// simulator run).
     fn reward(&mut self, context: usize, setting: &[f64]) -> f64;
+    /// Replays `context` with `act` choosing the setting at every decision
+    /// epoch from the state seen then (one simulator run); one reward per
+    /// decision, in order. The default: one decision, from
+    /// [`Problem::state`].
+    fn rollout(&mut self, context: usize, act: &mut dyn FnMut(&[f64]) -> Vec<f64>) -> Vec<f64> {
+        let state = self.state(context);
+        let setting = act(&state);
+        vec![self.reward(context, &setting)]
+    }
 }
 
 /// A learned mapping from state to setting.
@@ -44,8 +57,11 @@ pub enum Tuned {
 pub struct UpdateStats {
     /// Replays used so far.
     pub replays: usize,
-    /// Mean reward of the replays collected for this update (sampled
-    /// settings, so below what the policy's mean setting gets).
+    /// Decisions (steps) collected for this update.
+    pub decisions: usize,
+    /// Mean reward of the replays collected for this update (sum of their
+    /// decisions' rewards; sampled settings, so below what the policy's
+    /// mean setting gets).
     pub mean_reward: f64,
     /// Mean total loss over the update's minibatches (finite when training
     /// went well).

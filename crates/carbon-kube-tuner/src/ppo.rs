@@ -5,18 +5,20 @@
 //! The network is a small MLP (two tanh layers) with two heads: the mean of
 //! a Gaussian over the setting in the unit cube (a sigmoid keeps it inside)
 //! with a learned, state-independent log standard deviation, and a value
-//! estimate. Training collects `update_every` replays (one sampled setting
-//! each, the setting clamped into the cube), computes advantages with GAE,
-//! and takes `epochs` passes of minibatches of `batch_size` over them with
-//! the clipped surrogate loss, the value loss and an entropy bonus.
+//! estimate. Training collects `update_every` replays (episodes), computes
+//! advantages with GAE, and takes `epochs` passes of minibatches of
+//! `batch_size` decisions over them with the clipped surrogate loss, the
+//! value loss and an entropy bonus.
 //!
-//! One replay is one decision: the setting chosen from the state at the
-//! start of the episode is used for the whole episode (the simulator cannot
-//! change settings in the middle of a run), so an episode has one step. GAE
-//! and `gamma` are implemented for trajectories of any length ([`gae`]), but
-//! with one-step episodes the return is the reward and the advantage is the
-//! reward minus the value estimate: `gamma` and `gae_lambda` have no effect
-//! on these episodes.
+//! An episode is a sequence of decisions: the policy acts at every decision
+//! epoch of a replay ([`crate::optimise::Problem::rollout`]; every 6 hours
+//! of simulated time by default) with a sampled setting (clamped into the
+//! cube) from the state seen then, and each decision gets the reward of the
+//! hours until the next ([`crate::epochs::step_rewards`]). The discount
+//! `gamma` and GAE's `gae_lambda` carry later rewards back to the decisions
+//! that caused them (a deferral saves carbon hours after it is decided).
+//! Before the first update one replay per context (at most half the
+//! replays) runs the middle setting to standardise the states.
 
 use burn::module::{Module, Param};
 use burn::nn::{Initializer, Linear, LinearConfig};
@@ -382,20 +384,30 @@ impl Optimiser for Ppo {
         self.history.clear();
         let dims = problem.dims();
         let contexts = problem.contexts().max(1);
-        let states: Vec<Vec<f64>> = (0..contexts).map(|i| problem.state(i)).collect();
+        let total = c.replays.unwrap_or(budget.saturating_mul(contexts)).max(1);
+        let mut rng = rand::rngs::StdRng::seed_from_u64(c.seed);
+
+        // Warm-up: one replay per context (at most half the replays) with
+        // the middle setting, to standardise the states the policy will
+        // see. Counted in the budget.
+        let warm = contexts.min(total.div_ceil(2));
+        let mut seen: Vec<Vec<f64>> = Vec::new();
+        for ctx in 0..warm {
+            let _ = problem.rollout(ctx, &mut |s| {
+                seen.push(s.to_vec());
+                vec![0.5; dims]
+            });
+        }
+        let mut used = warm;
         // A stateless problem gets one constant input.
-        let state_dim = states.iter().map(Vec::len).max().unwrap_or(0).max(1);
-        let norm = Normaliser::fit(&states, state_dim);
-        let inputs: Vec<Vec<f32>> = states.iter().map(|s| norm.apply(s)).collect();
+        let state_dim = seen.iter().map(Vec::len).max().unwrap_or(0).max(1);
+        let norm = Normaliser::fit(&seen, state_dim);
 
         let device = Device::default().autodiff();
         device.seed(c.seed);
-        let mut rng = rand::rngs::StdRng::seed_from_u64(c.seed);
         let mut net = ActorCritic::new(state_dim, dims, &c, &device);
         let mut adam = AdamConfig::new().init();
-        let total = c.replays.unwrap_or(budget.saturating_mul(contexts)).max(1);
         let mut order: Vec<usize> = Vec::new();
-        let mut used = 0usize;
 
         while used < total {
             let n = c.update_every.min(total - used);
@@ -409,48 +421,76 @@ impl Optimiser for Ppo {
                     order.pop().unwrap_or(0)
                 })
                 .collect();
-            let batch: Vec<Vec<f32>> = picks.iter().map(|&i| inputs[i].clone()).collect();
-            let x = matrix(&batch, state_dim, &device);
-            let (mean_t, value) = net.forward(x);
-            let mean_t = mean_t.detach();
-            let mean = values(mean_t.clone());
-            let value = values(value.detach());
+            // Collect: every decision of every replay, with the sampled
+            // (unclamped) action; rewards per decision.
             let std: Vec<f64> = values(net.log_std.val().detach().exp().unsqueeze::<2>());
-            let mut actions: Vec<Vec<f32>> = Vec::with_capacity(n);
-            let mut rewards = Vec::with_capacity(n);
-            for (k, &ctx) in picks.iter().enumerate() {
-                let a: Vec<f64> = (0..dims)
-                    .map(|d| {
-                        let noise: f64 = StandardNormal.sample(&mut rng);
-                        mean[k * dims + d] + std.get(d).copied().unwrap_or(0.3) * noise
-                    })
-                    .collect();
-                let setting: Vec<f64> = a.iter().map(|v| v.clamp(0.0, 1.0)).collect();
-                let r = problem.reward(ctx, &setting);
-                rewards.push(if r.is_finite() { r } else { -1.0 });
-                // Network values are f32.
-                #[allow(clippy::cast_possible_truncation)]
-                actions.push(a.iter().map(|v| *v as f32).collect());
+            let mut batch: Vec<Vec<f32>> = Vec::new();
+            let mut actions: Vec<Vec<f32>> = Vec::new();
+            let mut rewards: Vec<f64> = Vec::new();
+            let mut dones: Vec<bool> = Vec::new();
+            let mut returns_per_episode = Vec::with_capacity(n);
+            for &ctx in &picks {
+                let from = batch.len();
+                let step_rewards = problem.rollout(ctx, &mut |s| {
+                    let input = norm.apply(s);
+                    let (mean, _) =
+                        net.forward(matrix(std::slice::from_ref(&input), state_dim, &device));
+                    let mean = values(mean.detach());
+                    let a: Vec<f64> = (0..dims)
+                        .map(|d| {
+                            let noise: f64 = StandardNormal.sample(&mut rng);
+                            mean.get(d).copied().unwrap_or(0.5)
+                                + std.get(d).copied().unwrap_or(0.3) * noise
+                        })
+                        .collect();
+                    batch.push(input);
+                    // Network values are f32.
+                    #[allow(clippy::cast_possible_truncation)]
+                    actions.push(a.iter().map(|v| *v as f32).collect());
+                    a.iter().map(|v| v.clamp(0.0, 1.0)).collect()
+                });
+                let steps = batch.len() - from;
+                // A failed replay: its decisions get the failure reward.
+                let ok = step_rewards.len() == steps && step_rewards.iter().all(|r| r.is_finite());
+                if ok {
+                    rewards.extend_from_slice(&step_rewards);
+                } else {
+                    rewards.extend(std::iter::repeat_n(-1.0, steps));
+                }
+                dones.extend((0..steps).map(|k| k + 1 == steps));
+                returns_per_episode.push(if ok {
+                    step_rewards.iter().sum::<f64>()
+                } else {
+                    -1.0
+                });
             }
             used += n;
+            let steps = batch.len();
+            if steps == 0 {
+                continue;
+            }
+            let (mean_t, value) = net.forward(matrix(&batch, state_dim, &device));
+            let value = values(value.detach());
             let actions_t = matrix(&actions, dims, &device);
-            let old_logp = values(net.log_prob(mean_t, actions_t).detach());
-            // One decision per episode: every step ends its episode.
-            let dones = vec![true; n];
+            let old_logp = values(net.log_prob(mean_t.detach(), actions_t).detach());
             let (mut adv, returns) = gae(&rewards, &value, &dones, 0.0, c.gamma, c.gae_lambda);
-            let n_f = n as f64;
+            let n_f = steps as f64;
             let am = adv.iter().sum::<f64>() / n_f;
             let asd = (adv.iter().map(|a| (a - am).powi(2)).sum::<f64>() / n_f).sqrt();
             for a in &mut adv {
-                *a = if n > 1 { (*a - am) / (asd + 1e-8) } else { 0.0 };
+                *a = if steps > 1 {
+                    (*a - am) / (asd + 1e-8)
+                } else {
+                    0.0
+                };
             }
 
             let mut loss_sum = 0.0;
-            let mut steps = 0usize;
-            let mut idx: Vec<usize> = (0..n).collect();
+            let mut grad_steps = 0usize;
+            let mut idx: Vec<usize> = (0..steps).collect();
             for _ in 0..c.epochs {
                 idx.shuffle(&mut rng);
-                for chunk in idx.chunks(c.batch_size) {
+                for chunk in idx.chunks(c.batch_size.max(1)) {
                     let col = |v: &[f64]| -> Vec<Vec<f32>> {
                         #[allow(clippy::cast_possible_truncation)]
                         chunk.iter().map(|&i| vec![v[i] as f32]).collect()
@@ -484,16 +524,18 @@ impl Optimiser for Ppo {
                         .first()
                         .copied()
                         .unwrap_or(f64::NAN);
-                    steps += 1;
+                    grad_steps += 1;
                     let grads = GradientsParams::from_grads(loss.backward(), &net);
                     net = adam.step(c.learning_rate, net, grads);
                 }
             }
-            let loss = loss_sum / steps.max(1) as f64;
+            let loss = loss_sum / grad_steps.max(1) as f64;
             let std_now = values(net.log_std.val().detach().exp().unsqueeze::<2>());
             self.history.push(UpdateStats {
                 replays: used,
-                mean_reward: rewards.iter().sum::<f64>() / n_f,
+                decisions: steps,
+                mean_reward: returns_per_episode.iter().sum::<f64>()
+                    / returns_per_episode.len().max(1) as f64,
                 loss,
                 std: std_now.iter().sum::<f64>() / std_now.len().max(1) as f64,
             });
@@ -572,6 +614,53 @@ mod tests {
         assert!(
             history[history.len() - 1].mean_reward > history[0].mean_reward,
             "{history:?}"
+        );
+    }
+
+    /// Episodes of six decisions whose state alternates between two kinds;
+    /// each decision's reward depends on its own state's best setting.
+    struct Alternating;
+
+    impl Problem for Alternating {
+        fn dims(&self) -> usize {
+            1
+        }
+        fn contexts(&self) -> usize {
+            2
+        }
+        fn reward(&mut self, _: usize, x: &[f64]) -> f64 {
+            -(x[0] - 0.5).powi(2)
+        }
+        fn rollout(&mut self, c: usize, act: &mut dyn FnMut(&[f64]) -> Vec<f64>) -> Vec<f64> {
+            (0..6)
+                .map(|k| {
+                    let up = (k + c).is_multiple_of(2);
+                    let x = act(&[if up { 1.0 } else { -1.0 }]);
+                    -(x[0] - if up { 0.8 } else { 0.2 }).powi(2)
+                })
+                .collect()
+        }
+    }
+
+    #[test]
+    fn ppo_changes_its_setting_within_an_episode_with_the_state() {
+        let mut ppo = Ppo::new(PpoConfig {
+            learning_rate: 0.01,
+            replays: Some(602),
+            ..PpoConfig::default()
+        });
+        let Tuned::StateDependent { policy, updates } = ppo.tune(&mut Alternating, 0) else {
+            panic!("PPO learns a policy");
+        };
+        // Two warm-up episodes, then 600 in twelve updates of 50 episodes
+        // of six decisions.
+        assert_eq!(updates.len(), 12, "{updates:?}");
+        assert_eq!(updates[0].decisions, 300);
+        let (a, b) = (policy.act(&[1.0]), policy.act(&[-1.0]));
+        assert!(a[0] > 0.6 && b[0] < 0.4, "{a:?} {b:?}");
+        assert!(
+            updates[11].mean_reward > updates[0].mean_reward,
+            "{updates:?}"
         );
     }
 

@@ -1,11 +1,15 @@
-//! The state a controller can see at the start of an episode, as numbers
-//! for a learned policy: what PPO maps to knob settings.
+//! The state a controller can see, as numbers for a learned policy: what
+//! PPO maps to knob settings at each decision epoch.
 //!
-//! [`observe`] is a pure function of what the controller has seen after the
-//! episode's first `hours` hours: the zones' intensities over those hours,
-//! the forecast issued at the end of them (with the replay's forecast
-//! errors: a controller sees a forecast, not the future), the work that
-//! arrived, and the cluster's capacity. Every feature is scale-free or
+//! [`observe_epoch`] is a pure function of what the controllers have seen
+//! at a decision epoch of a replay ([`EpochView`]): the zones' intensities
+//! over the last [`STATE_HOURS`] hours, the forecast issued now (with the
+//! replay's forecast errors: a controller sees a forecast, not the future),
+//! the work that arrived in those hours, the work held back now (the gate
+//! controller's gated pods), the room in use now, and the time of day.
+//! [`observe`] is the older view from the start of an episode (its first
+//! `hours` hours, headroom estimated from arrivals). Every feature is
+//! scale-free or
 //! scaled to a fixed unit, so that a policy learnt on some grids means
 //! something on others (a grid at 80 g/kWh and one at 500 differ in
 //! [`Feature::Level`] only).
@@ -14,6 +18,7 @@
 //! anything from it; the tuner computes it from its replay window and
 //! publishes the knobs the learned policy gives for it.
 
+use carbon_kube_sim::engine::EpochView;
 use carbon_kube_sim::forecast::ForecastView;
 use carbon_kube_sim::trace::{HOUR, TraceSet};
 use carbon_kube_sim::workload::{ClusterSpec, Job};
@@ -52,10 +57,17 @@ pub enum Feature {
     Slack,
     /// 1 / number of zones.
     InverseZones,
+    /// Work held back now (arrived, not released: deferred or waiting for
+    /// room), vCPU-hours per vCPU-hour of capacity over [`STATE_HOURS`].
+    HeldWork,
+    /// Time of day (UTC) as the sine of its angle.
+    DaySin,
+    /// Time of day (UTC) as the cosine of its angle.
+    DayCos,
 }
 
 /// Every feature, in the order of the state vector.
-pub const FEATURES: [Feature; 11] = [
+pub const FEATURES: [Feature; 14] = [
     Feature::Level,
     Feature::ZoneSpread,
     Feature::P10OverMedian,
@@ -67,6 +79,9 @@ pub const FEATURES: [Feature; 11] = [
     Feature::Headroom,
     Feature::Slack,
     Feature::InverseZones,
+    Feature::HeldWork,
+    Feature::DaySin,
+    Feature::DayCos,
 ];
 
 /// Length of the state vector.
@@ -110,6 +125,58 @@ pub fn observe(
     hours: usize,
 ) -> [f64; STATE_DIM] {
     let h = hours.clamp(1, traces.hours().max(1));
+    window(traces, jobs, cluster, forecast, 0, h, None)
+}
+
+/// What a controller sees at a decision epoch of a replay (see the module's
+/// doc): the last [`STATE_HOURS`] hours up to and including the current
+/// hour's snapshot, the forecast issued now, the jobs that arrived in those
+/// hours, the work held now and the room in use now. At the first epoch of
+/// an episode only its first hour has been seen.
+pub fn observe_epoch(view: &EpochView<'_, '_>) -> [f64; STATE_DIM] {
+    let w = view.world;
+    let to = (view.hour + 1).min(w.traces.hours().max(1));
+    let from = to.saturating_sub(STATE_HOURS);
+    // Capacities are far below 2^53.
+    let headroom = ratio(
+        (view.allocatable_cpu_millis - view.requested_cpu_millis) as f64,
+        view.allocatable_cpu_millis as f64,
+    );
+    let live = Live {
+        now: view.now,
+        headroom,
+        held_cpu_hours: view.held_cpu_hours,
+    };
+    window(
+        w.traces,
+        view.arrived(),
+        w.cluster,
+        &w.forecast,
+        from,
+        to,
+        Some(live),
+    )
+}
+
+/// What only a live view has.
+struct Live {
+    now: i64,
+    headroom: f64,
+    held_cpu_hours: f64,
+}
+
+/// The state over hours `from_hour..h` of the traces, with the forecast
+/// issued at hour `h` (live: at `h - 1`, the current hour); `live` replaces
+/// the headroom estimate and fills the held work and the time of day.
+fn window(
+    traces: &TraceSet,
+    jobs: &[Job],
+    cluster: &ClusterSpec,
+    forecast: &ForecastView<'_>,
+    from_hour: usize,
+    h: usize,
+    live: Option<Live>,
+) -> [f64; STATE_DIM] {
     let mut all = Vec::new();
     let mut zone_means = Vec::new();
     let mut swings = Vec::new();
@@ -120,6 +187,7 @@ pub fn observe(
             .values
             .iter()
             .take(h)
+            .skip(from_hour)
             .copied()
             .filter(|v| v.is_finite())
             .collect();
@@ -136,8 +204,14 @@ pub fn observe(
             ratio(hi - lo, m)
         });
         all.extend(seen);
-        // The forecast issued at the end of the observed hours.
-        let issued = forecast.issued(zi, h.min(traces.hours().saturating_sub(1)));
+        // The forecast issued at the end of the observed hours (live: at
+        // the current hour, the last one observed).
+        let at = if live.is_some() {
+            h.saturating_sub(1)
+        } else {
+            h
+        };
+        let issued = forecast.issued(zi, at.min(traces.hours().saturating_sub(1)));
         let now = issued.first().copied().unwrap_or(0.0);
         let ahead: Vec<f64> = issued.iter().take(FORECAST_HOURS).copied().collect();
         let fm = mean(&ahead);
@@ -160,10 +234,17 @@ pub fn observe(
         ratio(zhi - zlo, overall)
     };
 
-    let from = traces.start;
-    // The observed span is at most a few days: exact in i64.
+    // Arrivals: the observed hours; live, the last STATE_HOURS before now
+    // (since the start of the replay). Spans of a few days: exact in i64.
     #[allow(clippy::cast_possible_wrap)]
-    let to = from + h as i64 * HOUR;
+    let (from, to) = match &live {
+        Some(l) => (traces.start.max(l.now - STATE_HOURS as i64 * HOUR), l.now),
+        None => (
+            traces.start + from_hour as i64 * HOUR,
+            traces.start + h as i64 * HOUR,
+        ),
+    };
+    let span_hours = ((to - from) as f64 / HOUR as f64).max(1.0);
     let arrived: Vec<&Job> = jobs
         .iter()
         .filter(|j| j.arrival >= from && j.arrival < to)
@@ -177,7 +258,7 @@ pub fn observe(
         .map(|j| j.vcpus() * j.duration as f64 / HOUR as f64)
         .sum();
     #[allow(clippy::cast_precision_loss)]
-    let arriving = ratio(cpu_hours, capacity * h as f64);
+    let arriving = ratio(cpu_hours, capacity * span_hours);
     // Concurrent demand if everything that arrived started at once.
     let mut events: Vec<(i64, f64)> = arrived
         .iter()
@@ -192,10 +273,10 @@ pub fn observe(
         cur += d;
         peak = peak.max(cur);
     }
-    let headroom = if capacity > 0.0 {
-        1.0 - peak / capacity
-    } else {
-        0.0
+    let headroom = match &live {
+        Some(l) => l.headroom,
+        None if capacity > 0.0 => 1.0 - peak / capacity,
+        None => 0.0,
     };
     let slack: Vec<f64> = arrived
         .iter()
@@ -209,6 +290,20 @@ pub fn observe(
         .collect();
     #[allow(clippy::cast_precision_loss)]
     let inverse_zones = ratio(1.0, traces.zones.len() as f64);
+    let (held, day_sin, day_cos) = match &live {
+        Some(l) => {
+            // Seconds of a day: exact in f64.
+            #[allow(clippy::cast_precision_loss)]
+            let angle =
+                l.now.rem_euclid(24 * HOUR) as f64 / (24 * HOUR) as f64 * std::f64::consts::TAU;
+            (
+                ratio(l.held_cpu_hours, capacity * STATE_HOURS as f64),
+                angle.sin(),
+                angle.cos(),
+            )
+        }
+        None => (0.0, 0.0, 0.0),
+    };
     let state = [
         overall / 1000.0,
         zone_spread,
@@ -221,6 +316,9 @@ pub fn observe(
         headroom,
         mean(&slack),
         inverse_zones,
+        held,
+        day_sin,
+        day_cos,
     ];
     state.map(|v| if v.is_finite() { v } else { 0.0 })
 }

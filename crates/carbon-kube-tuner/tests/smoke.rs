@@ -37,10 +37,12 @@ fn a_smoke_training_reports_every_optimiser_and_writes_a_configmap() {
         "2",
         "--budget",
         "6",
-        // One training replay × budget 6 = 6 PPO episodes: updates after
-        // 5 and after 1.
+        // One training replay × budget 6 = 6 PPO episodes: one warm-up
+        // (the middle setting, to standardise the states), then updates
+        // after 3 and after 2 episodes of 12 decisions each (3 days, one
+        // every 6 hours).
         "--ppo-update-every",
-        "5",
+        "3",
         "--ppo-epochs",
         "2",
         "--output",
@@ -70,8 +72,19 @@ fn a_smoke_training_reports_every_optimiser_and_writes_a_configmap() {
         "{:?}",
         ppo.updates
     );
-    // One setting per validation episode: one in the trained zones, one in
-    // the unseen zone.
+    assert!(
+        ppo.updates.iter().all(|u| u.decisions.is_multiple_of(12)),
+        "{:?}",
+        ppo.updates
+    );
+    // It acted every 6 hours of every validation replay: 12 decisions in
+    // each of 3 days × 2 seeds, and the grid's setting never changed.
+    let epochs = ppo.validate.epochs.as_ref().unwrap();
+    assert_eq!(epochs.decisions, 24, "{epochs:?}");
+    assert_eq!(epochs.refused, 0);
+    assert!(report.rows[1].validate.epochs.is_none());
+    // Its last setting per validation episode: one in the trained zones,
+    // one in the unseen zone.
     assert_eq!(ppo.knobs_by_episode.len(), 2);
     assert!(ppo.validate.reward.is_finite() && ppo.train.reward.is_finite());
     let cm: serde_json::Value =
@@ -214,5 +227,123 @@ fn with_migration_the_settings_carry_the_migration_knobs() {
         .unwrap();
     assert_eq!(Some(margin), proposed.migration_margin, "{cm}");
     assert_eq!(Some(dwell), proposed.min_dwell_seconds, "{cm}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// A policy acting at every decision epoch really changes the settings
+/// within an episode: two days are eight 6-hour epochs, the setting follows
+/// the time of day seen in the state, and the outcome differs from the
+/// replays that keep either setting throughout.
+#[test]
+fn a_policy_changes_the_settings_within_an_episode() {
+    use carbon_kube_tuner::episode::{Data, EpisodeSet};
+    use carbon_kube_tuner::state::{FEATURES, Feature};
+    let shared = carbon_kube_sim::shared_data_dir();
+    let zones = [carbon_kube_model::ZoneId::parse("DE").unwrap()];
+    let data = Data::read(
+        &shared.join("carbon_intensity/electricitymaps_hourly"),
+        &shared.join("workload_traces/gaia/azure-100k.csv"),
+        &zones,
+    )
+    .unwrap();
+    let episode = data.episode(&zones, "2022-05-09", 2, 200).unwrap();
+    let mut set = EpisodeSet::new(vec![episode], vec![1]).unwrap();
+    let sin = FEATURES.iter().position(|f| *f == Feature::DaySin).unwrap();
+    // Defer eagerly (minimum saving 0, no margin) in the UTC morning, hardly
+    // ever (minimum saving 0.3, margin 0.02/h) in the afternoon.
+    let eager = [0.5, 0.5, 0.0, 0.0];
+    let reluctant = [0.5, 0.5, 1.0, 1.0];
+    let act = |s: &[f64]| {
+        if s[sin] > 0.0 {
+            eager.to_vec()
+        } else {
+            reluctant.to_vec()
+        }
+    };
+    let switching = set.evaluate_by(&act).unwrap();
+    let epochs = switching.epochs.clone().unwrap();
+    assert_eq!(epochs.decisions, 8, "{epochs:?}");
+    assert!(epochs.changes >= 3, "{epochs:?}");
+    assert_eq!(epochs.refused, 0);
+    let saving = epochs
+        .ranges
+        .iter()
+        .find(|r| r.knob == "deferral.minSavingFraction")
+        .unwrap();
+    assert_eq!((saving.min, saving.max), (0.0, 0.3));
+    let always_eager = set.evaluate_by(&|_| eager.to_vec()).unwrap();
+    let always_reluctant = set.evaluate_by(&|_| reluctant.to_vec()).unwrap();
+    assert_eq!(always_eager.epochs.as_ref().unwrap().changes, 0);
+    // A constant policy through the epochs is the plain replay of its setting.
+    let plain = set
+        .evaluate(&carbon_kube_tuner::Knobs::from_unit(&eager))
+        .unwrap();
+    assert_eq!(plain.saving.to_bits(), always_eager.saving.to_bits());
+    assert_ne!(switching.saving.to_bits(), always_eager.saving.to_bits());
+    assert_ne!(
+        switching.saving.to_bits(),
+        always_reluctant.saving.to_bits()
+    );
+}
+
+/// --single-zone: one episode per zone, the cluster in that zone, and only
+/// the deferral knobs move (placement keeps the current setting).
+#[test]
+fn single_zone_mode_tunes_the_deferral_knobs_per_zone() {
+    let dir = std::env::temp_dir().join(format!("tuner-smoke-single-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let out = dir.join("cm.json");
+    let cli = Cli::try_parse_from([
+        "tune",
+        "--single-zone",
+        "--train-zones",
+        "DE,IN-WE",
+        "--unseen-zones",
+        "GB",
+        "--train-starts",
+        "2022-05-09",
+        "--validate-starts",
+        "2023-05-08",
+        "--days",
+        "2",
+        "--max-jobs",
+        "60",
+        "--validate-seeds",
+        "1",
+        "--optimisers",
+        "grid,ppo",
+        "--budget",
+        "4",
+        "--ppo-update-every",
+        "4",
+        "--ppo-epochs",
+        "1",
+        "--output",
+        out.to_str().unwrap(),
+    ])
+    .unwrap();
+    let report = run(&cli.args).unwrap();
+    // Two training zones: two episodes, one zone each.
+    assert_eq!(
+        report.train_episodes.len(),
+        2,
+        "{:?}",
+        report.train_episodes
+    );
+    assert!(report.train_episodes[0].ends_with(" DE"));
+    assert!(report.train_episodes[1].ends_with(" IN-WE"));
+    assert_eq!(report.validate_episodes.len(), 3);
+    let current = Knobs::current();
+    for row in &report.rows {
+        assert_eq!(row.knobs.threshold_percentile, None, "{row:?}");
+        assert_eq!(row.knobs.carbon_weight, current.carbon_weight);
+    }
+    // Grid over two knobs with budget 4: 2 levels each, corners only.
+    let grid = &report.rows[1].knobs;
+    assert!([0.0, 0.3].contains(&grid.min_saving_fraction), "{grid:?}");
+    assert!(
+        [0.0, 0.02].contains(&grid.error_margin_per_hour),
+        "{grid:?}"
+    );
     let _ = std::fs::remove_dir_all(&dir);
 }
