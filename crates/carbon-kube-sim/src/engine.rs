@@ -22,7 +22,9 @@ use crate::forecast::ForecastView;
 use crate::trace::{HOUR, TraceSet};
 use crate::workload::{ClusterSpec, Job};
 
+mod epochs;
 mod migrate;
+pub use epochs::{EpochView, Retuner};
 pub use migrate::MigrationOutcome;
 
 /// A strategy to compare.
@@ -182,6 +184,8 @@ enum Ev {
     Tick = 1,
     Release = 2,
     Arrival = 3,
+    /// A decision epoch of a retuned run (`epochs`).
+    Retune = 4,
 }
 
 #[derive(Clone, Debug, Default)]
@@ -349,6 +353,10 @@ struct Run<'w, 'a> {
     ledger_hour: i64,
     /// Running jobs the `migrate` capability looks at.
     movable: Vec<u32>,
+    /// The settings in force (the world's, until a retuner changes them).
+    tuning: Tuning,
+    /// Changes the settings at decision epochs (`World::run_retuned`).
+    retuner: Option<&'w mut dyn Retuner>,
 }
 
 impl<'w, 'a> Run<'w, 'a> {
@@ -427,6 +435,8 @@ impl<'w, 'a> Run<'w, 'a> {
             plans: 0,
             ledger_hour: -1,
             movable: Vec::new(),
+            tuning: w.tuning.clone(),
+            retuner: None,
         }
     }
 
@@ -459,6 +469,7 @@ impl<'w, 'a> Run<'w, 'a> {
         for j in self.w.jobs {
             self.push(j.arrival, Ev::Arrival, j.id);
         }
+        self.schedule_retunes();
         if self.policy.migrate
             || matches!(
                 self.policy.strategy,
@@ -482,6 +493,7 @@ impl<'w, 'a> Run<'w, 'a> {
                     }
                 }
                 Ev::Tick => self.on_tick(t),
+                Ev::Retune => self.on_retune(t, j),
             }
         }
         progress(done % 4096);
@@ -596,7 +608,7 @@ impl<'w, 'a> Run<'w, 'a> {
             return None;
         }
         self.snapshot(now);
-        let cfg = &self.w.tuning.placement;
+        let cfg = &self.tuning.placement;
         let pod = PodView {
             name: format!("job-{}", j.id),
             namespace: "sim".into(),
@@ -673,7 +685,7 @@ impl<'w, 'a> Run<'w, 'a> {
             } => {
                 let home = (!spatial).then(|| self.spread_zone(j));
                 self.state[id as usize].home = home;
-                let plan = self.plan(now, id, home, &self.w.tuning.deferral.clone(), true);
+                let plan = self.plan(now, id, home, &self.tuning.deferral.clone(), true);
                 self.apply_plan(now, id, plan, true);
             }
             Strategy::BestWindow => {
@@ -810,7 +822,7 @@ impl<'w, 'a> Run<'w, 'a> {
                 // controller does; move only for a clearly better window.
                 let standing = self.state[id as usize].plan.clone();
                 let home = self.state[id as usize].home;
-                let cfg = self.w.tuning.deferral.clone();
+                let cfg = self.tuning.deferral.clone();
                 let old = self.state[id as usize].booking.take();
                 if let Some(b) = &old {
                     self.ledger.withdraw(b);
@@ -904,7 +916,7 @@ impl<'w, 'a> Run<'w, 'a> {
         let mut held = std::mem::take(&mut self.no_room);
         held.retain(|&h| self.state[h as usize].released.is_none());
         held.sort_by_key(|&h| self.w.jobs[h as usize].latest_start());
-        let cfg = self.w.tuning.deferral.clone();
+        let cfg = self.tuning.deferral.clone();
         for id in held {
             let home = self.state[id as usize].home;
             let old = self.state[id as usize].booking.take();
@@ -1155,7 +1167,7 @@ impl<'w, 'a> Run<'w, 'a> {
         }
         self.booked_on[n].extend(keep);
         broken.sort_by_key(|&id| self.w.jobs[id as usize].latest_start());
-        let cfg = self.w.tuning.deferral.clone();
+        let cfg = self.tuning.deferral.clone();
         for id in broken {
             let st = &mut self.state[id as usize];
             if st.released.is_some() || st.started.is_some() {
