@@ -182,11 +182,12 @@ fn main() {
         .lines()
         .filter(|l| !l.starts_with('#') && !l.is_empty())
         .count();
-    let cm = acc.configmap();
-    let cm_bytes: usize = cm
-        .data
-        .as_ref()
-        .map_or(0, |d| d.values().map(String::len).sum());
+    let maps = acc.configmaps();
+    let cm_bytes: usize = maps
+        .iter()
+        .filter_map(|cm| cm.data.as_ref())
+        .map(|d| d.values().map(String::len).sum::<usize>())
+        .sum();
     let rss_end = rss_mib();
     println!(
         "  CPU per tick: {mean_cpu:.3} s (ticks: {})  ->  {:.0} pods per CPU second",

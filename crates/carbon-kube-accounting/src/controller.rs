@@ -30,7 +30,10 @@ use std::time::{Duration, Instant};
 
 use carbon_kube_k8s::leader::LeaderSettings;
 use carbon_kube_k8s::{Readiness, snapshot_from_configmap};
-use carbon_kube_model::accounting::{ACCOUNTING_CONFIGMAP, USAGE_KEY, UsageDocument};
+use carbon_kube_model::accounting::{
+    ACCOUNTING_CONFIGMAP, ACCOUNTING_SHARD_LABEL, ANNOTATION_ACCOUNTING_SHARDS,
+    MAX_ACCOUNTING_SHARDS, USAGE_KEY, UsageDocument, shard_count, shard_name,
+};
 use carbon_kube_model::accounting_details::{DETAILS_KEY, DetailsDocument};
 use carbon_kube_model::{Snapshot, UnixSeconds, keys};
 use carbon_kube_policy::accounting::{
@@ -78,8 +81,12 @@ pub struct AccountingSettings {
     pub namespace: String,
     /// Name of the snapshot ConfigMap.
     pub snapshot_name: String,
-    /// Name of the accounting ConfigMap.
+    /// Name of the accounting ConfigMap (shard 0; the others are named
+    /// after it).
     pub configmap_name: String,
+    /// Most ConfigMaps the documents may be split across (1 to
+    /// [`MAX_ACCOUNTING_SHARDS`]); past them the oldest days are dropped.
+    pub max_shards: usize,
     /// The operator's region → zone map.
     pub region_map: RegionZoneMap,
     /// Which pods count as placed by Carbon-Kube.
@@ -109,6 +116,7 @@ impl Default for AccountingSettings {
             namespace: keys::DEFAULT_NAMESPACE.to_owned(),
             snapshot_name: keys::SNAPSHOT_CONFIGMAP.to_owned(),
             configmap_name: ACCOUNTING_CONFIGMAP.to_owned(),
+            max_shards: 8,
             region_map: RegionZoneMap::default(),
             placed_by: PlacedBy::SchedulerNames(vec![keys::SCHEDULER_NAME.to_owned()]),
             kepler: None,
@@ -136,6 +144,8 @@ pub struct Accountant {
     kepler: Counters,
     cpu_usage: HashMap<(String, String), f64>,
     last: Option<UnixSeconds>,
+    /// Shards written by the last write (or found on start).
+    written_shards: usize,
 }
 
 impl Accountant {
@@ -150,6 +160,7 @@ impl Accountant {
             kepler: Counters::default(),
             cpu_usage: HashMap::new(),
             last: None,
+            written_shards: 0,
         }
     }
 
@@ -244,45 +255,179 @@ impl Accountant {
         Some(account)
     }
 
-    /// The ConfigMap holding both documents, at most
-    /// [`MAX_CONFIGMAP_BYTES`] of data: when the documents are larger, the
-    /// oldest days are dropped, from the details document first (the
-    /// report's savings), then from the usage document (budgets read the
-    /// current period, the newest days), and counted in
-    /// `carbon_kube_accounting_trimmed_days_total{document}`.
-    pub fn configmap(&mut self) -> ConfigMap {
+    /// The ConfigMaps holding both documents, each at most
+    /// [`MAX_CONFIGMAP_BYTES`] of data. Namespaces are packed in name order
+    /// into shard 0 (the accounting ConfigMap itself) and, when they do not
+    /// fit, into shards `1..` ([`shard_name`]), up to
+    /// `settings.max_shards`; shard 0 also carries the unallocated capacity
+    /// and the intensity history, and the shard count
+    /// ([`ANNOTATION_ACCOUNTING_SHARDS`]). Shards written before and no
+    /// longer needed are returned empty, so readers never count a namespace
+    /// twice. Only when even `max_shards` shards are too small are the
+    /// oldest days dropped, from the details document first (the report's
+    /// savings), then from the usage document (budgets read the current
+    /// period, the newest days), and counted in
+    /// `carbon_kube_accounting_trimmed_days_total{document}`. Shard 0 is
+    /// last, so a reader that sees it sees the shards it names.
+    pub fn configmaps(&mut self) -> Vec<ConfigMap> {
         self.details.zone_history = self.history.to_document();
-        let encode = |a: &Self| {
-            (
-                serde_json::to_string(&a.usage).unwrap_or_default(),
-                serde_json::to_string(&a.details).unwrap_or_default(),
-            )
-        };
-        let (mut usage, mut details) = encode(self);
-        while usage.len() + details.len() > MAX_CONFIGMAP_BYTES {
+        let max_shards = self.settings.max_shards.clamp(1, MAX_ACCOUNTING_SHARDS);
+        let shards = loop {
+            if let Some(shards) = self.pack(max_shards) {
+                break shards;
+            }
             let document = if drop_oldest_day(&mut self.details.namespaces, |d| d.day_start) {
                 "details"
             } else if drop_oldest_day(&mut self.usage.namespaces, |d| d.day_start) {
                 "usage"
             } else {
-                break;
+                // Nothing left to drop: only the cluster-wide parts remain
+                // (bounded: the hourly history and one entry per day).
+                let (u, d) = self.encode_part(&BTreeSet::new(), true);
+                break vec![(BTreeSet::new(), u, d)];
             };
             self.metrics.trimmed(document);
             tracing::warn!(
                 document,
-                bytes = usage.len() + details.len(),
-                "the accounting documents exceed the ConfigMap budget; dropped their oldest day"
+                max_shards,
+                "the accounting documents exceed {max_shards} ConfigMaps; dropped their oldest day"
             );
-            (usage, details) = encode(self);
+        };
+        let used = shards.len();
+        let written = self.written_shards.max(used);
+        self.written_shards = used;
+        let mut out: Vec<ConfigMap> = (0..written)
+            .map(|i| {
+                let (usage, details) = match shards.get(i) {
+                    Some((_, u, d)) if !u.is_empty() => (u.clone(), d.clone()),
+                    // Emptied: no namespaces, written now.
+                    _ => self.encode_part(&BTreeSet::new(), false),
+                };
+                self.shard_configmap(i, used, usage, details)
+            })
+            .collect();
+        // Shard 0 last.
+        out.rotate_left(1);
+        out
+    }
+
+    /// The documents restricted to `namespaces` (and, for shard 0, the
+    /// cluster-wide parts), encoded.
+    fn encode_part(&self, namespaces: &BTreeSet<String>, first: bool) -> (String, String) {
+        let usage = UsageDocument {
+            generated_at: self.usage.generated_at,
+            namespaces: self
+                .usage
+                .namespaces
+                .iter()
+                .filter(|(k, _)| namespaces.contains(*k))
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect(),
+        };
+        let details = DetailsDocument {
+            generated_at: self.details.generated_at,
+            namespaces: self
+                .details
+                .namespaces
+                .iter()
+                .filter(|(k, _)| namespaces.contains(*k))
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect(),
+            unallocated: if first {
+                self.details.unallocated.clone()
+            } else {
+                Vec::new()
+            },
+            zone_history: if first {
+                self.details.zone_history.clone()
+            } else {
+                BTreeMap::new()
+            },
+        };
+        (
+            serde_json::to_string(&usage).unwrap_or_default(),
+            serde_json::to_string(&details).unwrap_or_default(),
+        )
+    }
+
+    /// Packs the namespaces into at most `max_shards` shards of at most
+    /// [`MAX_CONFIGMAP_BYTES`]: `(namespaces, usage JSON, details JSON)` per
+    /// shard, or `None` when they do not fit.
+    fn pack(&self, max_shards: usize) -> Option<Vec<(BTreeSet<String>, String, String)>> {
+        // Each namespace's share of the encoded documents: `"name":[...],`
+        // in both (exact up to a comma).
+        let entry = |name: &str| -> usize {
+            let key = serde_json::to_string(name).map_or(0, |k| k.len()) + 2;
+            let usage = self
+                .usage
+                .namespaces
+                .get(name)
+                .map_or(0, |d| serde_json::to_string(d).map_or(0, |j| j.len()) + key);
+            let details = self
+                .details
+                .namespaces
+                .get(name)
+                .map_or(0, |d| serde_json::to_string(d).map_or(0, |j| j.len()) + key);
+            usage + details
+        };
+        let names: BTreeSet<&String> = self
+            .usage
+            .namespaces
+            .keys()
+            .chain(self.details.namespaces.keys())
+            .collect();
+        let (u0, d0) = self.encode_part(&BTreeSet::new(), true);
+        let (ue, de) = self.encode_part(&BTreeSet::new(), false);
+        let mut shards: Vec<(BTreeSet<String>, usize)> =
+            vec![(BTreeSet::new(), u0.len() + d0.len())];
+        for name in names {
+            let size = entry(name);
+            let last = shards.last_mut()?;
+            if last.1 + size > MAX_CONFIGMAP_BYTES && !last.0.is_empty() {
+                if shards.len() == max_shards {
+                    return None;
+                }
+                shards.push((BTreeSet::new(), ue.len() + de.len()));
+            }
+            let last = shards.last_mut()?;
+            if last.1 + size > MAX_CONFIGMAP_BYTES {
+                return None;
+            }
+            last.0.insert(name.clone());
+            last.1 += size;
         }
+        let mut out = Vec::with_capacity(shards.len());
+        for (i, (names, _)) in shards.into_iter().enumerate() {
+            let (usage, details) = self.encode_part(&names, i == 0);
+            if usage.len() + details.len() > MAX_CONFIGMAP_BYTES {
+                return None;
+            }
+            out.push((names, usage, details));
+        }
+        Some(out)
+    }
+
+    fn shard_configmap(
+        &self,
+        index: usize,
+        shards: usize,
+        usage: String,
+        details: String,
+    ) -> ConfigMap {
         ConfigMap {
             metadata: ObjectMeta {
-                name: Some(self.settings.configmap_name.clone()),
+                name: Some(shard_name(&self.settings.configmap_name, index)),
                 namespace: Some(self.settings.namespace.clone()),
-                labels: Some(BTreeMap::from([(
-                    "app.kubernetes.io/managed-by".to_owned(),
-                    "carbon-kube-accounting".to_owned(),
-                )])),
+                labels: Some(BTreeMap::from([
+                    (
+                        "app.kubernetes.io/managed-by".to_owned(),
+                        "carbon-kube-accounting".to_owned(),
+                    ),
+                    (ACCOUNTING_SHARD_LABEL.to_owned(), index.to_string()),
+                ])),
+                annotations: (index == 0).then(|| {
+                    BTreeMap::from([(ANNOTATION_ACCOUNTING_SHARDS.to_owned(), shards.to_string())])
+                }),
                 ..ObjectMeta::default()
             },
             data: Some(BTreeMap::from([
@@ -292,9 +437,15 @@ impl Accountant {
             ..ConfigMap::default()
         }
     }
+
+    /// Remembers how many shards were written before (read back on start),
+    /// so the next write empties those no longer needed.
+    pub fn set_written_shards(&mut self, shards: usize) {
+        self.written_shards = shards;
+    }
 }
 
-/// Largest data the accounting ConfigMap is given (the API server refuses
+/// Largest data one accounting ConfigMap is given (the API server refuses
 /// objects over 1 MiB; the rest is metadata headroom).
 pub const MAX_CONFIGMAP_BYTES: usize = 900 * 1024;
 
@@ -316,6 +467,60 @@ fn drop_oldest_day<T>(
     }
     namespaces.retain(|_, d| !d.is_empty());
     true
+}
+
+/// The ConfigMaps of every shard: `base` first, then the shards its
+/// [`ANNOTATION_ACCOUNTING_SHARDS`] names, by name (a missing one is
+/// skipped: not written yet). `Ok(None)` when `base` does not exist.
+/// Parse them with [`documents_from_configmaps`].
+pub async fn read_shard_configmaps(
+    api: &Api<ConfigMap>,
+    base: &str,
+) -> Result<Option<Vec<ConfigMap>>, kube::Error> {
+    let Some(first) = api.get_opt(base).await? else {
+        return Ok(None);
+    };
+    let count = shards_of(&first);
+    let mut maps = vec![first];
+    for i in 1..count {
+        if let Some(cm) = api.get_opt(&shard_name(base, i)).await? {
+            maps.push(cm);
+        }
+    }
+    Ok(Some(maps))
+}
+
+/// How many shards shard 0 (`cm`) says there are.
+pub fn shards_of(cm: &ConfigMap) -> usize {
+    shard_count(
+        cm.metadata
+            .annotations
+            .as_ref()
+            .and_then(|a| a.get(ANNOTATION_ACCOUNTING_SHARDS))
+            .map(String::as_str),
+    )
+}
+
+/// The merged documents of several shards' ConfigMaps (any order).
+pub fn documents_from_configmaps(
+    maps: &[ConfigMap],
+) -> Result<(UsageDocument, DetailsDocument), String> {
+    let mut usages = Vec::with_capacity(maps.len());
+    let mut details = Vec::with_capacity(maps.len());
+    for cm in maps {
+        let (u, d) = documents_from_configmap(cm).map_err(|e| {
+            format!(
+                "ConfigMap {}: {e}",
+                cm.metadata.name.as_deref().unwrap_or("?")
+            )
+        })?;
+        usages.push(u);
+        details.push(d);
+    }
+    Ok((
+        UsageDocument::merge_shards(usages),
+        DetailsDocument::merge_shards(details),
+    ))
 }
 
 /// Reads the documents from the accounting ConfigMap; a missing key or
@@ -397,6 +602,19 @@ async fn watch_snapshot(
             Err(e) => tracing::warn!(error = %e, "snapshot watch failed; retrying"),
         }
     }
+}
+
+/// Writes the shards in order (shard 0 last); stops at the first failure.
+async fn publish_all(client: &kube::Client, maps: &[ConfigMap]) -> Result<(), String> {
+    for cm in maps {
+        publish(client, cm).await.map_err(|e| {
+            format!(
+                "ConfigMap {}: {e}",
+                cm.metadata.name.as_deref().unwrap_or("?")
+            )
+        })?;
+    }
+    Ok(())
 }
 
 async fn publish(client: &kube::Client, cm: &ConfigMap) -> Result<(), kube::Error> {
@@ -485,17 +703,20 @@ pub async fn run_accounting(
             continue;
         }
         if !restored {
-            // A new leader continues the published days.
-            match cm_api.get_opt(&cm_name).await {
-                Ok(Some(cm)) => match documents_from_configmap(&cm) {
-                    Ok((u, d)) => acc.restore(u, d),
-                    Err(e) => {
-                        tracing::warn!(error = %e, "accounting ConfigMap unreadable; starting new documents (it is overwritten at the next publish)")
+            // A new leader continues the published days, from every shard.
+            match read_shard_configmaps(&cm_api, &cm_name).await {
+                Ok(Some(maps)) => {
+                    acc.set_written_shards(shards_of(&maps[0]));
+                    match documents_from_configmaps(&maps) {
+                        Ok((u, d)) => acc.restore(u, d),
+                        Err(e) => {
+                            tracing::warn!(error = %e, "accounting ConfigMap unreadable; starting new documents (it is overwritten at the next publish)")
+                        }
                     }
-                },
+                }
                 Ok(None) => {}
                 Err(e) => {
-                    tracing::warn!(error = %e, "reading the accounting ConfigMap failed; retrying");
+                    tracing::warn!(error = %e, "reading the accounting ConfigMaps failed; retrying");
                     continue;
                 }
             }
@@ -547,8 +768,8 @@ pub async fn run_accounting(
                 "accounted an interval"
             );
             if last_publish.is_none_or(|t| t.elapsed() >= publish_every) {
-                let cm = acc.configmap();
-                match publish(&client, &cm).await {
+                let maps = acc.configmaps();
+                match publish_all(&client, &maps).await {
                     Ok(()) => {
                         acc.metrics.publish(true);
                         last_publish = Some(Instant::now());
@@ -562,8 +783,8 @@ pub async fn run_accounting(
         }
     }
     if *leader.borrow() && acc.last.is_some() {
-        let cm = acc.configmap();
-        if let Err(e) = publish(&client, &cm).await {
+        let maps = acc.configmaps();
+        if let Err(e) = publish_all(&client, &maps).await {
             tracing::warn!(error = %e, "final write of the accounting ConfigMap failed");
         }
     }
@@ -581,12 +802,15 @@ mod tests {
     use carbon_kube_model::accounting::DayUsage;
     use carbon_kube_model::accounting_details::DayDetails;
 
-    #[test]
-    fn oversized_documents_lose_their_oldest_days_details_first() {
+    /// 300 namespaces × 35 days: about 3 MiB of documents.
+    fn big(max_shards: usize) -> (Accountant, prometheus_client::registry::Registry) {
         let mut registry = prometheus_client::registry::Registry::default();
         let metrics = AccountingMetrics::register(&mut registry, 10);
-        let mut acc = Accountant::new(AccountingSettings::default(), metrics);
-        // 300 namespaces x 35 days: about 3 MiB.
+        let settings = AccountingSettings {
+            max_shards,
+            ..AccountingSettings::default()
+        };
+        let mut acc = Accountant::new(settings, metrics);
         for n in 0..300 {
             let ns = format!("namespace-{n:04}");
             let days = (0..35).map(|d| d * 86_400);
@@ -595,7 +819,8 @@ mod tests {
                 days.clone()
                     .map(|day_start| DayUsage {
                         day_start,
-                        operational_grams: 1.5,
+                        operational_grams: 1.5 + f64::from(n) / 7.0,
+                        energy_joules: 123_456.789 * f64::from(n),
                         ..DayUsage::default()
                     })
                     .collect(),
@@ -604,27 +829,115 @@ mod tests {
                 ns,
                 days.map(|day_start| DayDetails {
                     day_start,
+                    modelled_joules: 98_765.4321 * f64::from(n),
                     ..DayDetails::default()
                 })
                 .collect(),
             );
         }
-        let cm = acc.configmap();
-        let data = cm.data.unwrap();
-        let size: usize = data.values().map(String::len).sum();
-        assert!(size <= MAX_CONFIGMAP_BYTES, "{size}");
-        let (usage, details) = documents_from_configmap(&ConfigMap {
-            data: Some(data),
-            ..ConfigMap::default()
-        })
-        .unwrap();
+        acc.details.unallocated = vec![DayUsage {
+            day_start: 0,
+            idle_grams: 3.0,
+            ..DayUsage::default()
+        }];
+        (acc, registry)
+    }
+
+    fn size(cm: &ConfigMap) -> usize {
+        cm.data.as_ref().unwrap().values().map(String::len).sum()
+    }
+
+    fn metrics_text(registry: &prometheus_client::registry::Registry) -> String {
+        let mut text = String::new();
+        prometheus_client::encoding::text::encode(&mut text, registry).unwrap();
+        text
+    }
+
+    /// Issue 17: ~50 namespaces × 35 days filled the one ConfigMap. Now the
+    /// namespaces spread over labelled shards and nothing is lost.
+    #[test]
+    fn many_namespaces_spread_over_shards_and_read_back_whole() {
+        let (mut acc, registry) = big(8);
+        let (usage, details) = (acc.usage.clone(), acc.details.clone());
+        let maps = acc.configmaps();
+        assert!(maps.len() > 1 && maps.len() <= 8, "{} shards", maps.len());
+        println!(
+            "300 namespaces x 35 days: {} shards of {:?} KiB",
+            maps.len(),
+            maps.iter().map(|m| size(m) / 1024).collect::<Vec<_>>()
+        );
+        // Shard 0, the ConfigMap everything else knows, is written last and
+        // names the count.
+        let first = maps.last().unwrap();
+        assert_eq!(first.metadata.name.as_deref(), Some(ACCOUNTING_CONFIGMAP));
+        assert_eq!(shards_of(first), maps.len());
+        for (i, cm) in maps.iter().enumerate() {
+            assert!(size(cm) <= MAX_CONFIGMAP_BYTES, "shard {i}: {}", size(cm));
+            let label = &cm.metadata.labels.as_ref().unwrap()[ACCOUNTING_SHARD_LABEL];
+            assert_eq!(
+                cm.metadata.name.clone().unwrap(),
+                shard_name(ACCOUNTING_CONFIGMAP, label.parse().unwrap())
+            );
+        }
+        let (u, d) = documents_from_configmaps(&maps).unwrap();
+        // Every day of every namespace (floats through JSON: to 1e-12).
+        let days = |m: &BTreeMap<String, Vec<DayUsage>>| -> Vec<(String, i64, f64)> {
+            m.iter()
+                .flat_map(|(k, v)| {
+                    v.iter()
+                        .map(move |d| (k.clone(), d.day_start, d.total_grams()))
+                })
+                .collect()
+        };
+        let (got, want) = (days(&u.namespaces), days(&usage.namespaces));
+        assert_eq!(got.len(), want.len());
+        for (g, w) in got.iter().zip(&want) {
+            assert!(
+                g.0 == w.0 && g.1 == w.1 && (g.2 - w.2).abs() <= 1e-12 * w.2.abs(),
+                "{g:?} {w:?}"
+            );
+        }
+        assert_eq!(
+            d.namespaces.values().map(Vec::len).sum::<usize>(),
+            details.namespaces.values().map(Vec::len).sum::<usize>()
+        );
+        assert_eq!(
+            d.namespaces.keys().collect::<Vec<_>>(),
+            details.namespaces.keys().collect::<Vec<_>>()
+        );
+        assert_eq!(d.unallocated, details.unallocated, "from shard 0");
+        assert!(!metrics_text(&registry).contains("trimmed_days_total{"));
+
+        // Fewer namespaces later: the shards no longer needed are written
+        // empty, so no reader counts a namespace twice.
+        let before = maps.len();
+        acc.usage
+            .namespaces
+            .retain(|k, _| k.as_str() < "namespace-0010");
+        acc.details
+            .namespaces
+            .retain(|k, _| k.as_str() < "namespace-0010");
+        let maps = acc.configmaps();
+        assert_eq!(maps.len(), before, "the old shards are rewritten");
+        assert_eq!(shards_of(maps.last().unwrap()), 1);
+        let (u, _) = documents_from_configmaps(&maps).unwrap();
+        assert_eq!(u.namespaces.len(), 10);
+        assert_eq!(acc.configmaps().len(), 1, "then only shard 0");
+    }
+
+    #[test]
+    fn past_the_shard_limit_the_oldest_days_go_details_first() {
+        let (mut acc, registry) = big(1);
+        let maps = acc.configmaps();
+        assert_eq!(maps.len(), 1);
+        assert!(size(&maps[0]) <= MAX_CONFIGMAP_BYTES, "{}", size(&maps[0]));
+        let (usage, details) = documents_from_configmaps(&maps).unwrap();
         // The details went first; the usage keeps the newest days.
         assert!(details.namespaces.is_empty());
         let days = &usage.namespaces["namespace-0000"];
         assert_eq!(days.last().unwrap().day_start, 34 * 86_400);
         assert!(days.len() < 35 && !days.is_empty(), "{}", days.len());
-        let mut text = String::new();
-        prometheus_client::encoding::text::encode(&mut text, &registry).unwrap();
+        let text = metrics_text(&registry);
         assert!(
             text.contains("carbon_kube_accounting_trimmed_days_total{document=\"details\"} 35"),
             "{text}"

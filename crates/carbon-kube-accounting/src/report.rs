@@ -13,14 +13,14 @@ use std::str::FromStr;
 
 use anyhow::Context as _;
 use carbon_kube_model::UnixSeconds;
-use carbon_kube_model::accounting::{DataQuality, UsageDocument};
+use carbon_kube_model::accounting::{ACCOUNTING_SHARD_LABEL, DataQuality, UsageDocument};
 use carbon_kube_model::accounting_details::{DetailsDocument, Savings};
 use carbon_kube_policy::accounting::day_start;
 use k8s_openapi::api::core::v1::ConfigMap;
 use serde::Serialize;
 
 use crate::args::ReportArgs;
-use crate::controller::documents_from_configmap;
+use crate::controller::{documents_from_configmaps, read_shard_configmaps, shards_of};
 use crate::metrics::quality_label;
 
 /// Output format.
@@ -361,16 +361,41 @@ impl Report {
     }
 }
 
-/// Runs `carbon-kube report`: reads the ConfigMap (file or cluster), prints
-/// the report on stdout.
+/// The accounting ConfigMaps in a file: a list (`kubectl get configmap -l
+/// carbon-kube.io/accounting-shard -o json`) or one ConfigMap. A single
+/// shard 0 that names more shards is refused (the report would be partial).
+pub fn configmaps_from_json(text: &str) -> Result<Vec<ConfigMap>, String> {
+    let value: serde_json::Value = serde_json::from_str(text).map_err(|e| e.to_string())?;
+    let maps: Vec<ConfigMap> = match value.get("items") {
+        Some(items) => serde_json::from_value(items.clone()).map_err(|e| e.to_string())?,
+        None => vec![serde_json::from_value(value).map_err(|e| e.to_string())?],
+    };
+    if maps.is_empty() {
+        return Err("no ConfigMap in the list".to_owned());
+    }
+    if let [only] = maps.as_slice()
+        && shards_of(only) > 1
+    {
+        return Err(format!(
+            "ConfigMap {} says the documents are split across {} shards: pass all of them (kubectl get configmap -l {ACCOUNTING_SHARD_LABEL} -o json)",
+            only.metadata.name.as_deref().unwrap_or("?"),
+            shards_of(only)
+        ));
+    }
+    Ok(maps)
+}
+
+/// Runs `carbon-kube report`: reads the ConfigMaps (file or cluster: the
+/// accounting ConfigMap and every shard it names), prints the report on
+/// stdout.
 pub async fn run(args: &ReportArgs) -> anyhow::Result<()> {
-    let cm: ConfigMap = match &args.file {
+    let maps: Vec<ConfigMap> = match &args.file {
         Some(path) => {
             let text = std::fs::read_to_string(path)
                 .with_context(|| format!("reading {}", path.display()))?;
-            serde_json::from_str(&text).with_context(|| {
-                format!(
-                    "{}: not a ConfigMap as JSON (kubectl get configmap {} -o json)",
+            configmaps_from_json(&text).map_err(|e| {
+                anyhow::anyhow!(
+                    "{}: {e} (expected `kubectl get configmap -l {ACCOUNTING_SHARD_LABEL} -o json`, or `kubectl get configmap {} -o json`)",
                     path.display(),
                     args.accounting_configmap
                 )
@@ -378,12 +403,12 @@ pub async fn run(args: &ReportArgs) -> anyhow::Result<()> {
         }
         None => {
             let client = carbon_kube_k8s::tuner::client(args.kubeconfig.as_deref()).await?;
-            kube::Api::<ConfigMap>::namespaced(client, &args.accounting_namespace)
-                .get_opt(&args.accounting_configmap)
+            let api = kube::Api::<ConfigMap>::namespaced(client, &args.accounting_namespace);
+            read_shard_configmaps(&api, &args.accounting_configmap)
                 .await
                 .with_context(|| {
                     format!(
-                        "reading ConfigMap {}/{}",
+                        "reading ConfigMap {}/{} and its shards",
                         args.accounting_namespace, args.accounting_configmap
                     )
                 })?
@@ -395,8 +420,7 @@ pub async fn run(args: &ReportArgs) -> anyhow::Result<()> {
                 })?
         }
     };
-    let (usage, details) = documents_from_configmap(&cm)
-        .map_err(|e| anyhow::anyhow!("ConfigMap {}: {e}", args.accounting_configmap))?;
+    let (usage, details) = documents_from_configmaps(&maps).map_err(|e| anyhow::anyhow!(e))?;
     let report = build_report(
         &usage,
         &details,
@@ -539,5 +563,57 @@ mod tests {
         let json: serde_json::Value = serde_json::from_str(&r.render(Format::Json)).unwrap();
         assert_eq!(json["namespaces"][1]["namespace"], "b");
         assert_eq!(json["total"]["deferredSavedGrams"], 180.0);
+    }
+
+    /// The file forms `--file` takes: the shards as `kubectl get configmap
+    /// -l carbon-kube.io/accounting-shard -o json` prints them, or one
+    /// ConfigMap; a lone shard 0 that names more shards is refused.
+    #[test]
+    fn a_file_holds_every_shard_or_the_only_one() {
+        use crate::controller::{Accountant, AccountingSettings};
+        use crate::metrics::AccountingMetrics;
+        let mut registry = prometheus_client::registry::Registry::default();
+        let settings = AccountingSettings::default();
+        let mut acc = Accountant::new(settings, AccountingMetrics::register(&mut registry, 10));
+        let (usage, details) = docs();
+        acc.usage = usage.clone();
+        acc.details = details;
+        let one = acc.configmaps();
+        assert_eq!(one.len(), 1);
+        let text = serde_json::to_string(&one[0]).unwrap();
+        let (u, _) = documents_from_configmaps(&configmaps_from_json(&text).unwrap()).unwrap();
+        assert_eq!(u.namespaces, usage.namespaces);
+
+        // Two shards (as the controller writes them with many namespaces).
+        let mut first = one[0].clone();
+        first.metadata.annotations = Some(
+            [(
+                carbon_kube_model::accounting::ANNOTATION_ACCOUNTING_SHARDS.to_owned(),
+                "2".to_owned(),
+            )]
+            .into(),
+        );
+        let mut second = one[0].clone();
+        second.metadata.name = Some("carbon-kube-accounting-1".into());
+        let mut moved = usage.clone();
+        moved.namespaces = [("c".to_owned(), usage.namespaces["a"].clone())].into();
+        second.data.as_mut().unwrap().insert(
+            carbon_kube_model::accounting::USAGE_KEY.to_owned(),
+            serde_json::to_string(&moved).unwrap(),
+        );
+        let list =
+            serde_json::json!({"apiVersion": "v1", "kind": "List", "items": [first, second]});
+        let maps = configmaps_from_json(&list.to_string()).unwrap();
+        let (u, _) = documents_from_configmaps(&maps).unwrap();
+        assert_eq!(
+            u.namespaces.keys().collect::<Vec<_>>(),
+            ["a", "b", "c"],
+            "both shards read"
+        );
+        let e = configmaps_from_json(&serde_json::to_string(&first).unwrap()).unwrap_err();
+        assert!(
+            e.contains("2 shards") && e.contains(ACCOUNTING_SHARD_LABEL),
+            "{e}"
+        );
     }
 }

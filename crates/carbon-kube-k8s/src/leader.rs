@@ -1,4 +1,5 @@
-//! Leader election for the controllers (gate controller, migrator): one
+//! Leader election for the controllers (gate controller, migrator,
+//! accounting controller, cluster score publisher): one
 //! `Lease` through `kube-lease-manager`, or "always the leader" when a
 //! component runs as a single replica.
 
@@ -22,6 +23,34 @@ pub struct LeaderSettings {
     pub duration_seconds: u64,
     /// Renew this long before expiry, seconds.
     pub grace_seconds: u64,
+}
+
+impl LeaderSettings {
+    /// Settings for `component`'s Lease `lease_name` in `namespace`:
+    /// renewed a third of `duration_seconds` before expiry; the identity is
+    /// `identity` (e.g. `--identity`, `$POD_NAME`), else [`default_identity`].
+    pub fn new(
+        component: &str,
+        lease_name: &str,
+        namespace: &str,
+        identity: Option<&str>,
+        duration_seconds: u64,
+    ) -> Self {
+        Self {
+            lease_name: lease_name.to_owned(),
+            namespace: namespace.to_owned(),
+            identity: identity.map_or_else(|| default_identity(component), str::to_owned),
+            duration_seconds,
+            grace_seconds: (duration_seconds / 3).max(1),
+        }
+    }
+}
+
+/// `$HOSTNAME` (the pod's name in Kubernetes), else `component`, plus the
+/// process id: unique per replica and per restart.
+pub fn default_identity(component: &str) -> String {
+    let host = std::env::var("HOSTNAME").unwrap_or_else(|_| component.to_owned());
+    format!("{host}-{}", std::process::id())
 }
 
 /// Keeps the election running; [`LeaseGuard::release`] gives the lease up.

@@ -108,3 +108,38 @@ pub struct DetailsDocument {
     /// Per zone, the hourly intensities seen, ascending, bounded.
     pub zone_history: BTreeMap<String, Vec<HourIntensity>>,
 }
+
+impl DetailsDocument {
+    /// One document from the shards' documents: every namespace once (from
+    /// the newest shard listing it); the cluster-wide parts (`unallocated`,
+    /// `zone_history`) from the newest shard that has them (shard 0 carries
+    /// them); written at the oldest shard's time.
+    pub fn merge_shards(shards: impl IntoIterator<Item = Self>) -> Self {
+        let mut shards: Vec<Self> = shards.into_iter().collect();
+        shards.sort_by_key(|d| std::cmp::Reverse(d.generated_at));
+        let generated_at = shards
+            .iter()
+            .map(|d| d.generated_at)
+            .min()
+            .unwrap_or_default();
+        let unallocated = shards
+            .iter_mut()
+            .find(|d| !d.unallocated.is_empty())
+            .map(|d| std::mem::take(&mut d.unallocated))
+            .unwrap_or_default();
+        let zone_history = shards
+            .iter_mut()
+            .find(|d| !d.zone_history.is_empty())
+            .map(|d| std::mem::take(&mut d.zone_history))
+            .unwrap_or_default();
+        let namespaces = crate::accounting::merge_namespaces(
+            shards.into_iter().map(|d| (d.generated_at, d.namespaces)),
+        );
+        Self {
+            generated_at,
+            namespaces,
+            unallocated,
+            zone_history,
+        }
+    }
+}

@@ -143,6 +143,7 @@ async fn main() {
         node_selector: None,
         region_zones: RegionZoneMap::default(),
         interval: Duration::from_secs(300),
+        leader: None,
     };
     let metrics = PublisherMetrics::default();
     let mut walls = Vec::new();

@@ -5,6 +5,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
+use carbon_kube_k8s::leader::LeaderSettings;
 use carbon_kube_model::{CarbonIntensity, ZoneId, keys};
 use carbon_kube_policy::cluster_score::{
     ClusterScoreConfig, DEFAULT_BAND, DEFAULT_REFERENCE_G_PER_KWH, Hysteresis, Reference,
@@ -108,13 +109,30 @@ pub struct PublishArgs {
     #[arg(long)]
     pub node_selector: Option<String>,
 
-    /// Run once, print the decision and exit.
+    /// Run once, print the decision and exit (no leader election).
     #[arg(long)]
     pub once: bool,
 
     /// Plain-HTTP address for /metrics, /healthz and /readyz.
     #[arg(long, default_value = "0.0.0.0:9090")]
     pub health_listen: SocketAddr,
+
+    /// Publish without leader election (only with a single replica).
+    #[arg(long)]
+    pub no_leader_elect: bool,
+
+    /// Name of the leader Lease, in --namespace of this cluster: only the
+    /// replica holding it publishes.
+    #[arg(long, default_value = "carbon-kube-cluster-score")]
+    pub lease_name: String,
+
+    /// Lease validity after the last renewal.
+    #[arg(long, default_value = "15s", value_parser = seconds)]
+    pub lease_duration: i64,
+
+    /// This replica's identity in the Lease (default: $POD_NAME or $HOSTNAME, plus the pid).
+    #[arg(long, env = "POD_NAME")]
+    pub identity: Option<String>,
 }
 
 /// `carbon-kube cluster-score karmada`.
@@ -213,6 +231,10 @@ impl PublishArgs {
             errors.push("--band: must be at most 100 points".to_owned());
         }
         let interval_duration = interval(self.interval, &mut errors);
+        if self.lease_duration < 3 {
+            errors.push("--lease-duration: must be at least 3s".to_owned());
+        }
+        name_errors("--lease-name", &self.lease_name, &mut errors);
         let mut entries = Vec::new();
         for flag in &self.region_zones {
             match flag.split_once('=') {
@@ -244,6 +266,15 @@ impl PublishArgs {
             node_selector: self.node_selector.clone().filter(|s| !s.trim().is_empty()),
             region_zones,
             interval: interval_duration,
+            leader: (!self.no_leader_elect && !self.once).then(|| {
+                LeaderSettings::new(
+                    "carbon-kube-cluster-score",
+                    &self.lease_name,
+                    &self.namespace,
+                    self.identity.as_deref(),
+                    u64::try_from(self.lease_duration).unwrap_or(15),
+                )
+            }),
         })
     }
 }
@@ -312,6 +343,17 @@ mod tests {
             (3, 120)
         );
         assert_eq!(s.interval, Duration::from_secs(60));
+        let leader = s.leader.expect("leader election by default");
+        assert_eq!(
+            (leader.lease_name.as_str(), leader.namespace.as_str()),
+            ("carbon-kube-cluster-score", keys::DEFAULT_NAMESPACE)
+        );
+        assert_eq!((leader.duration_seconds, leader.grace_seconds), (15, 5));
+        for flags in [["--no-leader-elect"], ["--once"]] {
+            let mut args = vec!["--cluster-name", "m"];
+            args.extend(flags);
+            assert!(publish(&args).unwrap().leader.is_none(), "{flags:?}");
+        }
         assert!(matches!(s.score.reference, Reference::Fixed(r) if r.g_per_kwh() == 400.0));
         let s = publish(&[
             "--cluster-name",
@@ -343,10 +385,18 @@ mod tests {
             "500",
             "--horizon",
             "100h",
+            "--lease-duration",
+            "1s",
         ])
         .unwrap_err()
         .to_string();
-        for flag in ["--cluster-name", "--reference", "--band", "--horizon"] {
+        for flag in [
+            "--cluster-name",
+            "--reference",
+            "--band",
+            "--horizon",
+            "--lease-duration",
+        ] {
             assert!(e.contains(flag), "{flag} missing from: {e}");
         }
         let e = publish(&["--cluster-name", "m", "--reference-zones", "not a zone!"]).unwrap_err();

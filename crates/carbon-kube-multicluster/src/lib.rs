@@ -69,8 +69,10 @@ pub async fn run(command: ClusterScoreCommand) -> anyhow::Result<()> {
             let health = health_router(Arc::new(registry), readiness.clone());
             let health_task =
                 tokio::spawn(serve_until(args.health_listen, health, shutdown_signal()));
-            publisher::run(local, hub, settings, metrics, readiness, shutdown_signal()).await;
+            let result =
+                publisher::run(local, hub, settings, metrics, readiness, shutdown_signal()).await;
             health_task.abort();
+            result?;
         }
         ClusterScoreCommand::Karmada(args) => {
             let settings = args.settings()?;

@@ -62,6 +62,9 @@ pub struct PublisherMetrics {
     pub snapshot_errors: SnapshotProblems,
     /// `carbon_kube_cluster_score_runs_failed_total`.
     pub runs_failed: Counter,
+    /// `carbon_kube_cluster_score_leader`: 1 while this replica holds the
+    /// leader Lease (and publishes).
+    pub leader: Gauge,
 }
 
 /// The metric label of a publish decision.
@@ -109,6 +112,11 @@ impl PublisherMetrics {
             "carbon_kube_cluster_score_runs_failed",
             "Runs that could not read the nodes or write the score",
             m.runs_failed.clone(),
+        );
+        registry.register(
+            "carbon_kube_cluster_score_leader",
+            "1 while this publisher replica holds the leader Lease (only the leader publishes)",
+            m.leader.clone(),
         );
         m
     }

@@ -7,6 +7,7 @@
 use std::time::Duration;
 
 use carbon_kube_k8s::SnapshotStore;
+use carbon_kube_k8s::leader::LeaderSettings;
 use carbon_kube_k8s::quantity::cpu_millis;
 use carbon_kube_model::{Snapshot, UnixSeconds};
 use carbon_kube_policy::cluster_score::{
@@ -44,6 +45,9 @@ pub struct PublisherSettings {
     pub region_zones: RegionZoneMap,
     /// Time between runs.
     pub interval: Duration,
+    /// Leader election (a Lease in `namespace` of this cluster); `None`
+    /// always publishes (a single replica, `--once`, tests).
+    pub leader: Option<LeaderSettings>,
 }
 
 /// What went wrong in one run.
@@ -266,8 +270,11 @@ pub async fn publish_once(
     Ok(RunOutcome { score, publication })
 }
 
-/// Runs [`publish_once`] every interval until `shutdown` completes. A failed
-/// run is logged and counted; the next run tries again.
+/// Runs [`publish_once`] every interval until `shutdown` completes, while
+/// this replica holds the leader Lease (`settings.leader`; always without
+/// one). A standby publishes nothing, is ready, and takes over at once when
+/// it wins the Lease. A failed run is logged and counted; the next run
+/// tries again. Fails only if the election cannot be set up.
 pub async fn run(
     local: kube::Client,
     hub: kube::Client,
@@ -275,15 +282,42 @@ pub async fn run(
     metrics: PublisherMetrics,
     readiness: carbon_kube_k8s::Readiness,
     shutdown: impl std::future::Future<Output = ()>,
-) {
+) -> anyhow::Result<()> {
     readiness.register("publisher");
+    let (mut leader, lease) =
+        carbon_kube_k8s::leader::elect(local.clone(), settings.leader.as_ref()).await?;
     let mut ticker = tokio::time::interval(settings.interval);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     tokio::pin!(shutdown);
+    let mut was_leader = None;
     loop {
         tokio::select! {
             () = &mut shutdown => break,
             _ = ticker.tick() => {}
+            res = leader.changed() => {
+                if res.is_err() {
+                    tracing::error!("leader election stopped; exiting");
+                    break;
+                }
+            }
+        }
+        let leads = *leader.borrow_and_update();
+        metrics.leader.set(i64::from(leads));
+        if was_leader != Some(leads) {
+            tracing::info!(
+                leader = leads,
+                "{}",
+                if leads {
+                    "leading: publishing the cluster score"
+                } else {
+                    "standby: another replica publishes the cluster score"
+                }
+            );
+            was_leader = Some(leads);
+        }
+        if !leads {
+            readiness.set("publisher", true);
+            continue;
         }
         let now = jiff::Timestamp::now().as_second();
         match publish_once(&local, &hub, &settings, &metrics, now).await {
@@ -297,4 +331,6 @@ pub async fn run(
             }
         }
     }
+    lease.release(leader).await;
+    Ok(())
 }

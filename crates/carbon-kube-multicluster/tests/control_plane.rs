@@ -11,16 +11,20 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
+use carbon_kube_k8s::Readiness;
+use carbon_kube_k8s::leader::LeaderSettings;
 use carbon_kube_model::{CarbonIntensity, Snapshot, Source, ZoneId, ZoneRecord, keys};
 use carbon_kube_multicluster::karmada::{self, KarmadaSettings};
+use carbon_kube_multicluster::metrics::ReasonLabels;
 use carbon_kube_multicluster::metrics::{KarmadaMetrics, PublisherMetrics};
 use carbon_kube_multicluster::ocm;
-use carbon_kube_multicluster::publisher::{PublisherSettings, publish_once};
+use carbon_kube_multicluster::publisher::{self, PublisherSettings, publish_once};
 use carbon_kube_policy::cluster_score::{ClusterScoreConfig, Hysteresis, PublishReason, Reference};
 use carbon_kube_policy::zone_map::RegionZoneMap;
 use carbon_kube_testkit::{
     Binaries, NODE_POOL_LABEL, Progress, TestNamespace, nodes_in_zone, shared, wait_until,
 };
+use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::ConfigMap;
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::api::{Api, DynamicObject, ListParams, Patch, PatchParams, PostParams};
@@ -185,6 +189,7 @@ fn settings(ns: &TestNamespace) -> PublisherSettings {
         node_selector: Some(format!("{NODE_POOL_LABEL}={}", ns.node_pool())),
         region_zones: RegionZoneMap::default(),
         interval: Duration::from_secs(300),
+        leader: None,
     }
 }
 
@@ -684,4 +689,169 @@ async fn the_command_publishes_once_through_kubeconfig_files() {
         }]
     );
     assert!(status.valid_until.is_some());
+}
+
+/// A publisher replica running [`publisher::run`] with leader election.
+struct Replica {
+    stop: tokio::sync::oneshot::Sender<()>,
+    task: tokio::task::JoinHandle<anyhow::Result<()>>,
+    metrics: PublisherMetrics,
+    readiness: Readiness,
+}
+
+impl Replica {
+    /// Publish decisions so far, every reason.
+    fn decisions(&self) -> u64 {
+        [
+            "first",
+            "moved",
+            "data_missing",
+            "expired",
+            "renewed",
+            "held",
+        ]
+        .into_iter()
+        .map(|reason| {
+            self.metrics
+                .decisions
+                .get_or_create(&ReasonLabels { reason })
+                .get()
+        })
+        .sum()
+    }
+
+    async fn stop(self) {
+        let _ = self.stop.send(());
+        self.task.await.unwrap().unwrap();
+    }
+}
+
+fn start_replica(ns: &TestNamespace, identity: &str) -> Replica {
+    let mut s = settings(ns);
+    s.interval = Duration::from_secs(1);
+    s.leader = Some(LeaderSettings::new(
+        "carbon-kube-cluster-score",
+        "carbon-kube-cluster-score",
+        ns.name(),
+        Some(identity),
+        3,
+    ));
+    let metrics = PublisherMetrics::default();
+    let readiness = Readiness::default();
+    let (stop, rx) = tokio::sync::oneshot::channel::<()>();
+    let client = ns.client();
+    let task = tokio::spawn(publisher::run(
+        client.clone(),
+        client,
+        s,
+        metrics.clone(),
+        readiness.clone(),
+        async {
+            let _ = rx.await;
+        },
+    ));
+    Replica {
+        stop,
+        task,
+        metrics,
+        readiness,
+    }
+}
+
+async fn lease_holder(ns: &TestNamespace) -> Option<String> {
+    ns.api::<Lease>()
+        .get_opt("carbon-kube-cluster-score")
+        .await
+        .unwrap()
+        .and_then(|l| l.spec?.holder_identity)
+}
+
+/// Issue 17: two publisher replicas with leader election (a Lease in the
+/// release namespace, through carbon-kube-k8s's helper). Only the Lease
+/// holder publishes; the standby is ready and decides nothing; when the
+/// leader stops (giving the Lease up), the standby takes over and publishes.
+#[tokio::test]
+async fn only_the_lease_holder_publishes_and_a_standby_takes_over() {
+    let cp = shared().await;
+    let ns = cp.test_namespace("mc-leader").await.unwrap();
+    install_crds(&ns.client()).await;
+    de_fr_nodes(&ns).await;
+    put_snapshot(&ns, &[("DE", 300.0), ("FR", 50.0)], now()).await;
+
+    let a = start_replica(&ns, "replica-a");
+    wait_until(
+        "replica-a to lead and publish",
+        Duration::from_secs(60),
+        || async {
+            if a.metrics.leader.get() == 1 && a.decisions() > 0 {
+                Progress::Done(())
+            } else {
+                Progress::Waiting(format!(
+                    "leader {}, decisions {}",
+                    a.metrics.leader.get(),
+                    a.decisions()
+                ))
+            }
+        },
+    )
+    .await
+    .unwrap();
+    let b = start_replica(&ns, "replica-b");
+    // Let the standby go through several runs while the leader publishes.
+    let seen = a.decisions();
+    wait_until(
+        "three more runs of the leader",
+        Duration::from_secs(60),
+        || async {
+            if a.decisions() >= seen + 3 && b.readiness.waiting().is_empty() {
+                Progress::Done(())
+            } else {
+                Progress::Waiting(format!(
+                    "leader decisions {}, standby waiting for {:?}",
+                    a.decisions(),
+                    b.readiness.waiting()
+                ))
+            }
+        },
+    )
+    .await
+    .unwrap();
+    assert_eq!(b.metrics.leader.get(), 0, "one leader");
+    assert_eq!(b.decisions(), 0, "the standby published nothing");
+    assert_eq!(lease_holder(&ns).await.as_deref(), Some("replica-a"));
+    assert_eq!(
+        ocm::status_of(&score_object(&ns).await).unwrap().scores[0].value,
+        41
+    );
+
+    // The leader stops and gives the Lease up: the standby takes over.
+    a.stop().await;
+    wait_until(
+        "replica-b to lead and publish",
+        Duration::from_secs(60),
+        || async {
+            if b.metrics.leader.get() == 1 && b.decisions() > 0 {
+                Progress::Done(())
+            } else {
+                Progress::Waiting(format!(
+                    "leader {}, decisions {}",
+                    b.metrics.leader.get(),
+                    b.decisions()
+                ))
+            }
+        },
+    )
+    .await
+    .unwrap();
+    assert_eq!(lease_holder(&ns).await.as_deref(), Some("replica-b"));
+    // It continues from the published object (restart-safe): no new "first".
+    assert_eq!(
+        b.metrics
+            .decisions
+            .get_or_create(&ReasonLabels { reason: "first" })
+            .get(),
+        0
+    );
+    assert_eq!(b.metrics.published.get(), 41);
+    b.stop().await;
 }
