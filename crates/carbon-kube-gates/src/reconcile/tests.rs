@@ -584,3 +584,160 @@ fn releases_in_one_pass_book_their_room_and_name_the_nodes_that_have_it() {
     assert_eq!(cause, ReleaseCause::Planned(ReleaseReason::Deadline));
     assert!(nodes.is_empty(), "{nodes:?}");
 }
+
+/// A 2-core pod that was planned earlier for `at_h` hours after T0, with
+/// the same latest start as the big pod of the reservation tests.
+fn crowd_member(name: &str, at_h: i64) -> Pod {
+    let stored = StoredPlan {
+        plan: ReleasePlan {
+            release_at: T0 + at_h * H,
+            zone: Some(zone("DE")),
+            reason: ReleaseReason::GreenWindow,
+            latest_start: T0 + 4 * H,
+            deadline: T0 + 5 * H,
+            expected_g_per_kwh: Some(250.0),
+            now_g_per_kwh: Some(300.0),
+            reserved_from: None,
+        },
+        planned_at: T0,
+        cpu_millis: 2000,
+        duration_seconds: H,
+    };
+    let mut b = deferrable(name, 5)
+        .cpu("2")
+        .require(keys::LABEL_GRID_ZONE, &["DE"]);
+    for (k, v) in stored.to_annotations() {
+        b = b.annotate(&k, &v);
+    }
+    b.build()
+}
+
+fn pass(pods: &[Pod], running: &[RunningPod], now: i64) -> Vec<Action> {
+    reconcile(
+        &facts(pods, now),
+        &snapshot(&[("DE", &[300.0; 48])]),
+        &nodes(),
+        running,
+        now,
+        &ReconcileConfig::default(),
+        false,
+    )
+}
+
+#[test]
+fn a_pod_that_needs_most_of_a_node_reserves_it_and_the_promises_there_move() {
+    // Issue 14, backfill. de-1 (8 cores) runs 2 cores until T0 + 2 h; three
+    // 2-core pods are promised its hours 1, 2 and 3. A 7-core pod with the
+    // same latest start (T0 + 4 h) finds no window with room: it reserves
+    // de-1 from T0 + 2 h, when the running work ends, instead of waiting
+    // (promising nothing) while smaller work takes what frees.
+    let running = [RunningPod {
+        node: "de-1".to_owned(),
+        cpu_millis: 2000,
+        expected_end: Some(T0 + 2 * H),
+    }];
+    let crowd: Vec<Pod> = (1..=3).map(|h| crowd_member(&format!("c{h}"), h)).collect();
+    let big = deferrable("big", 5)
+        .cpu("7")
+        .require(keys::LABEL_GRID_ZONE, &["DE"])
+        .build();
+    let mut pods = crowd.clone();
+    pods.push(big.clone());
+    let actions = pass(&pods, &running, T0);
+    let plan = actions
+        .iter()
+        .find(|a| a.pod() == 3)
+        .expect("the big pod is planned");
+    let Action::Plan {
+        stored, message, ..
+    } = plan
+    else {
+        panic!("not a plan: {plan:?}")
+    };
+    assert_eq!(stored.plan.reason, ReleaseReason::Reserved, "{plan:?}");
+    assert_eq!(stored.plan.reserved_from, Some(T0 + 2 * H));
+    assert_eq!(stored.plan.release_at, T0 + 2 * H);
+    assert!(message.contains("reserved"), "{message}");
+
+    // Next pass: the reservation is booked first; the promise it displaced
+    // (c2, hour 2) no longer holds and is made again, away from hour 2; the
+    // others keep theirs.
+    pods[3] = store(&big, plan);
+    let actions = pass(&pods, &running, T0 + 60);
+    assert!(
+        actions.iter().all(|a| a.pod() == 1),
+        "only c2 is planned again: {actions:?}"
+    );
+    if let Some(Action::Plan { stored, .. }) = actions.first() {
+        assert_ne!(stored.plan.release_at, T0 + 2 * H, "{actions:?}");
+    }
+
+    // At T0 + 2 h the running work has ended: the big pod is released,
+    // preferring de-1, though c2's stale plan still counts on that hour.
+    let actions = pass(&pods, &[], T0 + 2 * H);
+    let released = actions
+        .iter()
+        .find(|a| a.pod() == 3)
+        .expect("the big pod is released");
+    let Action::Release { cause, nodes, .. } = released else {
+        panic!("not released: {released:?}")
+    };
+    assert_eq!(*cause, ReleaseCause::Planned(ReleaseReason::Reserved));
+    assert_eq!(nodes, &["de-1".to_owned()]);
+}
+
+#[test]
+fn a_pod_released_for_its_deadline_waits_for_the_node_it_reserved() {
+    // The running work ends at T0 + 4.5 h, after the big pod's latest
+    // release (T0 + 3.5 h): de-1 is reserved from T0 + 5 h, the pod is
+    // released at T0 + 3.5 h all the same, prefers de-1 alone and keeps it
+    // reserved: a 2-core pod released then is not steered onto it.
+    let running = [RunningPod {
+        node: "de-1".to_owned(),
+        cpu_millis: 2000,
+        expected_end: Some(T0 + 4 * H + H / 2),
+    }];
+    let big = deferrable("big", 5)
+        .cpu("7")
+        .require(keys::LABEL_GRID_ZONE, &["DE"])
+        .build();
+    let crowd: Vec<Pod> = (1..=3).map(|h| crowd_member(&format!("c{h}"), h)).collect();
+    let mut pods = crowd;
+    pods.push(big.clone());
+    let actions = pass(&pods, &running, T0);
+    let plan = actions.iter().find(|a| a.pod() == 3).expect("planned");
+    let Action::Plan { stored, .. } = plan else {
+        panic!("not a plan: {plan:?}")
+    };
+    assert_eq!(
+        (
+            stored.plan.reason,
+            stored.plan.reserved_from,
+            stored.plan.release_at
+        ),
+        (
+            ReleaseReason::Reserved,
+            Some(T0 + 5 * H),
+            T0 + 3 * H + H / 2
+        )
+    );
+    let now = T0 + 3 * H + H / 2;
+    let small = deferrable("small", 3)
+        .cpu("2")
+        .created(now - H)
+        .require(keys::LABEL_GRID_ZONE, &["DE"])
+        .annotate(keys::ANNOTATION_EXPECTED_DURATION, "2h")
+        .build();
+    let pods = vec![store(&big, plan), small];
+    let actions = pass(&pods, &running, now);
+    let Some(Action::Release { cause, nodes, .. }) = actions.iter().find(|a| a.pod() == 0) else {
+        panic!("the big pod is not released: {actions:?}")
+    };
+    assert_eq!(*cause, ReleaseCause::Planned(ReleaseReason::Deadline));
+    assert_eq!(nodes, &["de-1".to_owned()]);
+    for a in &actions {
+        if let Action::Release { pod: 1, nodes, .. } = a {
+            assert!(!nodes.contains(&"de-1".to_owned()), "{a:?}");
+        }
+    }
+}
