@@ -5,7 +5,9 @@
 //!
 //! - the **webhook** (`carbon-kube gates webhook`): a mutating admission
 //!   webhook that adds the `carbon-kube.io/green-window` scheduling gate to
-//!   pods that opt in ([`admission`] decides, [`webhook`] serves HTTPS);
+//!   pods that opt in ([`admission`] decides, [`webhook`] serves HTTPS),
+//!   and, with `--steer-migrations`, steers the replacement of a pod the
+//!   migrator moved to its planned zone ([`reservation`]);
 //! - the **controller** (`carbon-kube gates controller`): leader-elected,
 //!   watches gated pods, plans each release with
 //!   `carbon_kube_policy::deferral::plan_release` ([`reconcile`]), stores the
@@ -100,6 +102,7 @@ async fn run_controller(args: ControllerArgs) -> anyhow::Result<()> {
 
 pub mod metrics;
 pub mod reconcile;
+pub mod reservation;
 pub mod webhook;
 pub mod zones;
 

@@ -7,6 +7,11 @@
 //!
 //! It is registered with `failurePolicy: Ignore` and a short timeout: when
 //! it is down or slow, pods are created ungated and run undeferred.
+//!
+//! With `--steer-migrations` it also steers the replacement of a pod the
+//! migrator moved to the zone the migrator planned (a preferred node
+//! affinity; see [`crate::reservation`]), from a label-selected cache of the
+//! owners with a pending move.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -29,6 +34,7 @@ use prometheus_client::registry::Registry;
 
 use crate::admission::{AdmissionConfig, Decision, NamespaceInfo, SkipReason, decide};
 use crate::metrics::WebhookMetrics;
+use crate::reservation::{ReservationMetrics, Reservations, Steering};
 use crate::{Clock, shutdown_signal, system_clock};
 
 /// Shared state of the webhook handlers.
@@ -38,6 +44,7 @@ pub struct WebhookState {
     namespaces: Namespaces,
     metrics: WebhookMetrics,
     clock: Clock,
+    reservations: Option<Reservations>,
 }
 
 /// Where the webhook looks namespaces up.
@@ -76,7 +83,15 @@ impl WebhookState {
             namespaces,
             metrics,
             clock,
+            reservations: None,
         }
+    }
+
+    /// Also steers replacements of migrated pods to their planned zone.
+    #[must_use]
+    pub fn with_reservations(mut self, reservations: Reservations) -> Self {
+        self.reservations = Some(reservations);
+        self
     }
 }
 
@@ -124,27 +139,33 @@ async fn mutate(
     Json(response.into_review()).into_response()
 }
 
-/// The answer to one admission request.
+/// The answer to one admission request: the gate decision's patch, then
+/// (with reservations) the steering of a migrated pod's replacement,
+/// computed on the pod as the gate patch left it.
 pub fn respond(
     state: &WebhookState,
     request: &AdmissionRequest<Pod>,
     now: UnixSeconds,
 ) -> AdmissionResponse {
     let namespace = request.namespace.clone().unwrap_or_default();
-    let decision = match (&request.operation, &request.object) {
-        (Operation::Create, Some(pod)) if request.sub_resource.is_none() => {
+    let create = match (&request.operation, &request.object) {
+        (Operation::Create, Some(pod)) if request.sub_resource.is_none() => Some(pod),
+        _ => None,
+    };
+    let decision = match create {
+        Some(pod) => {
             let ns = state.namespaces.get(&namespace);
             decide(pod, &namespace, ns.as_ref(), &state.cfg, now)
         }
-        _ => Decision::Skip(SkipReason::NotAPodCreate),
+        None => Decision::Skip(SkipReason::NotAPodCreate),
     };
     state.metrics.decision(decision.metric_label());
     let name = pod_name(request);
     let base = AdmissionResponse::from(request);
-    match decision {
+    let (mut ops, warnings) = match decision {
         Decision::Skip(reason) => {
             tracing::trace!(pod = %format!("{namespace}/{name}"), %reason, "not gated");
-            base
+            (Vec::new(), Vec::new())
         }
         Decision::Gate {
             patch,
@@ -152,22 +173,46 @@ pub fn respond(
             warnings,
         } => {
             tracing::debug!(pod = %format!("{namespace}/{name}"), ?reason, "gated");
-            match base.clone().with_patch(patch) {
-                Ok(mut r) => {
-                    if !warnings.is_empty() {
-                        r.warnings = Some(warnings);
-                    }
-                    r
-                }
-                Err(e) => {
-                    // Never happens with our own patches; admit unchanged.
-                    state.metrics.errors.inc();
-                    tracing::error!(error = %e, "serializing the gate patch failed; admitting unchanged");
-                    base
-                }
-            }
+            (patch.0, warnings)
+        }
+    };
+    if let (Some(reservations), Some(pod)) = (&state.reservations, create) {
+        let gated;
+        let current = if ops.is_empty() {
+            pod
+        } else {
+            gated = patched(pod, &ops);
+            gated.as_ref().unwrap_or(pod)
+        };
+        if let Steering::Steer(s) = reservations.steer(current, &namespace, now, request.dry_run) {
+            ops.extend(s.ops);
         }
     }
+    if ops.is_empty() {
+        return base;
+    }
+    match base.clone().with_patch(json_patch::Patch(ops)) {
+        Ok(mut r) => {
+            if !warnings.is_empty() {
+                r.warnings = Some(warnings);
+            }
+            r
+        }
+        Err(e) => {
+            // Never happens with our own patches; admit unchanged.
+            state.metrics.errors.inc();
+            tracing::error!(error = %e, "serializing the patch failed; admitting unchanged");
+            base
+        }
+    }
+}
+
+/// `pod` with `ops` applied; `None` if they do not apply (never with the
+/// gate's own patch).
+fn patched(pod: &Pod, ops: &[json_patch::PatchOperation]) -> Option<Pod> {
+    let mut doc = serde_json::to_value(pod).ok()?;
+    json_patch::patch(&mut doc, ops).ok()?;
+    serde_json::from_value(doc).ok()
 }
 
 fn pod_name(request: &AdmissionRequest<Pod>) -> String {
@@ -221,6 +266,15 @@ pub struct WebhookArgs {
         default_value = "6h"
     )]
     pub namespace_default_max_delay: String,
+
+    /// Steer the replacement of a pod the migrator moved to the zone it
+    /// planned: a preferred node affinity for that zone and its planned
+    /// nodes, added to the first pod its owner creates while the move is
+    /// reserved. Watches the metadata of ReplicaSets, StatefulSets and Jobs
+    /// labelled carbon-kube.io/migration-pending=true (needs list/watch on
+    /// them).
+    #[arg(long, env = "CARBON_KUBE_GATES_STEER_MIGRATIONS")]
+    pub steer_migrations: bool,
 }
 
 impl WebhookArgs {
@@ -326,6 +380,20 @@ pub async fn serve_https(
     Ok(RunningWebhook { addr, handle, task })
 }
 
+/// Serves `router` over HTTPS on `listen` with a PEM certificate (chain)
+/// and key held in memory; returns once listening.
+pub async fn serve_https_pem(
+    listen: SocketAddr,
+    cert: Vec<u8>,
+    key: Vec<u8>,
+    router: Router,
+) -> anyhow::Result<RunningWebhook> {
+    let tls = axum_server::tls_rustls::RustlsConfig::from_pem(cert, key)
+        .await
+        .context("reading the PEM certificate and key")?;
+    serve_https(listen, tls, router).await
+}
+
 /// Runs the webhook until SIGTERM or Ctrl-C.
 pub async fn run(args: WebhookArgs) -> anyhow::Result<()> {
     let cfg = args.admission_config()?;
@@ -337,8 +405,16 @@ pub async fn run(args: WebhookArgs) -> anyhow::Result<()> {
     let readiness = Readiness::default();
     readiness.register("namespaces");
     let (store, writer) = reflector::store();
+    let mut state = WebhookState::new(cfg, Namespaces::Store(store), metrics, system_clock());
+    if args.steer_migrations {
+        // Not part of readiness: until the owner caches list, replacements
+        // are simply not steered (fail open), and gating goes on.
+        let (reservations, writers) =
+            Reservations::new(ReservationMetrics::register(&mut registry));
+        reservations.watch(&client, writers);
+        state = state.with_reservations(reservations);
+    }
     tokio::spawn(reflect_namespaces(client, writer, readiness.clone()));
-    let state = WebhookState::new(cfg, Namespaces::Store(store), metrics, system_clock());
     let tls = axum_server::tls_rustls::RustlsConfig::from_pem_file(&args.tls_cert, &args.tls_key)
         .await
         .with_context(|| {

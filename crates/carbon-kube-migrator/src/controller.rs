@@ -63,7 +63,7 @@ use crate::overrides::{
 use crate::state::{Landing, MoveRecord, OwnerState};
 use crate::view::{
     NodeEntry, Owner, deadline, expected_remaining, job_recreates, last_checkpoint, node_entries,
-    owner, pod_facts, pod_view, started_at, trim_pod,
+    owner, pod_facts, pod_view, started_at, trim_pod, zone_selector,
 };
 
 /// Field manager of the migrator's writes.
@@ -371,10 +371,14 @@ impl Migrator {
         let mut attempt = 0;
         let meta = loop {
             attempt += 1;
+            // The label is there exactly while a replacement is awaited:
+            // the gate webhook watches only labelled owners (null removes it).
+            let pending = o.state.awaits_landing().then_some("true");
             let patch = json!({
                 "metadata": {
                     "resourceVersion": o.resource_version,
-                    "annotations": { keys::ANNOTATION_MIGRATIONS: value }
+                    "annotations": { keys::ANNOTATION_MIGRATIONS: value },
+                    "labels": { keys::LABEL_MIGRATION_PENDING: pending }
                 }
             });
             match patch_meta(&c, &o.kind, &o.namespace, &o.name, &patch).await {
@@ -581,7 +585,7 @@ impl Migrator {
             let Some(current) = nodes.get(&node_name) else {
                 continue;
             };
-            let history = o.state.history();
+            let history = crate::state::history(&o.state);
             let matching: Vec<&NodeEntry> = nodes
                 .values()
                 .filter(|n| pod_fits_node(spec, &n.facts()))
@@ -657,7 +661,7 @@ impl Migrator {
                 continue;
             }
             caps.record(&node, &ns, &o.key());
-            let moved = self.migrate(&p, &mut o, &plan, now).await;
+            let moved = self.migrate(&p, &mut o, &plan, &nodes, now).await;
             if !moved {
                 caps.unrecord(&node, &ns, &o.key());
             }
@@ -692,6 +696,7 @@ impl Migrator {
         p: &Arc<Pod>,
         o: &mut OwnerEntry,
         plan: &MigrationPlan,
+        nodes: &HashMap<String, NodeEntry>,
         now: UnixSeconds,
     ) -> bool {
         let key = pod_key(p);
@@ -712,6 +717,10 @@ impl Migrator {
                 .unwrap_or_else(|| plan.target_zone.clone()),
             to: plan.target_zone.clone(),
             nodes: plan.target_nodes.iter().take(5).cloned().collect(),
+            // The reservation the gate webhook reads: the target zone's node
+            // labels, until the replacement counts as not seen.
+            zone_selector: zone_selector(&plan.target_zone, nodes.values()),
+            reserve_until: Some(now + self.settings.landing_timeout_seconds),
             net_grams: numbers.net_grams(),
             evicted: false,
             landed: None,
@@ -832,30 +841,51 @@ impl Migrator {
                 }
             }
         }
+        // Replacements the gate webhook steered name the move they replace
+        // (`carbon-kube.io/replaces`): that pod is the move's replacement,
+        // and no other move's. Without one, the first pod of the owner
+        // created after the move and bound.
+        let replaces = |p: &Pod| {
+            p.metadata
+                .annotations
+                .as_ref()
+                .and_then(|a| a.get(keys::ANNOTATION_REPLACES))
+                .cloned()
+        };
+        let claimed: Vec<String> = o.state.moves.iter().map(|m| m.uid.clone()).collect();
         for i in 0..o.state.moves.len() {
             let m = &o.state.moves[i];
             if !m.evicted || m.landed.is_some() {
                 continue;
             }
-            let replacement = pods
+            let bound = |p: &&Arc<Pod>| {
+                p.metadata
+                    .owner_references
+                    .as_deref()
+                    .unwrap_or_default()
+                    .iter()
+                    .any(|r| r.uid == o.uid)
+                    && p.spec
+                        .as_ref()
+                        .and_then(|s| s.node_name.as_deref())
+                        .is_some_and(|n| !n.is_empty())
+            };
+            let steered = pods
                 .iter()
-                .filter(|p| {
-                    p.metadata
-                        .owner_references
-                        .as_deref()
-                        .unwrap_or_default()
-                        .iter()
-                        .any(|r| r.uid == o.uid)
-                        && p.metadata
+                .filter(bound)
+                .find(|p| replaces(p).as_deref() == Some(m.uid.as_str()));
+            let replacement = steered.or_else(|| {
+                pods.iter()
+                    .filter(bound)
+                    .filter(|p| {
+                        p.metadata
                             .creation_timestamp
                             .as_ref()
                             .is_some_and(|t| t.0.as_second() >= m.at)
-                        && p.spec
-                            .as_ref()
-                            .and_then(|s| s.node_name.as_deref())
-                            .is_some_and(|n| !n.is_empty())
-                })
-                .min_by_key(|p| p.metadata.creation_timestamp.as_ref().map(|t| t.0));
+                            && replaces(p).is_none_or(|u| !claimed.contains(&u))
+                    })
+                    .min_by_key(|p| p.metadata.creation_timestamp.as_ref().map(|t| t.0))
+            });
             let landed = match replacement {
                 Some(p) => {
                     let node = p
@@ -869,7 +899,28 @@ impl Migrator {
                     } else {
                         Landing::Elsewhere
                     };
-                    tracing::info!(pod = %pod_key(p), owner = %o.key(), planned = %m.to, node, landed = l.as_str(), "replacement of a migrated pod bound");
+                    let how = if steered.is_some() {
+                        "steered there by the gate webhook"
+                    } else {
+                        "not steered"
+                    };
+                    tracing::info!(pod = %pod_key(p), owner = %o.key(), planned = %m.to, node, landed = l.as_str(), steered = steered.is_some(), "replacement of a migrated pod bound");
+                    if !self.settings.dry_run {
+                        let zone =
+                            zone.map_or_else(|| "an unknown zone".to_owned(), ToString::to_string);
+                        let note = match l {
+                            Landing::Planned => format!(
+                                "replaces {} (moved {} → {}): landed on {node} in {zone} as planned ({how})",
+                                m.pod, m.from, m.to
+                            ),
+                            _ => format!(
+                                "replaces {} (moved {} → {}): landed on {node} in {zone}, not in the planned zone ({how})",
+                                m.pod, m.from, m.to
+                            ),
+                        };
+                        self.events
+                            .emit(p, EventType::Normal, "MigrationLanded", "Land", note);
+                    }
                     Some(l)
                 }
                 None if now - m.at > self.settings.landing_timeout_seconds => {

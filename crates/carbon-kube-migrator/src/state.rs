@@ -2,7 +2,9 @@
 //! leader) loses and repeats nothing: the `carbon-kube.io/migrations`
 //! annotation on each pod's owner (ReplicaSet, StatefulSet, Job) lists the
 //! owner's recent moves. Annotating the owner's metadata does not touch its
-//! pod template, so nothing rolls.
+//! pod template, so nothing rolls. The record's type and codec live in
+//! `carbon_kube_model::migration` (the gate webhook reads it too); this
+//! module re-exports them.
 //!
 //! A move is written *before* the eviction (`evicted: false`), marked
 //! `evicted: true` once the Eviction API accepted it, and removed if the
@@ -13,169 +15,57 @@
 //! one) if its pod still exists, and marked evicted if the pod is gone. Once the
 //! replacement pod is bound, `landed` says whether it landed in the planned
 //! zone.
+//!
+//! **Reservation.** Each move also carries the target zone's node labels
+//! (`zoneSelector`) and `reserveUntil` (decision time + the landing
+//! timeout), and while any move's replacement has not landed the owner
+//! carries the label `carbon-kube.io/migration-pending=true`. The gate
+//! webhook watches the labelled owners and prefers the planned zone and
+//! nodes for one replacement per reserved move.
 
-use carbon_kube_model::{UnixSeconds, ZoneId};
 use carbon_kube_policy::migration::OwnerMove;
-use serde::{Deserialize, Serialize};
 
-/// Where a replacement landed.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Landing {
-    /// In the planned zone.
-    Planned,
-    /// Somewhere else.
-    Elsewhere,
-    /// No replacement was bound within the landing timeout.
-    NotSeen,
-}
+pub use carbon_kube_model::migration::{Landing, MoveRecord, OwnerState, ZoneSelector};
 
-impl Landing {
-    /// The `result` label of `carbon_kube_migration_landings_total`.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Planned => "planned",
-            Self::Elsewhere => "elsewhere",
-            Self::NotSeen => "not_seen",
-        }
-    }
-}
-
-/// One move of one of the owner's pods.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct MoveRecord {
-    /// When it was decided (unix seconds).
-    pub at: UnixSeconds,
-    /// The evicted pod's name.
-    pub pod: String,
-    /// The evicted pod's uid.
-    pub uid: String,
-    /// The zone it left.
-    pub from: ZoneId,
-    /// The zone it was sent to.
-    pub to: ZoneId,
-    /// The planned target nodes, best first.
-    #[serde(default)]
-    pub nodes: Vec<String>,
-    /// Expected net saving, grams CO2e.
-    #[serde(default)]
-    pub net_grams: f64,
-    /// The Eviction API accepted it.
-    #[serde(default)]
-    pub evicted: bool,
-    /// Where the replacement landed, once known.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub landed: Option<Landing>,
-}
-
-/// The owner's annotation.
-#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct OwnerState {
-    /// Recent moves, oldest first.
-    #[serde(default)]
-    pub moves: Vec<MoveRecord>,
-}
-
-impl OwnerState {
-    /// Reads the annotation; an unreadable one counts as empty (and is
-    /// logged by the caller) rather than blocking the owner forever.
-    pub fn parse(value: Option<&str>) -> Result<Self, serde_json::Error> {
-        value.map_or_else(|| Ok(Self::default()), serde_json::from_str)
-    }
-
-    /// The annotation's value.
-    pub fn to_json(&self) -> String {
-        serde_json::to_string(self).unwrap_or_else(|_| "{}".to_owned())
-    }
-
-    /// Drops moves older than `keep_seconds` that are settled (evicted and
-    /// landed, or never evicted).
-    pub fn forget_before(&mut self, now: UnixSeconds, keep_seconds: i64) {
-        self.moves
-            .retain(|m| now - m.at < keep_seconds || (m.evicted && m.landed.is_none()));
-    }
-
-    /// The moves the policy's memory counts (accepted evictions).
-    pub fn history(&self) -> Vec<OwnerMove> {
-        self.moves
-            .iter()
-            .filter(|m| m.evicted)
-            .map(|m| OwnerMove {
-                at: m.at,
-                from: m.from.clone(),
-                to: m.to.clone(),
-            })
-            .collect()
-    }
-
-    /// Moves evicted whose replacement has not landed yet: in flight.
-    pub fn in_flight(&self) -> usize {
-        self.moves
-            .iter()
-            .filter(|m| m.evicted && m.landed.is_none())
-            .count()
-    }
-
-    /// Accepted moves since `t`.
-    pub fn moves_since(&self, t: UnixSeconds) -> usize {
-        self.moves.iter().filter(|m| m.evicted && m.at >= t).count()
-    }
-
-    /// A move written but not yet confirmed evicted (a restart between the
-    /// two writes).
-    pub fn pending(&self) -> Option<&MoveRecord> {
-        self.moves.iter().find(|m| !m.evicted)
-    }
+/// The moves the policy's memory counts (accepted evictions).
+pub fn history(state: &OwnerState) -> Vec<OwnerMove> {
+    state
+        .moves
+        .iter()
+        .filter(|m| m.evicted)
+        .map(|m| OwnerMove {
+            at: m.at,
+            from: m.from.clone(),
+            to: m.to.clone(),
+        })
+        .collect()
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use carbon_kube_model::ZoneId;
 
-    fn rec(at: i64, evicted: bool, landed: Option<Landing>) -> MoveRecord {
-        MoveRecord {
+    #[test]
+    fn only_accepted_evictions_count_in_the_history() {
+        let rec = |at: i64, evicted: bool| MoveRecord {
             at,
             pod: "web-1".into(),
-            uid: "u1".into(),
+            uid: format!("u{at}"),
             from: ZoneId::parse("DE").unwrap(),
             to: ZoneId::parse("FR").unwrap(),
-            nodes: vec!["fr-1".into()],
-            net_grams: 12.5,
+            nodes: Vec::new(),
+            zone_selector: ZoneSelector::default(),
+            reserve_until: None,
+            net_grams: 1.0,
             evicted,
-            landed,
-        }
-    }
-
-    #[test]
-    fn round_trips_and_counts() {
+            landed: None,
+        };
         let s = OwnerState {
-            moves: vec![
-                rec(100, true, Some(Landing::Planned)),
-                rec(200, true, None),
-                rec(300, false, None),
-            ],
+            moves: vec![rec(100, true), rec(200, false)],
         };
-        let json = s.to_json();
-        assert!(json.contains(r#""landed":"planned""#), "{json}");
-        let back = OwnerState::parse(Some(&json)).unwrap();
-        assert_eq!(back, s);
-        assert_eq!(back.in_flight(), 1);
-        assert_eq!(back.history().len(), 2);
-        assert_eq!(back.moves_since(150), 1);
-        assert_eq!(back.pending().map(|m| m.at), Some(300));
-        assert_eq!(OwnerState::parse(None).unwrap(), OwnerState::default());
-        assert!(OwnerState::parse(Some("nonsense")).is_err());
-    }
-
-    #[test]
-    fn forgetting_keeps_what_is_in_flight() {
-        let mut s = OwnerState {
-            moves: vec![rec(0, true, Some(Landing::Planned)), rec(0, true, None)],
-        };
-        s.forget_before(10_000, 3600);
-        assert_eq!(s.moves.len(), 1);
-        assert_eq!(s.moves[0].landed, None);
+        let h = history(&s);
+        assert_eq!(h.len(), 1);
+        assert_eq!(h[0].at, 100);
     }
 }

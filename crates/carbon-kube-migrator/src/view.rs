@@ -2,14 +2,17 @@
 //! takes: which pods may move at all ([`pod_facts`]), their requests, the
 //! nodes with their free room, and the nodes a replacement could use.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use carbon_kube_k8s::node_match::{NodeFacts, pod_requests};
 use carbon_kube_k8s::quantity::{cpu_millis, memory_bytes};
-use carbon_kube_model::{UnixSeconds, keys};
+use carbon_kube_model::migration::ZoneSelector;
+use carbon_kube_model::{UnixSeconds, ZoneId, keys};
 use carbon_kube_policy::migration::{OwnerKind, PodFacts};
 use carbon_kube_policy::placement::PodView;
-use carbon_kube_policy::zone_map::{NodeView, RegionZoneMap, Resources, ZoneResolution, node_zone};
+use carbon_kube_policy::zone_map::{
+    NodeView, RegionZoneMap, Resources, ZoneResolution, ZoneVia, node_zone,
+};
 use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::{Node, Pod, Taint};
 
@@ -328,6 +331,41 @@ pub fn node_entries<'a>(
         .collect()
 }
 
+/// The node labels that select `zone`'s nodes among `nodes`: the
+/// `carbon-kube.io/grid-zone` values of nodes zoned by that label, and the
+/// `topology.kubernetes.io/region` values of nodes zoned by their region
+/// (the gate controller's zone affinity has the same two shapes). Empty
+/// when no node of the zone is known.
+pub fn zone_selector<'a>(
+    zone: &ZoneId,
+    nodes: impl IntoIterator<Item = &'a NodeEntry>,
+) -> ZoneSelector {
+    let mut by_label = BTreeSet::new();
+    let mut by_region = BTreeSet::new();
+    for n in nodes {
+        if n.zone.zone.as_ref() != Some(zone) {
+            continue;
+        }
+        match n.zone.via {
+            ZoneVia::Label => {
+                if let Some(v) = n.view.labels.get(keys::LABEL_GRID_ZONE) {
+                    by_label.insert(v.clone());
+                }
+            }
+            ZoneVia::UserMap { .. } | ZoneVia::CloudRegion { .. } => {
+                if let Some(v) = n.view.labels.get(keys::LABEL_REGION) {
+                    by_region.insert(v.clone());
+                }
+            }
+            ZoneVia::Unknown(_) => {}
+        }
+    }
+    ZoneSelector {
+        grid_zone_values: by_label.into_iter().collect(),
+        region_values: by_region.into_iter().collect(),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -567,6 +605,38 @@ mod tests {
             size(&trimmed),
             size(&full)
         );
+    }
+
+    #[test]
+    fn the_zone_selector_names_the_labels_of_the_target_zones_nodes() {
+        let node = |name: &str, labels: serde_json::Value| -> Node {
+            serde_json::from_value(serde_json::json!({
+                "metadata": {"name": name, "labels": labels}
+            }))
+            .unwrap()
+        };
+        let nodes = [
+            node("fr-1", serde_json::json!({(keys::LABEL_GRID_ZONE): "FR"})),
+            node(
+                "fr-2",
+                serde_json::json!({(keys::LABEL_GRID_ZONE): "FR",
+                                              (keys::LABEL_REGION): "eu-central-1"}),
+            ),
+            // Zoned by its region (AWS Paris): selected by the region.
+            node(
+                "paris",
+                serde_json::json!({(keys::LABEL_REGION): "eu-west-3"}),
+            ),
+            node("de-1", serde_json::json!({(keys::LABEL_GRID_ZONE): "DE"})),
+            node("nowhere", serde_json::json!({})),
+        ];
+        let entries = node_entries(nodes.iter(), std::iter::empty(), &RegionZoneMap::default());
+        let fr = ZoneId::parse("FR").unwrap();
+        let sel = zone_selector(&fr, entries.values());
+        assert_eq!(sel.grid_zone_values, ["FR"]);
+        assert_eq!(sel.region_values, ["eu-west-3"]);
+        let none = zone_selector(&ZoneId::parse("PL").unwrap(), entries.values());
+        assert!(none.is_empty());
     }
 
     #[test]

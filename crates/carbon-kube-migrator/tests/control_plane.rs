@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use carbon_kube_migrator::caps::CapsConfig;
 use carbon_kube_migrator::controller::MigratorSettings;
-use carbon_kube_migrator::state::{Landing, MoveRecord, OwnerState};
+use carbon_kube_migrator::state::{Landing, MoveRecord, OwnerState, ZoneSelector};
 use carbon_kube_model::{CarbonIntensity, Forecast, Snapshot, Source, ZoneId, ZoneRecord, keys};
 use carbon_kube_testkit::{
     NODE_POOL_LABEL, Progress, TestNamespace, ensure_crypto_provider, nodes_in_zone, shared,
@@ -398,6 +398,8 @@ async fn stale_data_moves_nothing_and_restarts_lose_and_repeat_nothing() {
             from: ZoneId::parse("DE").unwrap(),
             to: ZoneId::parse("FR").unwrap(),
             nodes: Vec::new(),
+            zone_selector: ZoneSelector::default(),
+            reserve_until: None,
             net_grams: 10.0,
             evicted: false,
             landed: None,

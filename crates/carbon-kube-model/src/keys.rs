@@ -51,6 +51,18 @@ pub const MIGRATE: &str = "carbon-kube.io/migrate";
 /// Job): its recent moves and the move in flight, as JSON. Restart-safe
 /// state: the migrator keeps nothing that matters in memory.
 pub const ANNOTATION_MIGRATIONS: &str = "carbon-kube.io/migrations";
+/// Label the migrator puts on a pod's owner (value `"true"`) while one of
+/// the owner's moves has a replacement that has not landed yet, and removes
+/// once every replacement landed (or timed out). The gate webhook watches
+/// only owners with it, so its cache stays small.
+pub const LABEL_MIGRATION_PENDING: &str = "carbon-kube.io/migration-pending";
+/// Pod annotation the gate webhook writes on the replacement of a migrated
+/// pod it steered: the evicted pod's uid (the migrator measures that pod's
+/// landing).
+pub const ANNOTATION_REPLACES: &str = "carbon-kube.io/replaces";
+/// Pod annotation the gate webhook writes on a replacement it steered: the
+/// zone and nodes it prefers, and why.
+pub const ANNOTATION_STEERED: &str = "carbon-kube.io/steered";
 /// Pod annotation a Job pod may set: RFC 3339 time of its last checkpoint
 /// (work before it is not lost by a move).
 pub const ANNOTATION_LAST_CHECKPOINT: &str = "carbon-kube.io/last-checkpoint";

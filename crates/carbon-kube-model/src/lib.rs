@@ -10,6 +10,7 @@ pub mod accounting;
 pub mod accounting_details;
 pub mod intensity;
 pub mod keys;
+pub mod migration;
 pub mod record;
 pub mod snapshot;
 pub mod tuner;

@@ -1231,13 +1231,19 @@ async fn each_service_account_has_exactly_the_access_it_needs() {
     )
     .await;
 
-    // The gate webhook: reads namespaces, nothing else.
+    // The gate webhook: reads namespaces and (steering migrated pods'
+    // replacements, with the migrator enabled) lists and watches the owners
+    // the migrator labels; nothing else.
     assert_access(
         &client,
         &sa("gates-webhook"),
         &[
             access("list", "", "namespaces"),
             access("watch", "", "namespaces"),
+            access("list", "apps", "replicasets"),
+            access("watch", "apps", "replicasets"),
+            access("watch", "apps", "statefulsets"),
+            access("watch", "batch", "jobs"),
         ],
         &[
             &dangerous[..],
