@@ -62,7 +62,7 @@ pub const EMBODIED_G_PER_VCPU_HOUR: f64 = 0.795;
 
 /// A calibration of the modelled energy to measured energy: the factor that
 /// makes the CCF model's above-idle energy equal, in total, the RAPL package
-/// + DRAM energy above idle of the Teads AWS EC2 dataset (597 non-GPU
+/// and DRAM energy above idle of the Teads AWS EC2 dataset (597 non-GPU
 /// instance types at 10, 50 and 100 % load, as published in Cloud Carbon
 /// Footprint's `cloud-carbon-coefficients`, `data/aws-instances.csv`,
 /// Apache-2.0). The model gives 0.345 of the measured energy; 1 / 0.345 =
