@@ -51,7 +51,7 @@ bench: k8s-bin ## Run the benchmarks (see BENCHMARKS.md for what each measures)
 
 # `make soak`: the issue-18 campaign (docs/reliability.md): hostile-input
 # properties with many more cases, then the fault and secret tests, and the
-# control-plane faults (apiserver restart, leader kill, slow etcd) repeated
+# control-plane faults (apiserver restart, etcd stall, leader kill, slow etcd) repeated
 # SOAK_FAULT_ROUNDS times.
 SOAK_CASES ?= 20000
 SOAK_FAULT_ROUNDS ?= 5
@@ -65,9 +65,19 @@ soak: k8s-bin ## Long hostile-input runs (PROPTEST_CASES=$(SOAK_CASES)) and the 
 		-p carbon-kube-signals --test hostile_input --test failures --test secrets \
 		-p carbon-kube-poller --test provider_faults
 	FAULT_ROUNDS=$(SOAK_FAULT_ROUNDS) $(CARGO) test --no-fail-fast \
-		-p carbon-kube-gates -p carbon-kube-migrator --test faults
+		-p carbon-kube-extender -p carbon-kube-gates -p carbon-kube-migrator --test faults
 	$(CARGO) test -p carbon-kube --test chart each_service_account_has_exactly_the_access_it_needs
 	$(CARGO) test -p carbon-kube --test cli
+
+# `make soak-scale`: the scale soak (docs/reliability.md, BENCHMARKS.md):
+# SOAK_NODES kwok nodes (5,000), SOAK_PODS pods (50,000) churned over
+# SOAK_MINUTES (15) through the real kube-scheduler with the extender, the
+# poller, the gate controller (SOAK_DEFERRED deferred pods, 5,000) and the
+# migrator (dry run, SOAK_MIGRATE_PODS, 2,000) as processes; memory, CPU,
+# lag and decisions sampled. Not part of `make test` or `make soak`.
+.PHONY: soak-scale
+soak-scale: k8s-bin ## Scale soak: 5,000 kwok nodes, 50,000 pods churned, every component (SOAK_NODES, SOAK_PODS, SOAK_MINUTES)
+	$(CARGO) test --release -p carbon-kube --test soak
 
 .PHONY: dev-setup
 dev-setup: ## Install the tools the project uses (Rust components, Go test binaries)
