@@ -24,6 +24,7 @@ fn seconds(s: &str) -> Result<i64, String> {
 /// Multi-cluster placement: publish this cluster's carbon score, or weigh
 /// Karmada policies by the member clusters' scores.
 #[derive(clap::Subcommand, Debug, Clone)]
+#[allow(clippy::large_enum_variant)] // parsed once at start; boxing buys nothing
 pub enum ClusterScoreCommand {
     /// Score this cluster (its nodes' grid zones weighted by allocatable CPU,
     /// −100..100 against a reference intensity, 0 = neutral or no data) and
