@@ -829,7 +829,7 @@ mod tests {
                 ns,
                 days.map(|day_start| DayDetails {
                     day_start,
-                    modelled_joules: 98_765.4321 * f64::from(n),
+                    modelled_joules: 98_765.432_1 * f64::from(n),
                     ..DayDetails::default()
                 })
                 .collect(),

@@ -17,6 +17,10 @@ use serde::Serialize;
 use crate::epochs::{Decision, EpochPolicy, step_rewards};
 use crate::optimise::Problem;
 
+/// A state-dependent policy: the state seen at a decision epoch to a point
+/// of the unit cube (the setting chosen then).
+pub type StatePolicy<'a> = dyn Fn(&[f64]) -> Vec<f64> + 'a;
+
 /// The knobs the tuner sets, in their units.
 #[derive(Clone, Debug, PartialEq, Serialize)]
 #[serde(rename_all = "camelCase")]
@@ -486,13 +490,13 @@ impl EpisodeSet {
     /// Evaluates a state-dependent policy: `act` chooses a point of the unit
     /// cube at every decision epoch of every replay from the state seen then
     /// ([`crate::state::observe_epoch`]).
-    pub fn evaluate_by(&mut self, act: &dyn Fn(&[f64]) -> Vec<f64>) -> anyhow::Result<Evaluation> {
+    pub fn evaluate_by(&mut self, act: &StatePolicy<'_>) -> anyhow::Result<Evaluation> {
         self.evaluate_with(Some(act), None)
     }
 
     fn evaluate_with(
         &mut self,
-        act: Option<&dyn Fn(&[f64]) -> Vec<f64>>,
+        act: Option<&StatePolicy<'_>>,
         knobs: Option<&Knobs>,
     ) -> anyhow::Result<Evaluation> {
         let ck = self.policy()?;
