@@ -857,7 +857,6 @@ mod tests {
                 deadline: 2000,
                 expected_g_per_kwh: Some(window),
                 now_g_per_kwh: Some(now),
-                reserved_from: None,
             },
             planned_at: 0,
             cpu_millis: 4000,

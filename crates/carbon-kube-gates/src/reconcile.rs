@@ -91,23 +91,6 @@ impl StoredPlan {
     fn requests(&self) -> Resources {
         Resources::new(i64::try_from(self.cpu_millis).unwrap_or(i64::MAX), 0)
     }
-
-    /// Books the room this plan holds (a promise or a reservation) in the
-    /// ledger, on the `allowed` nodes; `None` when it holds none.
-    fn book(
-        &self,
-        ledger: &mut CapacityLedger,
-        now: UnixSeconds,
-        allowed: &[String],
-    ) -> Option<Booking> {
-        ledger.book_plan(
-            &self.plan,
-            now,
-            self.duration_seconds,
-            self.requests(),
-            allowed,
-        )
-    }
 }
 
 /// What the reconciler needs to know about one gated pod.
@@ -213,10 +196,7 @@ pub enum Action {
         /// The nodes where the ledger has room for the pod's run from now
         /// without breaking what runs there or was promised to a more urgent
         /// pod, tightest fit first, at most [`MAX_PREFERRED_NODES`]; its run
-        /// is booked on the first. A pod that reserved a node
-        /// ([`ReleaseReason::Reserved`]) may take room promised to any plan,
-        /// its reserved node first; when no node has room yet it keeps its
-        /// reservation and prefers that node alone. The controller prefers them (a preferred
+        /// is booked on the first. The controller prefers them (a preferred
         /// node affinity), so kube-scheduler does not put the pod into room
         /// another plan counts on. Empty for manual and invalid releases and
         /// when no node has room.
@@ -341,24 +321,27 @@ pub fn ledger(
         l.forget_before(now);
         return (l, bookings);
     }
-    // Reservations first (nothing but running work and earlier
-    // reservations comes before them), then the promises most urgent first.
     let mut stored: Vec<(UnixSeconds, usize, StoredPlan)> = pods
         .iter()
         .enumerate()
         .filter_map(|(i, p)| {
             let s = StoredPlan::from_annotations(&p.annotations)?;
-            let latest = if s.plan.reason == ReleaseReason::Reserved {
-                CapacityLedger::RESERVATION
-            } else {
-                latest_start(p, defaults).unwrap_or(i64::MIN)
-            };
+            let latest = latest_start(p, defaults).unwrap_or(i64::MIN);
             s.promises(now).is_some().then_some((latest, i, s))
         })
         .collect();
     stored.sort_by_key(|(t, i, _)| (*t, *i));
     for (_, i, s) in stored {
-        bookings[i] = s.book(&mut l, now, &pods[i].eligibility.nodes);
+        if let Some(z) = s.promises(now) {
+            bookings[i] = Some(l.promise(
+                z,
+                s.plan.release_at,
+                s.duration_seconds,
+                s.requests(),
+                s.plan.latest_start,
+                &pods[i].eligibility.nodes,
+            ));
+        }
     }
     l.forget_before(now);
     (l, bookings)
@@ -479,10 +462,8 @@ fn release(
 ///
 /// The planned zone is tried first, then the pod's other zones. A deadline
 /// release with no free room anywhere takes room promised to less urgent
-/// pods (their plans no longer fit and are made again); a pod that reserved
-/// a node takes room promised to any plan, its reserved node first, and
-/// when none has room yet keeps its reservation (the node it waits for is
-/// not refilled); other releases take only free room.
+/// pods (their plans no longer fit and are made again); other releases take
+/// only free room.
 /// When no node has room the run is still booked (on the node with the most
 /// room), so the ledger never under-counts, and no node is preferred.
 fn book_release(
@@ -498,19 +479,11 @@ fn book_release(
         zone,
         latest_start,
         nodes,
-        plan,
         ..
     } = &mut action
     else {
         return action;
     };
-    // The node the pod reserved, if it did: first choice, and kept reserved
-    // while the pod waits for it.
-    let reservation = booking.as_ref().filter(|b| b.is_reservation()).cloned();
-    let reserved_node = reservation
-        .as_ref()
-        .and_then(|b| ledger.booked_node(b))
-        .map(str::to_owned);
     if let Some(b) = &booking {
         ledger.withdraw(b);
     }
@@ -525,23 +498,13 @@ fn book_release(
         )
         .collect();
     // Free room first; a deadline release then takes room promised to less
-    // urgent pods, and a pod that reserved a node room promised to any plan.
+    // urgent pods.
     let deadline = *cause == ReleaseCause::Planned(ReleaseReason::Deadline);
-    let reserved = reservation.is_some()
-        || plan
-            .as_ref()
-            .is_some_and(|p| p.plan.reason == ReleaseReason::Reserved);
-    let mut urgencies = vec![None];
-    if deadline {
-        urgencies.push(Some(*latest_start));
-    }
-    if reserved {
-        urgencies.push(Some(CapacityLedger::RESERVATION));
-    }
+    let urgencies = [None, deadline.then_some(*latest_start)];
     let mut book_in = zones.first().map(|z| (*z).clone());
-    'search: for urgency in &urgencies {
+    'search: for urgency in urgencies.iter().take(if deadline { 2 } else { 1 }) {
         for z in &zones {
-            let mut room = ledger.nodes_with_room(
+            let room = ledger.nodes_with_room(
                 z,
                 &pod.eligibility.nodes,
                 now,
@@ -549,28 +512,12 @@ fn book_release(
                 need,
                 *urgency,
             );
-            if let Some(k) = reserved_node
-                .as_ref()
-                .and_then(|r| room.iter().position(|n| n == r))
-            {
-                let r = room.remove(k);
-                room.insert(0, r);
-            }
             if !room.is_empty() {
                 *nodes = room;
                 book_in = Some((*z).clone());
                 break 'search;
             }
         }
-    }
-    if nodes.is_empty()
-        && let (Some(b), Some(node)) = (&reservation, reserved_node)
-    {
-        // No room anywhere yet: the pod waits for the node it reserved, which
-        // stays reserved (smaller work does not refill it meanwhile).
-        ledger.restore(b);
-        *nodes = vec![node];
-        return action;
     }
     if let Some(z) = book_in {
         let allowed = if nodes.is_empty() {
@@ -692,12 +639,9 @@ fn reconcile_one(
     }
     // A standing plan is kept between re-plan passes while its room still
     // holds; one that can no longer be honoured is planned again.
-    let held_for_room = stored.as_ref().is_some_and(|s| {
-        matches!(
-            s.plan.reason,
-            ReleaseReason::NoRoom | ReleaseReason::Reserved
-        )
-    });
+    let held_for_room = stored
+        .as_ref()
+        .is_some_and(|s| s.plan.reason == ReleaseReason::NoRoom);
     if stored.is_some() && !replan && !held_for_room && booking.as_ref().is_none_or(Booking::fits) {
         return None;
     }
@@ -755,32 +699,30 @@ fn reconcile_one(
         _ => None,
     };
     if let Some(s) = keep {
-        let b = s.book(ledger, now, &pod.eligibility.nodes)?;
+        let z = s.promises(now)?;
+        let b = ledger.promise(
+            z,
+            s.plan.release_at,
+            s.duration_seconds,
+            s.requests(),
+            s.plan.latest_start,
+            &pod.eligibility.nodes,
+        );
         if b.fits() {
             return None;
         }
         // The standing plan's room went to a more urgent pod: take the fresh one.
         ledger.withdraw(&b);
     }
-    fresh.book(ledger, now, &pod.eligibility.nodes);
-    // A pod held for room whose plan came out the same: nothing to write
-    // (no annotation patch and no Event on every pass).
-    if held_for_room
-        && stored.as_ref().is_some_and(|s| {
-            (
-                s.plan.reason,
-                s.plan.release_at,
-                s.plan.reserved_from,
-                &s.plan.zone,
-            ) == (
-                fresh.plan.reason,
-                fresh.plan.release_at,
-                fresh.plan.reserved_from,
-                &fresh.plan.zone,
-            )
-        })
-    {
-        return None;
+    if let Some(z) = fresh.promises(now) {
+        ledger.promise(
+            z,
+            fresh.plan.release_at,
+            duration,
+            fresh.requests(),
+            fresh.plan.latest_start,
+            &pod.eligibility.nodes,
+        );
     }
     let mut message = fresh.plan.explain();
     if spec.capped {

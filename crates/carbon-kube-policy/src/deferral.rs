@@ -21,15 +21,6 @@
 //!   ([`ReleaseReason::NoRoom`]), rather than take room promised to pods
 //!   whose deadlines come sooner. Callers plan pods in order of latest start
 //!   (most urgent first), so the urgent pod gets the room.
-//! - **a reservation** (backfill) when no window has room even once the
-//!   promises of less urgent pods give theirs up: the node that empties
-//!   first by the known ends of the work running there is reserved from then
-//!   on ([`ReleaseReason::Reserved`]); the promises in its way are made
-//!   again elsewhere, and smaller work no longer refills that node while
-//!   the pod waits. Without it, a pod that needs most of a node (30 vCPUs
-//!   on 32) could wait past its latest start in a busy cluster: every node
-//!   carried a small promise somewhere in its run, and whatever room freed
-//!   went to smaller work.
 //!
 //! A **namespace budget** ([`DeferralRequest::budget`], see
 //! [`crate::budget`]) only lowers the minimum saving: a namespace at risk of
@@ -168,20 +159,10 @@ pub enum ReleaseReason {
     /// their plans counted on: the most urgent pod takes it (released now,
     /// or held for that window), and their plans are made again.
     UrgentRoom,
-    /// No window before the latest release has room even once every less
-    /// urgent plan gives its room up, so the node that empties first (by the
-    /// expected ends of the work running on it) is reserved for the run from
-    /// then ([`ReleasePlan::reserved_from`]): plans that counted on that room
-    /// are made again elsewhere, and work that would start there meanwhile
-    /// must end before it (backfill). Released when the reservation starts,
-    /// or at the latest release if that comes first (the pod then waits for
-    /// its node).
-    Reserved,
     /// No node has room for the run now nor in any window before the latest
-    /// release, even so, and none empties within a day of it: held,
-    /// promising nothing, until the latest release (planned again whenever
-    /// the caller replans), so it never takes room promised to pods that need
-    /// it sooner.
+    /// release, even so: held, promising nothing, until the latest release (planned
+    /// again whenever the caller replans), so it never takes room promised to
+    /// pods that need it sooner.
     NoRoom,
     /// Held for, and released in, a greener window that would not have held
     /// the pod without its namespace's carbon budget (at risk or exhausted):
@@ -195,8 +176,8 @@ pub enum ReleaseReason {
 
 impl ReleaseReason {
     /// The value of the `reason` label on `carbon_kube_gate_releases_total`
-    /// (`green_window`, `budget`, `wait_for_room`, `urgent_room`, `reserved`,
-    /// `no_room`, `deadline`, `no_data`;
+    /// (`green_window`, `budget`, `wait_for_room`, `urgent_room`, `no_room`,
+    /// `deadline`, `no_data`;
     /// releasing now because now is the best window counts as
     /// `green_window`).
     pub fn metric_label(self) -> &'static str {
@@ -205,7 +186,6 @@ impl ReleaseReason {
             Self::Budget => "budget",
             Self::WaitForRoom => "wait_for_room",
             Self::UrgentRoom => "urgent_room",
-            Self::Reserved => "reserved",
             Self::NoRoom => "no_room",
             Self::Deadline => "deadline",
             Self::NoData => "no_data",
@@ -220,7 +200,6 @@ impl ReleaseReason {
             Self::Budget => "budget",
             Self::WaitForRoom => "wait_for_room",
             Self::UrgentRoom => "urgent_room",
-            Self::Reserved => "reserved",
             Self::NoRoom => "no_room",
             Self::Deadline => "deadline",
             Self::NoData => "no_data",
@@ -247,11 +226,6 @@ pub struct ReleasePlan {
     /// Forecast average intensity over the run if released now in the best
     /// zone, g/kWh.
     pub now_g_per_kwh: Option<f64>,
-    /// With [`ReleaseReason::Reserved`]: when the reserved room starts (the
-    /// node is expected to have emptied); it may be after `release_at`,
-    /// which never passes the latest release.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub reserved_from: Option<UnixSeconds>,
 }
 
 impl ReleasePlan {
@@ -265,21 +239,14 @@ impl ReleasePlan {
                     | ReleaseReason::Budget
                     | ReleaseReason::WaitForRoom
                     | ReleaseReason::UrgentRoom
-                    | ReleaseReason::Reserved
                     | ReleaseReason::NoRoom
             )
     }
 
-    /// Whether the plan holds room in the ledger (a green window, the first
-    /// window with room, a reservation; not a pod held for lack of room).
-    /// A reservation holds its room past its release time, until the pod
-    /// starts (see [`CapacityLedger::book_plan`]).
+    /// Whether the plan holds room in the ledger (a green window, or the
+    /// first window with room; not a pod held for lack of room).
     pub fn promises_room(&self, now: UnixSeconds) -> bool {
-        match self.reason {
-            ReleaseReason::NoRoom => false,
-            ReleaseReason::Reserved => self.reserved_from.is_some_and(|t| t > now),
-            _ => self.holds(now),
-        }
+        self.holds(now) && self.reason != ReleaseReason::NoRoom
     }
 
     /// Whether the pod should be released at `now`.
@@ -333,12 +300,6 @@ impl ReleasePlan {
                 "starting at {}{zone} on room other plans had counted on: no window had room as planned, and this pod's latest start {} comes before theirs (their plans are made again)",
                 fmt_utc(self.release_at),
                 fmt_utc(self.latest_start)
-            ),
-            ReleaseReason::Reserved => format!(
-                "a node{zone} is reserved for the run from {} (the first to empty; smaller work no longer fills it): no window before the latest start {} has room as planned; released {}; deadline {deadline}",
-                fmt_utc(self.reserved_from.unwrap_or(self.release_at)),
-                fmt_utc(self.latest_start),
-                fmt_utc(self.release_at)
             ),
             ReleaseReason::NoRoom => format!(
                 "held until {} at the latest: no node{zone} has room for the run now or in any window before then (room is promised to pods with earlier deadlines); planned again as room frees; deadline {deadline}",
@@ -407,7 +368,6 @@ pub fn plan_release(
         deadline: req.deadline,
         expected_g_per_kwh: None,
         now_g_per_kwh: None,
-        reserved_from: None,
     };
     if views.is_empty() {
         return plan;
@@ -523,42 +483,9 @@ pub fn plan_release(
                 plan.reason = ReleaseReason::UrgentRoom;
             }
         }
-        if plan.reason == ReleaseReason::UrgentRoom {
-            return plan;
-        }
-        // Not even then. Backfill: reserve the node that empties first by
-        // the ends of the work running there (promises give way; earlier
-        // reservations do not), searched up to a day past the latest start.
-        let horizon = n_cand + 1 + usize::try_from(86_400 / step).unwrap_or(24);
-        for v in &views {
-            let limited = ledger.fitting_starts(
-                v.zone,
-                now_slot,
-                horizon,
-                run_slots_from_now.max(run_slots),
-                need,
-                1.0,
-                Some(CapacityLedger::RESERVATION),
-                req.nodes,
-                &mut fits,
-                &mut scratch,
-            );
-            if let Some(k) = fits.iter().position(|f| *f).filter(|_| limited) {
-                let t = if k == 0 { now } else { slot0 + step * k as i64 };
-                if plan.reserved_from.is_some_and(|r| t >= r) {
-                    continue;
-                }
-                plan.reserved_from = Some(t);
-                plan.release_at = t.min(latest_release);
-                plan.zone = Some(v.zone.clone());
-                plan.expected_g_per_kwh = Some(v.average(t - slot0, duration, step));
-                plan.reason = ReleaseReason::Reserved;
-            }
-        }
-        if plan.reason != ReleaseReason::Reserved {
-            // No node empties in time even so: hold the pod (promising
-            // nothing) until its latest release; the caller plans it again
-            // as room frees.
+        if plan.reason != ReleaseReason::UrgentRoom {
+            // Not even then: hold the pod (promising nothing) until its latest
+            // release; the caller plans it again as room frees.
             plan.release_at = latest_release;
         }
         return plan;

@@ -10,9 +10,7 @@
 //! forecast error by the actual future (`--perfect-forecast`), and a large
 //! factor (`DEADLINES_FACTORS=50`) all but removes the capacity limit: what
 //! is left of the gap to the per-job optimum is then the planner's own.
-//! `DEADLINES_TUNING=FILE` runs with a tuning file (`simulate --tuning`);
-//! `DEADLINES_POLICIES=carbon-kube-temporal` runs one policy (beside the
-//! baseline, always run: misses are split against it).
+//! `DEADLINES_TUNING=FILE` runs with a tuning file (`simulate --tuning`).
 //! Writes `target/deadlines.json`.
 
 use std::time::Instant;
@@ -65,10 +63,7 @@ fn main() -> anyhow::Result<()> {
                 start: Some("2023-01-01".into()),
                 end: Some("2024-01-01".into()),
                 capacity_factor: factor,
-                policies: list(
-                    "DEADLINES_POLICIES",
-                    &["carbon-kube", "carbon-kube-temporal"],
-                ),
+                policies: vec!["carbon-kube".into(), "carbon-kube-temporal".into()],
                 oracle: OracleMode::PerJob,
                 perfect_forecast: std::env::var_os("DEADLINES_PERFECT").is_some(),
                 tuning: std::env::var_os("DEADLINES_TUNING").map(Into::into),
@@ -112,11 +107,6 @@ fn main() -> anyhow::Result<()> {
                     "peak_releases_per_hour": o.peak_releases_per_hour,
                     "baseline_peak_releases_per_hour": base,
                     "per_job_optimum_kg": report.oracle.per_job_kg_co2,
-                    "release_reasons": o.release_reasons,
-                    "broken_promises": o.broken_promises,
-                    "deferred_jobs": o.deferred_jobs,
-                    "mean_delay_hours": o.mean_delay_hours,
-                    "zones": o.zones,
                 }));
             }
         }

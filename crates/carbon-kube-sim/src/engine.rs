@@ -200,9 +200,6 @@ struct JobState {
     booking: Option<Booking>,
     revisions: u8,
     held: bool,
-    /// The job's plan reserved a node (`ReleaseReason::Reserved`): it may
-    /// start where only promises stand in its way.
-    reserved: bool,
     /// Moves of the running job (policies with `migrate`).
     moves: migrate::JobMoves,
 }
@@ -539,14 +536,6 @@ impl<'w, 'a> Run<'w, 'a> {
                         job_requests(j),
                         j.latest_start(),
                     ),
-                    Honour::Reservation => self.ledger.fits_on_node_before(
-                        zone,
-                        &node.name,
-                        now,
-                        j.duration,
-                        job_requests(j),
-                        CapacityLedger::RESERVATION,
-                    ),
                 }
             })
     }
@@ -756,45 +745,37 @@ impl<'w, 'a> Run<'w, 'a> {
         let zone = self.zone_index(&plan.zone);
         let st = &mut self.state[id as usize];
         st.preferred = st.home.or(zone);
-        // A job whose plan reserved a node may start where only promises
-        // stand in its way (they are made again); released for its deadline,
-        // it keeps the reservation it holds.
-        st.reserved = plan.reason == ReleaseReason::Reserved
-            || (plan.reason == ReleaseReason::Deadline
-                && st.booking.as_ref().is_some_and(Booking::is_reservation));
         if plan.holds(now) {
             if st.plan.is_none() {
                 self.out.deferred_jobs += 1;
             }
-            let booking = if use_ledger {
-                self.ledger
-                    .book_plan(&plan, now, j.duration, job_requests(j), &[])
-            } else {
-                None
-            };
-            let mut booked_node = None;
-            if let Some(booking) = booking {
-                booked_node = self
+            if use_ledger
+                && plan.promises_room(now)
+                && let Some(z) = &plan.zone
+            {
+                let booking = self.ledger.promise(
+                    z,
+                    plan.release_at,
+                    j.duration,
+                    job_requests(j),
+                    plan.latest_start,
+                    &[],
+                );
+                if let Some(n) = self
                     .ledger
                     .booked_node(&booking)
-                    .and_then(|name| self.node_index.get(name).copied());
-                if let Some(n) = booked_node {
+                    .and_then(|name| self.node_index.get(name).copied())
+                {
                     self.booked_on[n].push(id);
                 }
                 self.state[id as usize].booking = Some(booking);
             }
             let t = plan.release_at;
-            let held = matches!(plan.reason, ReleaseReason::NoRoom | ReleaseReason::Reserved);
+            let no_room = plan.reason == ReleaseReason::NoRoom;
             self.state[id as usize].plan = Some(plan);
             self.push(t, Ev::Release, id);
-            if held && use_ledger {
-                if let Some(n) = booked_node.filter(|_| self.state[id as usize].reserved) {
-                    // The promises the reservation displaced are made again.
-                    self.replan_broken_promises(now, n);
-                }
-                if !self.no_room.contains(&id) {
-                    self.no_room.push(id);
-                }
+            if no_room && use_ledger {
+                self.no_room.push(id);
                 self.start_no_room(now, id);
             }
         } else {
@@ -823,9 +804,8 @@ impl<'w, 'a> Run<'w, 'a> {
                 let standing = self.state[id as usize].plan.clone();
                 let home = self.state[id as usize].home;
                 let cfg = self.tuning.deferral.clone();
-                let old = self.state[id as usize].booking.take();
-                if let Some(b) = &old {
-                    self.ledger.withdraw(b);
+                if let Some(b) = self.state[id as usize].booking.take() {
+                    self.ledger.withdraw(&b);
                 }
                 let fresh = self.plan(now, id, home, &cfg, true);
                 let revisions = self.state[id as usize].revisions;
@@ -833,7 +813,7 @@ impl<'w, 'a> Run<'w, 'a> {
                 // (never release into a queue before the latest start).
                 let no_room_now = matches!(
                     fresh.reason,
-                    ReleaseReason::WaitForRoom | ReleaseReason::NoRoom | ReleaseReason::Reserved
+                    ReleaseReason::WaitForRoom | ReleaseReason::NoRoom
                 );
                 let move_it = fresh.holds(now)
                     && (no_room_now
@@ -845,11 +825,11 @@ impl<'w, 'a> Run<'w, 'a> {
                     self.state[id as usize].revisions += 1;
                     self.apply_plan(now, id, fresh, true);
                 } else {
-                    let reason = match fresh.reason {
-                        ReleaseReason::Deadline | ReleaseReason::Reserved => fresh.reason,
-                        _ => ReleaseReason::GreenWindow,
+                    let reason = if fresh.reason == ReleaseReason::Deadline {
+                        ReleaseReason::Deadline
+                    } else {
+                        ReleaseReason::GreenWindow
                     };
-                    self.keep_reservation(id, old, &fresh);
                     if let Some(z) = standing.as_ref().and_then(|s| self.zone_index(&s.zone)) {
                         self.state[id as usize].preferred =
                             self.state[id as usize].home.or(Some(z));
@@ -863,22 +843,6 @@ impl<'w, 'a> Run<'w, 'a> {
                 }
             }
             _ => self.release(now, id),
-        }
-    }
-
-    /// A job released for its deadline keeps the node it had reserved
-    /// (the booking `old`, withdrawn to plan again) until it starts: smaller
-    /// work still does not refill that node. Otherwise the job's reservation
-    /// follows its fresh plan.
-    fn keep_reservation(&mut self, id: u32, old: Option<Booking>, fresh: &ReleasePlan) {
-        let st = &mut self.state[id as usize];
-        match old.filter(|b| b.is_reservation() && fresh.reason == ReleaseReason::Deadline) {
-            Some(b) => {
-                self.ledger.restore(&b);
-                st.booking = Some(b);
-                st.reserved = true;
-            }
-            None => st.reserved = fresh.reason == ReleaseReason::Reserved,
         }
     }
 
@@ -919,12 +883,7 @@ impl<'w, 'a> Run<'w, 'a> {
         let cfg = self.tuning.deferral.clone();
         for id in held {
             let home = self.state[id as usize].home;
-            let old = self.state[id as usize].booking.take();
-            if let Some(b) = &old {
-                self.ledger.withdraw(b);
-            }
             let fresh = self.plan(now, id, home, &cfg, true);
-            self.keep_reservation(id, old, &fresh);
             if fresh.reason == ReleaseReason::NoRoom {
                 self.no_room.push(id);
             } else {
@@ -974,10 +933,8 @@ impl<'w, 'a> Run<'w, 'a> {
     /// Where a temporal Carbon-Kube job may start now without breaking a
     /// promise of a more urgent plan: the room its own plan reserved; else a
     /// node where it breaks no promise at all; else one where only less
-    /// urgent plans give their room up (those are made again); else, for a
-    /// job whose plan reserved a node, one where only promises stand in its
-    /// way, its reserved node first. Its own promise is withdrawn; a
-    /// reservation is kept when the job cannot start.
+    /// urgent plans give their room up (those are made again). Its own
+    /// promise is withdrawn.
     fn honouring_node(&mut self, now: UnixSeconds, id: u32) -> Option<usize> {
         let j = &self.w.jobs[id as usize];
         let booking = self.state[id as usize].booking.take();
@@ -996,19 +953,7 @@ impl<'w, 'a> Run<'w, 'a> {
             self.honour_promises = Some((now, Honour::MoreUrgent));
             n = self.choose_node(now, id);
         }
-        if n.is_none() && self.state[id as usize].reserved {
-            self.honour_promises = Some((now, Honour::Reservation));
-            n = reserved
-                .filter(|&n| self.fits(n, j))
-                .or_else(|| self.choose_node(now, id));
-        }
         self.honour_promises = None;
-        if n.is_none()
-            && let Some(b) = booking.filter(Booking::is_reservation)
-        {
-            self.ledger.restore(&b);
-            self.state[id as usize].booking = Some(b);
-        }
         n
     }
 
@@ -1050,56 +995,34 @@ impl<'w, 'a> Run<'w, 'a> {
         greenness.sort_by(|a, b| a.0.total_cmp(&b.0));
         zones = greenness.into_iter().map(|(_, z)| z).collect();
         let need = job_requests(j);
-        // A job that reserved a node counts its own reservation as free, and
-        // failing room elsewhere may take room only promised to plans.
-        let booking = self.state[id as usize].booking.take();
-        if let Some(b) = &booking {
-            self.ledger.withdraw(b);
-        }
-        let reserved = self.state[id as usize].reserved;
-        let mut urgencies = vec![j.latest_start()];
-        if reserved {
-            urgencies.push(CapacityLedger::RESERVATION);
-        }
-        let found = urgencies.iter().find_map(|&urgency| {
-            zones.iter().find_map(|&z| {
-                self.zone_nodes[z]
-                    .iter()
-                    .copied()
-                    .filter(|&n| {
-                        self.fits(n, j)
-                            && self.ledger.fits_on_node_before(
-                                &self.zone_ids[z],
-                                &self.nodes[n].name,
-                                now,
-                                j.duration,
-                                need,
-                                urgency,
-                            )
-                    })
-                    .min_by_key(|&n| {
-                        self.nodes[n].allocatable.cpu_millis - self.nodes[n].requested.cpu_millis
-                    })
-            })
+        let found = zones.iter().find_map(|&z| {
+            self.zone_nodes[z]
+                .iter()
+                .copied()
+                .filter(|&n| {
+                    self.fits(n, j)
+                        && self.ledger.fits_on_node_before(
+                            &self.zone_ids[z],
+                            &self.nodes[n].name,
+                            now,
+                            j.duration,
+                            need,
+                            j.latest_start(),
+                        )
+                })
+                .min_by_key(|&n| {
+                    self.nodes[n].allocatable.cpu_millis - self.nodes[n].requested.cpu_millis
+                })
         });
         let Some(n) = found else {
-            if let Some(b) = booking {
-                self.ledger.restore(&b);
-                self.state[id as usize].booking = Some(b);
-            }
             return false;
         };
         self.state[id as usize].released = Some(now);
         *self.releases_per_hour.entry(self.hour_of(now)).or_default() += 1;
-        let reason = if reserved {
-            ReleaseReason::Reserved
-        } else {
-            ReleaseReason::NoRoom
-        };
         *self
             .out
             .release_reasons
-            .entry(reason.as_str().to_owned())
+            .entry(ReleaseReason::NoRoom.as_str().to_owned())
             .or_default() += 1;
         self.start_on(now, id, n);
         true
@@ -1306,9 +1229,6 @@ enum Honour {
     /// Those of plans at least as urgent as the job (earlier or equal latest
     /// start); less urgent plans give their room up.
     MoreUrgent,
-    /// Only reservations (the job's own plan reserved a node): every plan
-    /// gives its room up.
-    Reservation,
 }
 
 /// What a job asks of one node.

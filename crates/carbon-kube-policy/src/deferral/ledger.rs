@@ -17,19 +17,7 @@
 //!   that was never deferred);
 //! - [`CapacityLedger::promise`]: a plan, booked on the node that fits it
 //!   most tightly (best fit keeps big holes for big pods), and
-//!   [`CapacityLedger::withdraw`] when the plan changes or the pod starts;
-//! - [`CapacityLedger::book_plan`]: the same for a plan as the planner made
-//!   it, a reservation ([`CapacityLedger::RESERVATION`]) included.
-//!
-//! **Reservations** (backfill): a pod that finds no room in any window
-//! before its latest release, even once less urgent promises give theirs
-//! up, reserves the node that empties first by the known ends of the work
-//! running there ([`crate::deferral::ReleaseReason::Reserved`]). A
-//! reservation yields to nothing but running work and earlier
-//! reservations: the promises on its node that overlap it no longer hold
-//! ([`CapacityLedger::still_fits`]) and are planned again elsewhere, and
-//! work that would start there before it is only placed if it ends in time
-//! (backfill), so smaller work never refills the node the big pod waits for.
+//!   [`CapacityLedger::withdraw`] when the plan changes or the pod starts.
 //!
 //! Zones the caller never described are not limited.
 
@@ -37,7 +25,6 @@ use std::collections::{BTreeMap, VecDeque};
 
 use carbon_kube_model::{UnixSeconds, ZoneId};
 
-use crate::deferral::ReleasePlan;
 use crate::zone_map::Resources;
 
 /// Per zone, per node, per slot: what is used and promised. See the module
@@ -197,22 +184,9 @@ impl Booking {
     pub fn zone(&self) -> &ZoneId {
         &self.zone
     }
-
-    /// Whether this is a reservation ([`CapacityLedger::RESERVATION`]).
-    pub fn is_reservation(&self) -> bool {
-        self.urgency == CapacityLedger::RESERVATION
-    }
 }
 
 impl CapacityLedger {
-    /// The urgency a reservation is booked with: more urgent than any plan,
-    /// so it never gives its room up to one. As the `urgency` of
-    /// [`CapacityLedger::fits_on_node_before`] or
-    /// [`CapacityLedger::nodes_with_room`] it counts the room of every
-    /// promise as free (not that of reservations): where the pod holding a
-    /// reservation may start.
-    pub const RESERVATION: UnixSeconds = UnixSeconds::MIN;
-
     /// An empty ledger with slots of `slot_seconds` (e.g. the forecast step).
     pub fn new(slot_seconds: i64) -> Self {
         Self {
@@ -315,9 +289,7 @@ impl CapacityLedger {
         };
         // Best fit among the nodes with room (least CPU left over); else
         // among those with room once less urgent promises give theirs up;
-        // else the node with the most room. Lower keys are better. A
-        // reservation fits where only promises stand in its way (they give
-        // way to it).
+        // else the node with the most room. Lower keys are better.
         let best = nodes
             .iter()
             .enumerate()
@@ -334,8 +306,7 @@ impl CapacityLedger {
                         (2, -left)
                     }
                 };
-                let fits = key.0 == 0 || (key.0 == 1 && urgency == Self::RESERVATION);
-                (key, fits, i)
+                (key, left >= 0, i)
             })
             .min_by_key(|(key, _, _)| *key)
             .map(|(_, fits, i)| (fits, i));
@@ -346,51 +317,6 @@ impl CapacityLedger {
             booking.fits = fits;
         }
         booking
-    }
-
-    /// Books what `plan` holds room for while it holds the pod: nothing for
-    /// a plan that does not ([`ReleasePlan::promises_room`]); a reservation
-    /// from [`ReleasePlan::reserved_from`] for
-    /// [`ReleaseReason::Reserved`](crate::deferral::ReleaseReason::Reserved);
-    /// else a promise from its release time, as urgent as its latest start.
-    /// `need` and `duration_seconds` are the pod's, `allowed` the nodes it may
-    /// use (sorted; empty: all). The one way the simulator and the gate
-    /// controller book a plan.
-    pub fn book_plan(
-        &mut self,
-        plan: &ReleasePlan,
-        now: UnixSeconds,
-        duration_seconds: i64,
-        need: Resources,
-        allowed: &[String],
-    ) -> Option<Booking> {
-        if !plan.promises_room(now) {
-            return None;
-        }
-        let zone = plan.zone.as_ref()?;
-        let (start, urgency) = match plan.reserved_from {
-            Some(from) if plan.reason == crate::deferral::ReleaseReason::Reserved => {
-                (from, Self::RESERVATION)
-            }
-            _ => (plan.release_at, plan.latest_start),
-        };
-        Some(self.promise(zone, start, duration_seconds, need, urgency, allowed))
-    }
-
-    /// Books a withdrawn booking again, on the same node over the same
-    /// slots (a pod that could not start after all keeps its reservation).
-    pub fn restore(&mut self, booking: &Booking) {
-        if let Some(i) = booking.node
-            && let Some(n) = self.zones.get_mut(&booking.zone).and_then(|z| z.get_mut(i))
-        {
-            n.add(booking.from_slot, booking.to_slot, booking.need, true);
-            n.promises.push((
-                booking.from_slot,
-                booking.to_slot,
-                booking.need,
-                booking.urgency,
-            ));
-        }
     }
 
     /// The node a promise was booked on: where the pod's room is reserved
