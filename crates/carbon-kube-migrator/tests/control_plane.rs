@@ -9,10 +9,9 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use carbon_kube_migrator::caps::CapsConfig;
 use carbon_kube_migrator::controller::MigratorSettings;
 use carbon_kube_migrator::state::{Landing, MoveRecord, OwnerState, ZoneSelector};
-use carbon_kube_model::{CarbonIntensity, Forecast, Snapshot, Source, ZoneId, ZoneRecord, keys};
+use carbon_kube_model::{ZoneId, keys};
 use carbon_kube_testkit::{
     NODE_POOL_LABEL, Progress, TestNamespace, ensure_crypto_provider, nodes_in_zone, shared,
     wait_until,
@@ -25,77 +24,19 @@ use kube::api::{Api, ListParams, ObjectMeta, Patch, PatchParams, PostParams};
 use serde_json::json;
 
 mod common;
-use common::{Placement, RunningMigrator};
+use common::{Placement, RunningMigrator, now, owner_state, put_snapshot, snapshot_json};
 
 const WAIT: Duration = Duration::from_secs(90);
 
-fn now() -> i64 {
-    jiff::Timestamp::now().as_second()
-}
-
-/// A record measured `age` seconds ago, flat at `g` for three days.
-fn record(g: f64, age: i64) -> ZoneRecord {
-    let t = now() - age;
-    let mut r = ZoneRecord::new(
-        CarbonIntensity::new(g).unwrap(),
-        t,
-        Source::new(Source::ELECTRICITY_MAPS),
-    );
-    r.forecast = Some(Forecast {
-        start: t.div_euclid(3600) * 3600,
-        step_seconds: 3600,
-        values: vec![CarbonIntensity::new(g).unwrap(); 72],
-    });
-    r
-}
-
 /// Creates or replaces the snapshot ConfigMap.
 async fn publish(ns: &TestNamespace, de: f64, fr: f64, age: i64) {
-    let mut s = Snapshot::default();
-    s.zones
-        .insert(ZoneId::parse("DE").unwrap(), record(de, age));
-    s.zones
-        .insert(ZoneId::parse("FR").unwrap(), record(fr, age));
-    let cm = ConfigMap {
-        metadata: ObjectMeta {
-            name: Some(keys::SNAPSHOT_CONFIGMAP.to_owned()),
-            ..ObjectMeta::default()
-        },
-        data: Some(BTreeMap::from([(
-            keys::SNAPSHOT_KEY.to_owned(),
-            s.to_json(),
-        )])),
-        ..ConfigMap::default()
-    };
-    let api = ns.api::<ConfigMap>();
-    api.patch(
-        keys::SNAPSHOT_CONFIGMAP,
-        &PatchParams::apply("test").force(),
-        &Patch::Apply(&cm),
-    )
-    .await
-    .unwrap();
+    put_snapshot(ns, snapshot_json(&[("DE", de), ("FR", fr)], age)).await;
 }
 
 fn settings(ns: &TestNamespace) -> MigratorSettings {
-    let mut s = MigratorSettings {
-        snapshot_namespace: ns.name().to_owned(),
-        pod_namespace: Some(ns.name().to_owned()),
-        interval: Duration::from_secs(1),
-        min_interval: Duration::from_millis(200),
-        caps: CapsConfig {
-            per_node: 1,
-            per_namespace: 10,
-            owner_fraction: 0.5,
-            per_cycle: 10,
-            per_hour: 100,
-        },
-        ..MigratorSettings::default()
-    };
-    // Pods a few seconds old may move; the test's pods are large enough
-    // (2 CPUs, 4 GiB) for a move from 450 to 50 g/kWh to pay.
-    s.migration.min_dwell_seconds = 3;
-    s
+    // The test's pods are large enough (2 CPUs, 4 GiB) for a move from 450
+    // to 50 g/kWh to pay; half of a workload may move at once.
+    common::settings(ns, 0.5)
 }
 
 /// Two nodes per zone (8 CPUs each), labelled with their grid zone.
@@ -195,27 +136,6 @@ async fn wait_all_in(ns: &TestNamespace, app: &str, n: usize, zone: &str) -> Vec
     })
     .await
     .unwrap()
-}
-
-async fn owner_state(ns: &TestNamespace, app: &str) -> (ReplicaSet, OwnerState) {
-    let rs = ns
-        .api::<ReplicaSet>()
-        .list(&ListParams::default().labels(&format!("app={app}")))
-        .await
-        .unwrap()
-        .items
-        .into_iter()
-        .next()
-        .unwrap();
-    let state = OwnerState::parse(
-        rs.metadata
-            .annotations
-            .as_ref()
-            .and_then(|a| a.get(keys::ANNOTATION_MIGRATIONS))
-            .map(String::as_str),
-    )
-    .unwrap();
-    (rs, state)
 }
 
 async fn events(ns: &TestNamespace, reason: &str) -> Vec<Event> {

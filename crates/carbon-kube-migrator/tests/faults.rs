@@ -22,72 +22,28 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
-use carbon_kube_migrator::caps::CapsConfig;
 use carbon_kube_migrator::controller::MigratorSettings;
 use carbon_kube_migrator::state::OwnerState;
-use carbon_kube_model::{CarbonIntensity, Forecast, Snapshot, Source, ZoneId, ZoneRecord, keys};
+use carbon_kube_model::keys;
 use carbon_kube_testkit::{
     NODE_POOL_LABEL, Progress, TestNamespace, fault_rounds, nodes_in_zone, shared_for_faults,
     wait_until,
 };
-use k8s_openapi::api::apps::v1::{Deployment, ReplicaSet};
+use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{ConfigMap, Node, Pod};
 use k8s_openapi::api::events::v1::Event;
-use kube::api::{Api, DeleteParams, ListParams, ObjectMeta, Patch, PatchParams, PostParams};
+use kube::api::{Api, DeleteParams, ListParams, PostParams};
 use serde_json::json;
 
 mod common;
-use common::{Placement, RunningMigrator};
+use common::{Placement, RunningMigrator, put_snapshot};
 
 static FAULTS: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
 const WAIT: Duration = Duration::from_secs(120);
 
-fn now() -> i64 {
-    jiff::Timestamp::now().as_second()
-}
-
-/// A record measured now, flat at `g` for three days.
-fn record(g: f64) -> ZoneRecord {
-    let t = now();
-    let mut r = ZoneRecord::new(
-        CarbonIntensity::new(g).unwrap(),
-        t,
-        Source::new(Source::ELECTRICITY_MAPS),
-    );
-    r.forecast = Some(Forecast {
-        start: t.div_euclid(3600) * 3600,
-        step_seconds: 3600,
-        values: vec![CarbonIntensity::new(g).unwrap(); 72],
-    });
-    r
-}
-
 fn snapshot_json(de: f64, fr: f64) -> String {
-    let mut s = Snapshot::default();
-    s.zones.insert(ZoneId::parse("DE").unwrap(), record(de));
-    s.zones.insert(ZoneId::parse("FR").unwrap(), record(fr));
-    s.to_json()
-}
-
-/// Creates or replaces the snapshot ConfigMap with `text`.
-async fn put(ns: &TestNamespace, text: String) {
-    let cm = ConfigMap {
-        metadata: ObjectMeta {
-            name: Some(keys::SNAPSHOT_CONFIGMAP.to_owned()),
-            ..ObjectMeta::default()
-        },
-        data: Some(BTreeMap::from([(keys::SNAPSHOT_KEY.to_owned(), text)])),
-        ..ConfigMap::default()
-    };
-    ns.api::<ConfigMap>()
-        .patch(
-            keys::SNAPSHOT_CONFIGMAP,
-            &PatchParams::apply("test").force(),
-            &Patch::Apply(&cm),
-        )
-        .await
-        .unwrap();
+    common::snapshot_json(&[("DE", de), ("FR", fr)], 0)
 }
 
 impl RunningMigrator {
@@ -113,22 +69,7 @@ impl RunningMigrator {
 }
 
 fn settings(ns: &TestNamespace) -> MigratorSettings {
-    let mut s = MigratorSettings {
-        snapshot_namespace: ns.name().to_owned(),
-        pod_namespace: Some(ns.name().to_owned()),
-        interval: Duration::from_secs(1),
-        min_interval: Duration::from_millis(200),
-        caps: CapsConfig {
-            per_node: 1,
-            per_namespace: 10,
-            owner_fraction: 1.0,
-            per_cycle: 10,
-            per_hour: 100,
-        },
-        ..MigratorSettings::default()
-    };
-    s.migration.min_dwell_seconds = 3;
-    s
+    common::settings(ns, 1.0)
 }
 
 /// Three nodes per zone (8 CPUs each), labelled with their grid zone.
@@ -229,23 +170,7 @@ async fn wait_all_in(ns: &TestNamespace, app: &str, n: usize, zone: &str) -> Vec
 }
 
 async fn owner_state(ns: &TestNamespace, app: &str) -> OwnerState {
-    let rs = ns
-        .api::<ReplicaSet>()
-        .list(&ListParams::default().labels(&format!("app={app}")))
-        .await
-        .unwrap()
-        .items
-        .into_iter()
-        .next()
-        .unwrap();
-    OwnerState::parse(
-        rs.metadata
-            .annotations
-            .as_ref()
-            .and_then(|a| a.get(keys::ANNOTATION_MIGRATIONS))
-            .map(String::as_str),
-    )
-    .unwrap()
+    common::owner_state(ns, app).await.1
 }
 
 /// `Migrated` Events per pod name (series counted).
@@ -290,7 +215,7 @@ async fn an_apiserver_restart_mid_migration_evicts_each_pod_once() {
             .await
             .unwrap();
         nodes(&ns).await;
-        put(&ns, snapshot_json(100.0, 300.0)).await;
+        put_snapshot(&ns, snapshot_json(100.0, 300.0)).await;
         let placement = Placement::start(cp, &ns).await;
         deployment(&ns, "web", i32::try_from(N).unwrap()).await;
         let originals: BTreeSet<String> = wait_all_in(&ns, "web", N, "DE")
@@ -300,7 +225,7 @@ async fn an_apiserver_restart_mid_migration_evicts_each_pod_once() {
             .collect();
 
         let migrator = RunningMigrator::start(cp, settings(&ns)).await;
-        put(&ns, snapshot_json(450.0, 50.0)).await;
+        put_snapshot(&ns, snapshot_json(450.0, 50.0)).await;
         migrator
             .wait_for("a first eviction", |m| m.result("migrated") >= 1.0)
             .await;
@@ -354,7 +279,7 @@ async fn slow_etcd_mid_migration_evicts_each_pod_once() {
     for round in 0..fault_rounds() {
         let ns = cp.test_namespace("migrate-slow-etcd").await.unwrap();
         nodes(&ns).await;
-        put(&ns, snapshot_json(100.0, 300.0)).await;
+        put_snapshot(&ns, snapshot_json(100.0, 300.0)).await;
         let placement = Placement::start(cp, &ns).await;
         deployment(&ns, "web", i32::try_from(N).unwrap()).await;
         let originals: BTreeSet<String> = wait_all_in(&ns, "web", N, "DE")
@@ -364,7 +289,7 @@ async fn slow_etcd_mid_migration_evicts_each_pod_once() {
             .collect();
         let migrator = RunningMigrator::start(cp, settings(&ns)).await;
         cp.set_etcd_latency(Duration::from_millis(100)).unwrap();
-        put(&ns, snapshot_json(450.0, 50.0)).await;
+        put_snapshot(&ns, snapshot_json(450.0, 50.0)).await;
         let moved =
             tokio::time::timeout(Duration::from_secs(240), wait_all_in(&ns, "web", N, "FR")).await;
         cp.set_etcd_latency(Duration::ZERO).unwrap();
@@ -413,7 +338,7 @@ async fn snapshot_faults_move_nothing_and_keep_the_last_good_snapshot() {
     let ns = cp.test_namespace("migrate-snapshot-faults").await.unwrap();
     nodes(&ns).await;
     let good = snapshot_json(100.0, 300.0);
-    put(&ns, good.clone()).await;
+    put_snapshot(&ns, good.clone()).await;
     let _placement = Placement::start(cp, &ns).await;
     deployment(&ns, "web", 2).await;
     let before: BTreeSet<String> = wait_all_in(&ns, "web", 2, "DE")
@@ -426,7 +351,7 @@ async fn snapshot_faults_move_nothing_and_keep_the_last_good_snapshot() {
     let stale_at_start = migrator.result("skipped_stale_data");
     assert_eq!(stale_at_start, 0.0, "the good snapshot is read");
 
-    put(&ns, good[..good.len() / 2].to_owned()).await;
+    put_snapshot(&ns, good[..good.len() / 2].to_owned()).await;
     migrator
         .wait_for("the truncated snapshot counted", |m| {
             m.snapshot_errors("unreadable") >= 1.0
@@ -436,7 +361,7 @@ async fn snapshot_faults_move_nothing_and_keep_the_last_good_snapshot() {
     let garbage: String = (0..(1u32 << 20) - 4096)
         .map(|i| char::from(b'!' + u8::try_from(i.wrapping_mul(2_654_435_761) >> 26).unwrap()))
         .collect();
-    put(&ns, garbage).await;
+    put_snapshot(&ns, garbage).await;
     migrator
         .wait_for("the garbage counted", |m| {
             m.snapshot_errors("unreadable") >= 2.0
@@ -458,7 +383,7 @@ async fn snapshot_faults_move_nothing_and_keep_the_last_good_snapshot() {
     // the pods' zone has no data and they stay.
     let mut doc: serde_json::Value = serde_json::from_str(&snapshot_json(450.0, 50.0)).unwrap();
     doc["DE"]["carbon_intensity"] = serde_json::Value::String("high".into());
-    put(&ns, doc.to_string()).await;
+    put_snapshot(&ns, doc.to_string()).await;
     migrator
         .wait_for("the bad zone counted", |m| {
             m.snapshot_errors("bad_zone") >= 1.0

@@ -22,94 +22,43 @@ use carbon_kube_gates::admission::{AdmissionConfig, has_gate};
 use carbon_kube_gates::metrics::WebhookMetrics;
 use carbon_kube_gates::reservation::{ReservationMetrics, Reservations};
 use carbon_kube_gates::webhook::{Namespaces, WebhookState, app, serve_https_pem};
-use carbon_kube_migrator::caps::CapsConfig;
 use carbon_kube_migrator::controller::MigratorSettings;
-use carbon_kube_migrator::state::{Landing, OwnerState};
+use carbon_kube_migrator::state::Landing;
 use carbon_kube_migrator::system_clock;
-use carbon_kube_model::{CarbonIntensity, Forecast, Snapshot, Source, ZoneId, ZoneRecord, keys};
+use carbon_kube_model::keys;
 use carbon_kube_testkit::{
     ControlPlane, NODE_POOL_LABEL, Progress, SchedulerConfig, TestNamespace,
     ensure_crypto_provider, nodes_in_zone, pod_named, shared, wait_until,
 };
 use k8s_openapi::ByteString;
 use k8s_openapi::api::admissionregistration::v1::MutatingWebhookConfiguration;
-use k8s_openapi::api::apps::v1::{Deployment, ReplicaSet};
-use k8s_openapi::api::core::v1::{ConfigMap, Node, Pod};
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::core::v1::{Node, Pod};
 use k8s_openapi::api::events::v1::Event;
-use kube::api::{Api, DeleteParams, ListParams, ObjectMeta, Patch, PatchParams, PostParams};
+use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
 use prometheus_client::registry::Registry;
 use serde_json::json;
 
 mod common;
-use common::RunningMigrator;
+use common::{RunningMigrator, owner_state, put_snapshot, snapshot_json};
 
 const WAIT: Duration = Duration::from_secs(120);
 /// Replicas of the moved Deployment: one move each.
 const REPLICAS: usize = 3;
 
-fn now() -> i64 {
-    jiff::Timestamp::now().as_second()
-}
-
-fn record(g: f64) -> ZoneRecord {
-    let t = now();
-    let mut r = ZoneRecord::new(
-        CarbonIntensity::new(g).unwrap(),
-        t,
-        Source::new(Source::ELECTRICITY_MAPS),
-    );
-    r.forecast = Some(Forecast {
-        start: t.div_euclid(3600) * 3600,
-        step_seconds: 3600,
-        values: vec![CarbonIntensity::new(g).unwrap(); 72],
-    });
-    r
-}
-
 /// DE dirty, NL in between, FR the greenest.
 async fn publish(ns: &TestNamespace) {
-    let mut s = Snapshot::default();
-    for (z, g) in [("DE", 450.0), ("NL", 300.0), ("FR", 50.0)] {
-        s.zones.insert(ZoneId::parse(z).unwrap(), record(g));
-    }
-    let cm = ConfigMap {
-        metadata: ObjectMeta {
-            name: Some(keys::SNAPSHOT_CONFIGMAP.to_owned()),
-            ..ObjectMeta::default()
-        },
-        data: Some(BTreeMap::from([(
-            keys::SNAPSHOT_KEY.to_owned(),
-            s.to_json(),
-        )])),
-        ..ConfigMap::default()
-    };
-    ns.api::<ConfigMap>()
-        .patch(
-            keys::SNAPSHOT_CONFIGMAP,
-            &PatchParams::apply("test").force(),
-            &Patch::Apply(&cm),
-        )
-        .await
-        .unwrap();
+    put_snapshot(
+        ns,
+        snapshot_json(&[("DE", 450.0), ("NL", 300.0), ("FR", 50.0)], 0),
+    )
+    .await;
 }
 
 fn settings(ns: &TestNamespace) -> MigratorSettings {
-    let mut s = MigratorSettings {
-        snapshot_namespace: ns.name().to_owned(),
-        pod_namespace: Some(ns.name().to_owned()),
-        interval: Duration::from_secs(1),
-        min_interval: Duration::from_millis(200),
-        caps: CapsConfig {
-            per_node: 1,
-            per_namespace: 10,
-            owner_fraction: 0.34,
-            per_cycle: 10,
-            per_hour: 100,
-        },
-        overrides_configmap: None,
-        ..MigratorSettings::default()
-    };
-    s.migration.min_dwell_seconds = 3;
+    // A third of the workload at once: one move per replica, in turn.
+    let mut s = common::settings(ns, 0.34);
+    s.overrides_configmap = None;
     s
 }
 
@@ -205,27 +154,6 @@ async fn running(ns: &TestNamespace, app: &str, n: usize) -> Vec<(Pod, String)> 
     })
     .await
     .unwrap()
-}
-
-async fn owner_state(ns: &TestNamespace, app: &str) -> (ReplicaSet, OwnerState) {
-    let rs = ns
-        .api::<ReplicaSet>()
-        .list(&ListParams::default().labels(&format!("app={app}")))
-        .await
-        .unwrap()
-        .items
-        .into_iter()
-        .next()
-        .unwrap();
-    let state = OwnerState::parse(
-        rs.metadata
-            .annotations
-            .as_ref()
-            .and_then(|a| a.get(keys::ANNOTATION_MIGRATIONS))
-            .map(String::as_str),
-    )
-    .unwrap();
-    (rs, state)
 }
 
 /// Three dirty DE nodes carrying the app; FR (planned) half full; NL empty.
