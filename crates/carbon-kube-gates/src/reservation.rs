@@ -37,13 +37,13 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
-use carbon_kube_model::migration::{MoveRecord, OwnerState, ZoneSelector};
+use carbon_kube_model::migration::{MoveRecord, OwnerState};
 use carbon_kube_model::{UnixSeconds, keys};
 use futures::StreamExt as _;
 use json_patch::PatchOperation;
 use k8s_openapi::api::apps::v1::{ReplicaSet, StatefulSet};
 use k8s_openapi::api::batch::v1::Job;
-use k8s_openapi::api::core::v1::{NodeSelectorRequirement, NodeSelectorTerm, Pod};
+use k8s_openapi::api::core::v1::Pod;
 use kube::api::{Api, ObjectMeta};
 use kube::core::PartialObjectMeta;
 use kube::runtime::reflector::{self, ObjectRef, Store, store::Writer};
@@ -55,7 +55,7 @@ use prometheus_client::registry::Registry;
 use serde_json::Value;
 
 use crate::admission::{add, annotation_ops, pointer};
-use crate::zones::{AffinityMode, affinity_for_zone, prefer_nodes};
+use crate::zones::{AffinityMode, affinity_for_zone, prefer_nodes, selector_terms};
 
 /// What the webhook adds to a replacement it steers.
 #[derive(Clone, Debug, PartialEq)]
@@ -124,37 +124,6 @@ pub fn migrating_owner(pod: &Pod) -> Option<(&str, &str, &str)> {
         .map(|o| (o.kind.as_str(), o.name.as_str(), o.uid.as_str()))
 }
 
-/// Node selector terms selecting the nodes of a [`ZoneSelector`]: one per
-/// shape, as the gate controller builds them from nodes.
-pub fn zone_selector_terms(sel: &ZoneSelector) -> Vec<NodeSelectorTerm> {
-    let req = |key: &str, op: &str, values: Option<Vec<String>>| NodeSelectorRequirement {
-        key: key.to_owned(),
-        operator: op.to_owned(),
-        values,
-    };
-    let mut terms = Vec::new();
-    if !sel.grid_zone_values.is_empty() {
-        terms.push(NodeSelectorTerm {
-            match_expressions: Some(vec![req(
-                keys::LABEL_GRID_ZONE,
-                "In",
-                Some(sel.grid_zone_values.clone()),
-            )]),
-            match_fields: None,
-        });
-    }
-    if !sel.region_values.is_empty() {
-        terms.push(NodeSelectorTerm {
-            match_expressions: Some(vec![
-                req(keys::LABEL_REGION, "In", Some(sel.region_values.clone())),
-                req(keys::LABEL_GRID_ZONE, "DoesNotExist", None),
-            ]),
-            match_fields: None,
-        });
-    }
-    terms
-}
-
 /// Decides whether `pod`, created by an owner of `owner_kind` whose
 /// `carbon-kube.io/migrations` annotation is `record`, replaces a reserved
 /// move, and builds the patch. `claimed` says whether a move (by the
@@ -194,7 +163,7 @@ pub fn plan_steering(
 /// target, and the note; `None` when the move names nothing to prefer.
 fn steer_patch(pod: &Pod, m: &MoveRecord) -> Option<(Vec<PatchOperation>, String)> {
     let spec = pod.spec.as_ref()?;
-    let terms = zone_selector_terms(&m.zone_selector);
+    let terms = selector_terms(&m.zone_selector);
     let current = spec.affinity.as_ref();
     let with_zone = affinity_for_zone(current, &terms, AffinityMode::Preferred).map(|(a, _)| a);
     let affinity = prefer_nodes(with_zone.as_ref().or(current), &m.nodes).or(with_zone)?;
@@ -501,6 +470,7 @@ mod tests {
     use crate::fixtures::pod;
     use carbon_kube_model::ZoneId;
     use carbon_kube_model::migration::Landing;
+    use carbon_kube_model::migration::ZoneSelector;
     use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
     use kube::core::PartialObjectMetaExt as _;
     use serde_json::json;

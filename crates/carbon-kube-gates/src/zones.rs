@@ -12,6 +12,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use carbon_kube_k8s::node_match::{self, NodeFacts};
+use carbon_kube_model::migration::ZoneSelector;
 use carbon_kube_model::{ZoneId, keys};
 use carbon_kube_policy::zone_map::{NodeView, RegionZoneMap, Resources, ZoneVia, node_zone};
 use k8s_openapi::api::core::v1::{
@@ -196,30 +197,37 @@ pub fn zone_terms(zone: &ZoneId, nodes: &[NodeEntry]) -> Vec<NodeSelectorTerm> {
             ZoneVia::Unknown(_) => {}
         }
     }
+    selector_terms(&ZoneSelector {
+        grid_zone_values: by_label.into_iter().collect(),
+        region_values: by_region.into_iter().collect(),
+    })
+}
+
+/// Node selector terms selecting the nodes of a [`ZoneSelector`]: one term
+/// for the `carbon-kube.io/grid-zone` values, one for the region values of
+/// nodes without that label. The gate controller builds the selector from
+/// its nodes ([`zone_terms`]); the webhook takes it from a migration record.
+pub fn selector_terms(sel: &ZoneSelector) -> Vec<NodeSelectorTerm> {
     let req = |key: &str, op: &str, values: Option<Vec<String>>| NodeSelectorRequirement {
         key: key.to_owned(),
         operator: op.to_owned(),
         values,
     };
     let mut terms = Vec::new();
-    if !by_label.is_empty() {
+    if !sel.grid_zone_values.is_empty() {
         terms.push(NodeSelectorTerm {
             match_expressions: Some(vec![req(
                 keys::LABEL_GRID_ZONE,
                 "In",
-                Some(by_label.into_iter().collect()),
+                Some(sel.grid_zone_values.clone()),
             )]),
             match_fields: None,
         });
     }
-    if !by_region.is_empty() {
+    if !sel.region_values.is_empty() {
         terms.push(NodeSelectorTerm {
             match_expressions: Some(vec![
-                req(
-                    keys::LABEL_REGION,
-                    "In",
-                    Some(by_region.into_iter().collect()),
-                ),
+                req(keys::LABEL_REGION, "In", Some(sel.region_values.clone())),
                 req(keys::LABEL_GRID_ZONE, "DoesNotExist", None),
             ]),
             match_fields: None,
